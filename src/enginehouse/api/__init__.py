@@ -1,0 +1,1 @@
+"""Management API: thin routers, one service call each."""

@@ -1,0 +1,44 @@
+"""/v1/deployments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from enginehouse.api.deps import OrgDep, SessionDep
+from enginehouse.api.schemas import CreateDeploymentRequest
+from enginehouse.api.views import deployment_to_dict
+from enginehouse.services import deployments as deployment_service
+
+router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
+
+
+@router.post("", status_code=201)
+def create_deployment(body: CreateDeploymentRequest, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    if body.engine is not None:
+        deployment = deployment_service.create_with_engine(
+            session, org, body.name, body.source, body.engine
+        )
+    else:
+        assert body.engine_id is not None
+        deployment = deployment_service.deploy(session, org, body.engine_id, body.name, body.source)
+    return deployment_to_dict(deployment)
+
+
+@router.get("")
+def list_deployments(session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    deployments = deployment_service.list_deployments(session, org)
+    return {"object": "list", "data": [deployment_to_dict(d) for d in deployments]}
+
+
+@router.get("/{deployment_id}")
+def get_deployment(deployment_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    return deployment_to_dict(deployment_service.get_deployment(session, org, deployment_id))
+
+
+@router.delete("/{deployment_id}", status_code=202)
+def remove_deployment(deployment_id: str, session: SessionDep, org: OrgDep) -> JSONResponse:
+    deployment = deployment_service.remove_deployment(session, org, deployment_id)
+    return JSONResponse({"id": deployment.id, "name": deployment.name, "deleted": True}, 202)

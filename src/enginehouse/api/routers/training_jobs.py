@@ -1,0 +1,38 @@
+"""/v1/training-jobs (registration of existing checkpoints) and /v1/deployment-options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from enginehouse.api.deps import OrgDep, SessionDep
+from enginehouse.api.views import training_job_to_dict
+from enginehouse.core import options
+from enginehouse.services import training_jobs as job_service
+from enginehouse.services.training_jobs import TrainingJobSpec
+
+router = APIRouter(tags=["training jobs"])
+
+
+@router.post("/v1/training-jobs", status_code=201)
+def register_training_job(spec: TrainingJobSpec, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    return training_job_to_dict(job_service.register_training_job(session, org, spec))
+
+
+@router.get("/v1/training-jobs")
+def list_training_jobs(session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    jobs = job_service.list_training_jobs(session, org)
+    return {"object": "list", "data": [training_job_to_dict(j) for j in jobs]}
+
+
+@router.get("/v1/training-jobs/{job_id}")
+def get_training_job(job_id: str, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    return training_job_to_dict(job_service.get_training_job(session, org, job_id))
+
+
+@router.get("/v1/deployment-options")
+def deployment_options(_org: OrgDep) -> dict[str, Any]:
+    available = options.available_option_names()
+    data = [o.to_dict(o.name in available) for o in options.catalog()]
+    return {"object": "list", "data": data}

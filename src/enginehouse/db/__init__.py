@@ -1,0 +1,1 @@
+"""Control-plane persistence: ORM models, sessions and Alembic migrations."""

@@ -1,0 +1,161 @@
+"""ORM models. Specs are stored as JSON (pydantic ``model_dump``), never pickled.
+
+Named ``*Model`` so they never get confused with the domain objects or wire envelopes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from enginehouse.core.ids import utcnow
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class OrganizationModel(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class ApiKeyModel(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    # sha256 of the key; the key itself is shown once and never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = _created()
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingJobModel(Base):
+    __tablename__ = "training_jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    task_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    base_model: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="Completed")
+    created_at: Mapped[datetime] = _created()
+
+    checkpoints: Mapped[list["CheckpointModel"]] = relationship(
+        back_populates="training_job",
+        cascade="all, delete-orphan",
+        order_by="CheckpointModel.checkpoint",
+        lazy="selectin",
+    )
+
+
+class CheckpointModel(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("training_job_id", "checkpoint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    training_job_id: Mapped[str] = mapped_column(
+        ForeignKey("training_jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    checkpoint: Mapped[int] = mapped_column(Integer, nullable=False)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    test_results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    training_job: Mapped[TrainingJobModel] = relationship(back_populates="checkpoints")
+
+
+class EngineModel(Base):
+    __tablename__ = "engines"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    task_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    base_model: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    deployment_option: Mapped[str] = mapped_column(String(40), nullable=False, default="auto")
+    # What "auto" resolved to and why: {"name": ..., "reason": ...}.
+    selected_option: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    autoscaling: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    resource_management_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    runtime_options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+    last_access_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set once the engine has been Active: the base deployment exists from then on.
+    activated_once: Mapped[bool] = mapped_column(default=False, nullable=False)
+
+
+class DeploymentModel(Base):
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    engine_id: Mapped[str] = mapped_column(
+        ForeignKey("engines.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    source: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    # The checkpoint directory the source resolved to when the deployment was created.
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    task_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+class ReplicaModel(Base):
+    """A replica process the control plane started; kept so a restarted server can find it."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    engine_id: Mapped[str] = mapped_column(
+        ForeignKey("engines.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    url: Mapped[str] = mapped_column(Text, nullable=False)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = _created()
+
+
+class EventModel(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True, nullable=False)
+    engine_id: Mapped[str] = mapped_column(String(64), index=True, nullable=False)
+    object_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    object_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = _created()

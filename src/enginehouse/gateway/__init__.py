@@ -1,0 +1,1 @@
+"""The gateway: a ``model`` name → the organization's deployment → a ready replica."""

@@ -1,0 +1,80 @@
+"""OpenAI-compatible inference routes. Each one hands the raw body to the gateway service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from starlette.responses import Response
+
+from enginehouse.api.deps import OrgDep, SessionDep
+from enginehouse.core.ids import utcnow
+from enginehouse.core.status import DeploymentKind, DeploymentStatus
+from enginehouse.db.models import OrganizationModel
+from enginehouse.gateway.service import Gateway
+from enginehouse.protocol.openai import ChatCompletionRequest, CompletionRequest
+from enginehouse.services import deployments as deployment_service
+
+router = APIRouter(tags=["inference"])
+
+
+class AnyModelRequest(BaseModel):
+    """The least every inference body has: which deployment it is for."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, org: OrgDep) -> Response:
+    body = await request.body()
+    return await _gateway(request).serve(org, "/v1/chat/completions", body, ChatCompletionRequest)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, org: OrgDep) -> Response:
+    body = await request.body()
+    return await _gateway(request).serve(org, "/v1/completions", body, CompletionRequest)
+
+
+def _forward_to(endpoint: str):  # type: ignore[no-untyped-def]
+    async def forward(request: Request, org: OrgDep) -> Response:
+        body = await request.body()
+        return await _gateway(request).serve(org, endpoint, body, AnyModelRequest)
+
+    return forward
+
+
+# Endpoints of the other task types: the gateway answers which endpoint fits a deployment.
+for _path in ("/v1/embeddings", "/v1/classification", "/v1/ner", "/v1/image-embeddings",
+              "/v1/image-classification", "/v1/detections"):
+    router.add_api_route(_path, _forward_to(_path), methods=["POST"], include_in_schema=False)
+
+
+@router.get("/v1/models")
+def list_models(session: SessionDep, org: OrgDep) -> dict[str, Any]:
+    owner = session.scalar(select(OrganizationModel.name).where(OrganizationModel.id == org))
+    deployments = deployment_service.list_deployments(session, org)
+    base_names = {d.engine_id: d.name for d in deployments if d.kind == DeploymentKind.BASE.value}
+    data = [
+        {
+            "id": d.name,
+            "object": "model",
+            "created": int((d.created_at or utcnow()).timestamp()),
+            "owned_by": owner,
+            "root": d.name,
+            "parent": None if d.kind == DeploymentKind.BASE.value else base_names.get(d.engine_id),
+            "status": d.status,
+            "task_type": d.task_type,
+            "engine_id": d.engine_id,
+        }
+        for d in deployments
+        if d.status != DeploymentStatus.FAILED.value
+    ]
+    return {"object": "list", "data": data}

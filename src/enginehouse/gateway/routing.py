@@ -1,0 +1,102 @@
+"""Resolve a ``model`` name to a route: the deployment, its engine and a ready replica.
+
+Everything here reads the database; it runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from enginehouse.core.status import DeploymentStatus, EngineStatus, ReplicaStatus
+from enginehouse.core.task_types import ENDPOINTS, TaskType
+from enginehouse.db.models import DeploymentModel, EngineModel, ReplicaModel
+from enginehouse.errors import BadRequestError, ModelNotFoundError, ServiceUnavailableError
+from enginehouse.services import deployments as deployment_service
+
+
+@dataclass(frozen=True)
+class Target:
+    """A deployment that can take the request, and the replicas that can serve it."""
+
+    deployment_id: str
+    deployment_name: str
+    engine_id: str
+    replicas: dict[str, str]  # replica id → url
+
+
+@dataclass(frozen=True)
+class Waking:
+    """The deployment's engine is asleep (or coming up) and wakes on demand: wait for it."""
+
+    engine_id: str
+    deployment_status: str
+
+
+def resolve(session: Session, org_id: str, model: str, endpoint: str) -> Target | Waking:
+    deployment = deployment_service.find_deployment_by_name(session, org_id, model)
+    if deployment is None:
+        raise ModelNotFoundError(f"The model '{model}' does not exist", param="model")
+    _check_endpoint(deployment, endpoint)
+    engine = session.get(EngineModel, deployment.engine_id)
+    if engine is None or engine.status == EngineStatus.DELETING.value:
+        raise ServiceUnavailableError(f"the engine of '{model}' is being deleted", retry_after=5)
+    if deployment.status != DeploymentStatus.DEPLOYED.value:
+        if _wakes_on_demand(engine, deployment):
+            return Waking(engine.id, deployment.status)
+        raise _not_serving(deployment)
+    replicas = _ready_replicas(session, engine.id)
+    if not replicas:
+        if _wakes_on_demand(engine, deployment):
+            return Waking(engine.id, deployment.status)
+        raise ServiceUnavailableError(
+            f"'{model}' has no ready replica right now (engine {engine.status})", retry_after=5
+        )
+    return Target(deployment.id, deployment.name, engine.id, replicas)
+
+
+def _check_endpoint(deployment: DeploymentModel, endpoint: str) -> None:
+    task_type = TaskType(deployment.task_type)
+    fitting = ENDPOINTS[task_type]
+    if endpoint not in fitting:
+        raise BadRequestError(
+            f"'{deployment.name}' is a {task_type.value} deployment; call {' or '.join(fitting)} "
+            f"instead of {endpoint}",
+            code="wrong_endpoint",
+            param="model",
+        )
+
+
+def _wakes_on_demand(engine: EngineModel, deployment: DeploymentModel) -> bool:
+    management = engine.resource_management_config or {}
+    if management.get("management_type") != "inactive_timeout":
+        return False
+    if deployment.status == DeploymentStatus.FAILED.value:
+        return False
+    return engine.status in (
+        EngineStatus.INACTIVE.value,
+        EngineStatus.DEACTIVATING.value,
+        EngineStatus.REACTIVATING.value,
+        EngineStatus.ACTIVE.value,
+    )
+
+
+def _not_serving(deployment: DeploymentModel) -> Exception:
+    reason = f": {deployment.status_reason}" if deployment.status_reason else ""
+    retry = 30 if deployment.status == DeploymentStatus.DEACTIVATED.value else 5
+    if deployment.status == DeploymentStatus.FAILED.value:
+        retry = 60
+    return ServiceUnavailableError(
+        f"'{deployment.name}' is {deployment.status}, not serving yet{reason}",
+        retry_after=retry,
+        code=f"deployment_{deployment.status.lower()}",
+    )
+
+
+def _ready_replicas(session: Session, engine_id: str) -> dict[str, str]:
+    query = select(ReplicaModel.id, ReplicaModel.url).where(
+        ReplicaModel.engine_id == engine_id, ReplicaModel.status == ReplicaStatus.READY.value
+    )
+    return {replica_id: url for replica_id, url in session.execute(query)}

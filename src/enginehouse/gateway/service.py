@@ -1,0 +1,174 @@
+"""Serving a client call: validate, resolve, wake if needed, forward to a replica, stream back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ValidationError
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from enginehouse.db.session import Database
+from enginehouse.errors import BadRequestError, ServiceUnavailableError
+from enginehouse.gateway.balancer import LeastInFlight
+from enginehouse.gateway.routing import Target, Waking, resolve
+from enginehouse.protocol.openai import describe_validation_error
+from enginehouse.services import engines as engine_service
+
+# Record an engine's last access at most this often (the inactive timeout needs no finer grain).
+TOUCH_EVERY_S = 1.0
+
+
+class Gateway:
+    def __init__(
+        self,
+        database: Database,
+        wake_wait_s: float,
+        timeout_s: float,
+        poke_reconciler: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.database = database
+        self.wake_wait_s = wake_wait_s
+        self.balancer = LeastInFlight()
+        self.poke_reconciler = poke_reconciler
+        self._timeout = httpx.Timeout(timeout_s, connect=5.0)
+        self._client: httpx.AsyncClient | None = None
+        self._touched: dict[str, float] = {}
+
+    async def start(self) -> None:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def in_flight_by_replica(self) -> dict[str, int]:
+        return self.balancer.snapshot()
+
+    async def serve(
+        self, org_id: str, endpoint: str, raw_body: bytes, request_model: type[BaseModel]
+    ) -> Response:
+        body = parse_body(raw_body, request_model)
+        target = await self._target(org_id, str(body["model"]), endpoint)
+        await self._touch(target.engine_id)
+        replica_id = self.balancer.choose(sorted(target.replicas))
+        url = f"{target.replicas[replica_id]}{endpoint}"
+        if body.get("stream"):
+            return await self._forward_stream(replica_id, url, raw_body)
+        return await self._forward(replica_id, url, raw_body)
+
+    async def _target(self, org_id: str, model: str, endpoint: str) -> Target:
+        deadline = time.monotonic() + self.wake_wait_s
+        woken = False
+        while True:
+            route = await asyncio.to_thread(self._resolve, org_id, model, endpoint)
+            if isinstance(route, Target):
+                return route
+            if not woken:
+                await asyncio.to_thread(self._wake, org_id, route)
+                woken = True
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailableError(
+                    f"'{model}' is waking up (now {route.deployment_status}); try again shortly",
+                    retry_after=10,
+                    code="waking_up",
+                )
+            await asyncio.sleep(0.2)
+
+    def _resolve(self, org_id: str, model: str, endpoint: str) -> Target | Waking:
+        with self.database.session() as session:
+            return resolve(session, org_id, model, endpoint)
+
+    def _wake(self, org_id: str, route: Waking) -> None:
+        with self.database.session() as session:
+            engine = engine_service.get_engine(session, org_id, route.engine_id)
+            if engine.status == "Inactive":
+                engine_service.reactivate_engine(session, org_id, engine.id, "inference request")
+        self.poke_reconciler()
+
+    async def _touch(self, engine_id: str) -> None:
+        now = time.monotonic()
+        if now - self._touched.get(engine_id, 0.0) < TOUCH_EVERY_S:
+            return
+        self._touched[engine_id] = now
+        await asyncio.to_thread(self._write_touch, engine_id)
+
+    def _write_touch(self, engine_id: str) -> None:
+        with self.database.session() as session:
+            engine_service.touch_engine(session, engine_id)
+
+    async def _forward(self, replica_id: str, url: str, raw_body: bytes) -> Response:
+        assert self._client is not None
+        self.balancer.started(replica_id)
+        try:
+            upstream = await self._client.post(url, content=raw_body, headers=_JSON)
+        except httpx.HTTPError as exc:
+            raise _replica_unreachable(exc) from None
+        finally:
+            self.balancer.finished(replica_id)
+        return Response(upstream.content, status_code=upstream.status_code,
+                        media_type=upstream.headers.get("content-type", "application/json"))
+
+    async def _forward_stream(self, replica_id: str, url: str, raw_body: bytes) -> Response:
+        assert self._client is not None
+        self.balancer.started(replica_id)
+        try:
+            request = self._client.build_request("POST", url, content=raw_body, headers=_JSON)
+            upstream = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            self.balancer.finished(replica_id)
+            raise _replica_unreachable(exc) from None
+        if upstream.status_code != 200:
+            content = await upstream.aread()
+            await upstream.aclose()
+            self.balancer.finished(replica_id)
+            return Response(content, status_code=upstream.status_code, media_type="application/json")
+        return StreamingResponse(
+            self._relay(replica_id, upstream), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def _relay(self, replica_id: str, upstream: httpx.Response) -> AsyncIterator[bytes]:
+        """Pass the replica's events through; closing ``upstream`` when the client goes away
+        tells the replica to drop the sequence."""
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        except httpx.HTTPError:
+            error = {"error": {"message": "the replica stopped answering", "type": "server_error",
+                               "code": "replica_lost", "param": None}}
+            yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+        finally:
+            await upstream.aclose()
+            self.balancer.finished(replica_id)
+
+
+_JSON = {"content-type": "application/json"}
+
+
+def parse_body(raw_body: bytes, request_model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON body, validated with the endpoint's request model (400 when it does not fit)."""
+    try:
+        body = json.loads(raw_body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestError("the request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object", code="invalid_json")
+    try:
+        request_model.model_validate(body)
+    except ValidationError as exc:
+        message, param = describe_validation_error(exc)
+        raise BadRequestError(message, param=param) from None
+    return body
+
+
+def _replica_unreachable(exc: Exception) -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        f"the replica could not be reached ({type(exc).__name__}); try again", retry_after=2,
+        code="replica_unreachable",
+    )

@@ -1,0 +1,49 @@
+"""The provider interface: start, observe and stop replica processes. Nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ReplicaLaunch:
+    """Everything a provider needs to start one replica of an engine."""
+
+    replica_id: str
+    engine_id: str
+    served_name: str
+    task_type: str
+    base_model: str
+    runtime_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LaunchedReplica:
+    replica_id: str
+    url: str
+    pid: int | None
+    log_path: str | None
+
+
+@dataclass(frozen=True)
+class ReplicaExit:
+    """A replica process that is gone: its exit code and, when it said why, the reason."""
+
+    code: int | None
+    reason: str | None
+    permanent: bool  # True when the replica itself declared the failure (bad model, bad options)
+
+
+class ReplicaProvider(Protocol):
+    def launch(self, launch: ReplicaLaunch) -> LaunchedReplica: ...
+
+    def exit_status(self, replica_id: str, pid: int | None, log_path: str | None) -> ReplicaExit | None:
+        """None while the replica's process runs; how it ended otherwise."""
+        ...
+
+    def stop(self, replica_id: str, pid: int | None, grace_s: float = 5.0) -> None: ...
+
+    def stop_all(self) -> None:
+        """Stop every replica this provider started in this server process (shutdown)."""
+        ...

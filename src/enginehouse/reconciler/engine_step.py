@@ -1,0 +1,284 @@
+"""One reconcile step for one engine: load → observe → act on replicas → write statuses.
+
+The database is read at the start and written at the end, each in its own short session; the
+process and HTTP work in between happens outside any transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import httpx
+
+from enginehouse.core import options
+from enginehouse.core.ids import new_id, utcnow
+from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus, ReplicaStatus
+from enginehouse.db.models import DeploymentModel, EngineModel, ReplicaModel
+from enginehouse.db.session import Database
+from enginehouse.providers.base import ReplicaLaunch, ReplicaProvider
+from enginehouse.reconciler import policy
+from enginehouse.reconciler.policy import DeploymentFacts, ReplicaFacts
+from enginehouse.reconciler.replica_client import AdapterLoadRefused, ReplicaClient
+from enginehouse.reconciler.snapshot import EngineSnapshot, ReplicaRow, load_snapshot
+from enginehouse.services import deployments as deployment_service
+from enginehouse.services import engines as engine_service
+from enginehouse.services.status import switch_deployment_status, switch_engine_status
+
+log = logging.getLogger(__name__)
+
+# Consecutive replica crashes (or start time-outs) after which the engine is Failed.
+MAX_CONSECUTIVE_CRASHES = 3
+
+
+@dataclass
+class EngineMemory:
+    """What the reconciler remembers about an engine between steps (in memory only)."""
+
+    crashes: int = 0
+    last_crash_reason: str | None = None
+    load_errors: dict[str, str] = field(default_factory=dict)  # deployment id → reason
+
+
+@dataclass
+class StepOutcome:
+    replicas: list[ReplicaFacts]
+    ready_ids: set[str]
+    failure: str | None
+    removed_replica_ids: list[str]
+    launched: list[ReplicaModel]
+
+
+class EngineStep:
+    def __init__(
+        self,
+        database: Database,
+        provider: ReplicaProvider,
+        replicas: ReplicaClient,
+        start_timeout_s: float,
+    ) -> None:
+        self.database = database
+        self.provider = provider
+        self.replicas = replicas
+        self.start_timeout_s = start_timeout_s
+        self.memory: dict[str, EngineMemory] = {}
+
+    async def run(self, engine_id: str) -> None:
+        with self.database.session() as session:
+            snapshot = load_snapshot(session, engine_id)
+        if snapshot is None:
+            self.memory.pop(engine_id, None)
+            return
+        memory = self.memory.setdefault(engine_id, EngineMemory())
+        if self._apply_resource_policy(snapshot):
+            return
+        outcome = await self._reconcile_replicas(snapshot, memory)
+        await self._reconcile_adapters(snapshot, outcome, memory)
+        self._write(snapshot, outcome, memory)
+
+    # -- time-based deactivation and reactivation ------------------------------------------
+
+    def _apply_resource_policy(self, snapshot: EngineSnapshot) -> bool:
+        decision = policy.resource_decision(
+            snapshot.status, snapshot.resource_management, snapshot.last_access_at, utcnow()
+        )
+        if decision is None:
+            return False
+        new_status, reason = decision
+        with self.database.session() as session:
+            engine = session.get(EngineModel, snapshot.engine_id)
+            if engine is None or engine.status != snapshot.status.value:
+                return True
+            if new_status is EngineStatus.REACTIVATING:
+                engine_service.reactivate_engine(session, engine.organization_id, engine.id, reason)
+            else:
+                engine_service.deactivate_engine(session, engine.organization_id, engine.id, reason)
+        return True
+
+    # -- replicas -------------------------------------------------------------------------
+
+    async def _reconcile_replicas(self, snapshot: EngineSnapshot, memory: EngineMemory) -> StepOutcome:
+        facts = await asyncio.gather(*(self._observe(snapshot, r) for r in snapshot.replicas))
+        removed: list[str] = []
+        failure: str | None = None
+        for fact, row in zip(facts, snapshot.replicas):
+            if fact.exited:
+                removed.append(row.replica_id)
+                if fact.permanent_failure:
+                    failure = fact.exit_reason
+                else:
+                    memory.crashes += 1
+                    memory.last_crash_reason = fact.exit_reason
+            elif not fact.ready and fact.age_s > self.start_timeout_s:
+                await asyncio.to_thread(self.provider.stop, row.replica_id, row.pid)
+                removed.append(row.replica_id)
+                memory.crashes += 1
+                memory.last_crash_reason = f"replica did not become ready in {self.start_timeout_s:.0f} s"
+        if failure is None and memory.crashes >= MAX_CONSECUTIVE_CRASHES:
+            failure = f"replica keeps failing ({memory.crashes} times): {memory.last_crash_reason}"
+        live = [f for f in facts if f.replica_id not in removed]
+        launched: list[ReplicaModel] = []
+        if snapshot.status.wants_replicas and failure is None:
+            if snapshot.selected_option in options.available_option_names():
+                missing = snapshot.desired_replicas - len(live)
+                for _ in range(max(0, missing)):
+                    launched.append(await asyncio.to_thread(self._launch, snapshot))
+        else:
+            for fact in live:
+                row = next(r for r in snapshot.replicas if r.replica_id == fact.replica_id)
+                await asyncio.to_thread(self.provider.stop, row.replica_id, row.pid)
+                removed.append(row.replica_id)
+            live = []
+        ready_ids = {f.replica_id for f in live if f.ready}
+        if ready_ids:
+            memory.crashes = 0
+        return StepOutcome(live, ready_ids, failure, removed, launched)
+
+    async def _observe(self, snapshot: EngineSnapshot, row: ReplicaRow) -> ReplicaFacts:
+        age_s = (utcnow() - row.started_at).total_seconds()
+        exit_info = await asyncio.to_thread(
+            self.provider.exit_status, row.replica_id, row.pid, row.log_path
+        )
+        if exit_info is not None:
+            return ReplicaFacts(row.replica_id, ready=False, exited=True, exit_reason=exit_info.reason,
+                                permanent_failure=exit_info.permanent, age_s=age_s)
+        health = await self.replicas.health(row.url)
+        ready = bool(health and health.ready and health.body.get("served_name") == snapshot.name)
+        loaded = health.loaded if health else {}
+        return ReplicaFacts(row.replica_id, ready=ready, exited=False, loaded=loaded, age_s=age_s)
+
+    def _launch(self, snapshot: EngineSnapshot) -> ReplicaModel:
+        replica_id = new_id("replica")
+        launched = self.provider.launch(
+            ReplicaLaunch(
+                replica_id=replica_id,
+                engine_id=snapshot.engine_id,
+                served_name=snapshot.name,
+                task_type=snapshot.task_type,
+                base_model=snapshot.base_model,
+                runtime_options=snapshot.runtime_options,
+            )
+        )
+        return ReplicaModel(
+            id=replica_id,
+            engine_id=snapshot.engine_id,
+            status=ReplicaStatus.STARTING.value,
+            url=launched.url,
+            pid=launched.pid,
+            log_path=launched.log_path,
+            started_at=utcnow(),
+        )
+
+    # -- adapters -------------------------------------------------------------------------
+
+    async def _reconcile_adapters(
+        self, snapshot: EngineSnapshot, outcome: StepOutcome, memory: EngineMemory
+    ) -> None:
+        if not snapshot.status.wants_replicas:
+            return
+        wanted = [d for d in snapshot.deployments if d.deployment_id not in memory.load_errors]
+        desired = policy.desired_adapters(wanted)
+        by_name = {d.name: d for d in snapshot.deployments}
+        ready = [f for f in outcome.replicas if f.replica_id in outcome.ready_ids]
+        url_of = {r.replica_id: r.url for r in snapshot.replicas}
+        updated = await asyncio.gather(
+            *(self._sync_replica(url_of[f.replica_id], f, desired, by_name, memory) for f in ready)
+        )
+        replaced = {f.replica_id: f for f in updated}
+        outcome.replicas = [replaced.get(f.replica_id, f) for f in outcome.replicas]
+
+    async def _sync_replica(
+        self,
+        url: str,
+        facts: ReplicaFacts,
+        desired: dict[str, str],
+        by_name: dict[str, DeploymentFacts],
+        memory: EngineMemory,
+    ) -> ReplicaFacts:
+        to_load, to_unload = policy.plan_adapters(desired, facts.loaded)
+        loaded = dict(facts.loaded)
+        try:
+            for name in to_unload:
+                await self.replicas.unload_adapter(url, name)
+                loaded.pop(name, None)
+            for name, path in to_load:
+                try:
+                    await self.replicas.load_adapter(url, name, path)
+                    loaded[name] = path
+                except AdapterLoadRefused as refused:
+                    memory.load_errors[by_name[name].deployment_id] = str(refused)
+        except httpx.HTTPError as exc:
+            log.warning("replica %s: adapter sync failed, will retry: %s", facts.replica_id, exc)
+        return ReplicaFacts(facts.replica_id, facts.ready, facts.exited, loaded=loaded, age_s=facts.age_s)
+
+    # -- statuses -------------------------------------------------------------------------
+
+    def _write(self, snapshot: EngineSnapshot, outcome: StepOutcome, memory: EngineMemory) -> None:
+        with self.database.session() as session:
+            engine = session.get(EngineModel, snapshot.engine_id)
+            self._write_replicas(session, snapshot, outcome)
+            if engine is None:
+                return
+            if engine.status != snapshot.status.value:
+                return  # changed by a request meanwhile; the next step sees it
+            if snapshot.status is EngineStatus.DELETING:
+                if not outcome.replicas:
+                    _delete_engine_rows(session, engine)
+                return
+            self._write_engine(session, engine, outcome)
+            self._write_deployments(session, engine, outcome, memory)
+
+    def _write_replicas(self, session, snapshot: EngineSnapshot, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
+        for replica_id in outcome.removed_replica_ids:
+            row = session.get(ReplicaModel, replica_id)
+            if row is not None:
+                session.delete(row)
+        for row in outcome.launched:
+            session.add(row)
+        for replica_id in outcome.ready_ids:
+            row = session.get(ReplicaModel, replica_id)
+            if row is not None and row.status != ReplicaStatus.READY.value:
+                row.status = ReplicaStatus.READY.value
+
+    def _write_engine(self, session, engine: EngineModel, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
+        current = EngineStatus(engine.status)
+        ready = [f for f in outcome.replicas if f.replica_id in outcome.ready_ids]
+        derived = policy.derive_engine_status(current, outcome.replicas, outcome.failure)
+        if derived is not None:
+            new_status, reason = derived
+            switch_engine_status(session, engine, new_status, reason)
+            if new_status is EngineStatus.ACTIVE:
+                engine.last_access_at = utcnow()
+                if not engine.activated_once:
+                    engine.activated_once = True
+                    deployment_service.create_base_deployment(session, engine)
+        elif current is EngineStatus.ACTIVE and engine.status_reason and ready:
+            switch_engine_status(session, engine, current, None)
+
+    def _write_deployments(  # type: ignore[no-untyped-def]
+        self, session, engine: EngineModel, outcome: StepOutcome, memory: EngineMemory
+    ) -> None:
+        ready = [f for f in outcome.replicas if f.replica_id in outcome.ready_ids]
+        engine_status = EngineStatus(engine.status)
+        rows: list[DeploymentModel] = engine_service.engine_deployments(session, engine.id)
+        for row in rows:
+            facts = DeploymentFacts(row.id, row.name, DeploymentKind(row.kind),
+                                    DeploymentStatus(row.status), row.checkpoint_path)
+            status, reason = policy.derive_deployment_status(
+                engine_status, engine.status_reason, facts, ready, memory.load_errors.get(row.id)
+            )
+            if status is not facts.status or (reason and reason != row.status_reason):
+                switch_deployment_status(session, row, status, reason)
+        live_ids = {row.id for row in rows}
+        memory.load_errors = {k: v for k, v in memory.load_errors.items() if k in live_ids}
+
+
+def _delete_engine_rows(session, engine: EngineModel) -> None:  # type: ignore[no-untyped-def]
+    for row in engine_service.engine_deployments(session, engine.id):
+        session.delete(row)
+    for row in engine_service.engine_replicas(session, engine.id):
+        session.delete(row)
+    session.flush()
+    session.delete(engine)
+

@@ -1,0 +1,155 @@
+"""Pure decisions of the reconciler: plain values in, decisions out. No I/O, unit-tested."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from enginehouse.core.specs import WEEKDAYS
+from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
+
+D = DeploymentStatus
+
+
+@dataclass(frozen=True)
+class ReplicaFacts:
+    """What was observed of one replica in this step."""
+
+    replica_id: str
+    ready: bool  # answered /health with status ready
+    exited: bool
+    exit_reason: str | None = None
+    permanent_failure: bool = False  # the replica declared it cannot come up
+    loaded: dict[str, str] = field(default_factory=dict)  # adapter name → path
+    age_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeploymentFacts:
+    deployment_id: str
+    name: str
+    kind: DeploymentKind
+    status: DeploymentStatus
+    checkpoint_path: str | None
+
+
+def desired_adapters(deployments: list[DeploymentFacts]) -> dict[str, str]:
+    """The adapters every ready replica should hold: each fine-tuned deployment not Failed."""
+    return {
+        d.name: d.checkpoint_path
+        for d in deployments
+        if d.kind is DeploymentKind.FINE_TUNED and d.status is not D.FAILED and d.checkpoint_path
+    }
+
+
+def plan_adapters(desired: dict[str, str], loaded: dict[str, str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(what to load as (name, path), what to unload) to make ``loaded`` equal ``desired``.
+
+    A name whose path changed (a deployment removed and a new one made under the same name)
+    is unloaded first, then loaded from the new path.
+    """
+    unload = [name for name, path in loaded.items() if desired.get(name) != path]
+    load = [(name, path) for name, path in desired.items() if loaded.get(name) != path]
+    return load, unload
+
+
+def derive_engine_status(
+    status: EngineStatus, replicas: list[ReplicaFacts], failure: str | None
+) -> tuple[EngineStatus, str | None] | None:
+    """The engine status the observed replicas imply, or None to leave it as it is.
+
+    ``failure`` is a reason the engine cannot come up (declared by a replica, a start that timed
+    out too often, or a crash loop).
+    """
+    live = [r for r in replicas if not r.exited]
+    if status.wants_replicas:
+        if failure is not None:
+            return EngineStatus.FAILED, failure
+        if status.coming_up and any(r.ready for r in live):
+            return EngineStatus.ACTIVE, None
+        return None
+    if status is EngineStatus.DEACTIVATING and not live:
+        return EngineStatus.INACTIVE, None
+    return None
+
+
+def derive_deployment_status(
+    engine_status: EngineStatus,
+    engine_reason: str | None,
+    deployment: DeploymentFacts,
+    ready_replicas: list[ReplicaFacts],
+    load_error: str | None,
+) -> tuple[DeploymentStatus, str | None]:
+    """The status a deployment should have given its engine and what its replicas hold."""
+    current = deployment.status
+    if current is D.FAILED:
+        return current, None
+    if engine_status is EngineStatus.FAILED:
+        return D.FAILED, f"engine failed: {engine_reason}" if engine_reason else "engine failed"
+    if engine_status in (EngineStatus.DEACTIVATING, EngineStatus.INACTIVE):
+        return D.DEACTIVATED, None
+    if load_error is not None:
+        return D.FAILED, load_error
+    if ready_replicas and all(_serves(r, deployment) for r in ready_replicas):
+        if engine_status in (EngineStatus.ACTIVE, EngineStatus.REACTIVATING):
+            return D.DEPLOYED, None
+    if engine_status is EngineStatus.PROVISIONING:
+        return D.PENDING, None
+    if current in (D.REACTIVATING, D.DEACTIVATED) or engine_status is EngineStatus.REACTIVATING:
+        return D.REACTIVATING, None
+    return D.DEPLOYING, None
+
+
+def _serves(replica: ReplicaFacts, deployment: DeploymentFacts) -> bool:
+    if deployment.kind is DeploymentKind.BASE:
+        return replica.ready
+    return replica.loaded.get(deployment.name) == deployment.checkpoint_path
+
+
+def in_schedule_window(config: dict[str, Any], now: datetime) -> bool:
+    """True when ``now`` lies in the schedule's window; a window may cross midnight, in which case
+    it belongs to the day it starts on."""
+    local = now.astimezone(ZoneInfo(config.get("timezone", "UTC")))
+    start = _minutes(config["start_time"])
+    end = _minutes(config["end_time"])
+    days = set(config.get("days") or WEEKDAYS)
+    minute = local.hour * 60 + local.minute
+    today = WEEKDAYS[local.weekday()]
+    yesterday = WEEKDAYS[(local.weekday() - 1) % 7]
+    if start == end:
+        return today in days
+    if start < end:
+        return today in days and start <= minute < end
+    return (today in days and minute >= start) or (yesterday in days and minute < end)
+
+
+def _minutes(hh_mm: str) -> int:
+    hours, minutes = hh_mm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def resource_decision(
+    status: EngineStatus,
+    management: dict[str, Any] | None,
+    last_access: datetime | None,
+    now: datetime,
+) -> tuple[EngineStatus, str] | None:
+    """Deactivate or reactivate by schedule or inactive timeout (SPEC §4.4); None: nothing to do."""
+    if not management:
+        return None
+    config = management.get("management_config") or {}
+    if management.get("management_type") == "inactive_timeout":
+        idle_for = timedelta(seconds=float(config.get("inactive_duration", 0)))
+        if status is EngineStatus.ACTIVE and last_access is not None and now - last_access >= idle_for:
+            seconds = int(idle_for.total_seconds())
+            return EngineStatus.DEACTIVATING, f"no inference request for {seconds} s (inactive timeout)"
+        return None
+    if management.get("management_type") == "schedule":
+        inside = in_schedule_window(config, now)
+        if status is EngineStatus.ACTIVE and not inside:
+            return EngineStatus.DEACTIVATING, "outside its schedule window"
+        if status is EngineStatus.INACTIVE and inside:
+            return EngineStatus.REACTIVATING, "its schedule window opened"
+    return None

@@ -1,0 +1,65 @@
+"""The control plane's side of a replica's HTTP API (health, adapter load/unload)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Health:
+    ready: bool
+    loaded: dict[str, str]  # adapter name → path
+    body: dict[str, Any]
+
+
+class AdapterLoadRefused(Exception):
+    """The replica refused the adapter for a reason a retry will not fix (a 4xx)."""
+
+
+class ReplicaClient:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def health(self, url: str) -> Health | None:
+        """None when the replica does not answer (yet)."""
+        try:
+            response = await self.client.get(f"{url}/health", timeout=5.0)
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        if response.status_code != 200 or not isinstance(body, dict):
+            return None
+        adapters = body.get("adapters") or {}
+        loaded = {
+            name: str(info.get("path"))
+            for name, info in adapters.items()
+            if isinstance(info, dict) and info.get("status") == "loaded"
+        }
+        return Health(ready=body.get("status") == "ready", loaded=loaded, body=body)
+
+    async def load_adapter(self, url: str, name: str, path: str) -> None:
+        """Raises AdapterLoadRefused on a permanent refusal, httpx.HTTPError on a transient one."""
+        response = await self.client.put(
+            f"{url}/v1/adapters/{quote(name, safe='')}", json={"path": path}, timeout=300.0
+        )
+        if 400 <= response.status_code < 500:
+            raise AdapterLoadRefused(_error_message(response))
+        response.raise_for_status()
+
+    async def unload_adapter(self, url: str, name: str) -> None:
+        response = await self.client.delete(
+            f"{url}/v1/adapters/{quote(name, safe='')}", timeout=60.0
+        )
+        if response.status_code not in (200, 404):
+            response.raise_for_status()
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:500] or f"HTTP {response.status_code}"

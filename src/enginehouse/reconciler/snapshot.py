@@ -1,0 +1,91 @@
+"""What one reconcile step reads from the database, copied out of the session so that the
+network and process work that follows happens outside any transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
+from enginehouse.db.models import EngineModel
+from enginehouse.reconciler.policy import DeploymentFacts
+from enginehouse.services import engines as engine_service
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    replica_id: str
+    status: str
+    url: str
+    pid: int | None
+    log_path: str | None
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    engine_id: str
+    organization_id: str
+    name: str
+    status: EngineStatus
+    status_reason: str | None
+    task_type: str
+    base_model: str
+    selected_option: str
+    runtime_options: dict[str, Any]
+    autoscaling: dict[str, Any] | None
+    resource_management: dict[str, Any] | None
+    last_access_at: datetime | None
+    deployments: list[DeploymentFacts]
+    replicas: list[ReplicaRow]
+
+    @property
+    def desired_replicas(self) -> int:
+        if self.autoscaling:
+            return int(self.autoscaling.get("min_replicas", 1))
+        return 1
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def load_snapshot(session: Session, engine_id: str) -> EngineSnapshot | None:
+    engine = session.get(EngineModel, engine_id)
+    if engine is None:
+        return None
+    deployments = [
+        DeploymentFacts(
+            deployment_id=d.id,
+            name=d.name,
+            kind=DeploymentKind(d.kind),
+            status=DeploymentStatus(d.status),
+            checkpoint_path=d.checkpoint_path,
+        )
+        for d in engine_service.engine_deployments(session, engine.id)
+    ]
+    replicas = [
+        ReplicaRow(r.id, r.status, r.url, r.pid, r.log_path, _aware(r.started_at))  # type: ignore[arg-type]
+        for r in engine_service.engine_replicas(session, engine.id)
+    ]
+    return EngineSnapshot(
+        engine_id=engine.id,
+        organization_id=engine.organization_id,
+        name=engine.name,
+        status=EngineStatus(engine.status),
+        status_reason=engine.status_reason,
+        task_type=engine.task_type,
+        base_model=engine.base_model,
+        selected_option=(engine.selected_option or {}).get("name", "cpu"),
+        runtime_options=dict(engine.runtime_options or {}),
+        autoscaling=engine.autoscaling,
+        resource_management=engine.resource_management_config,
+        last_access_at=_aware(engine.last_access_at),
+        deployments=deployments,
+        replicas=replicas,
+    )

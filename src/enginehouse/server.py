@@ -1,0 +1,106 @@
+"""The server: API, gateway and reconciler in one process; ``enginehouse up`` runs it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from enginehouse import __version__
+from enginehouse.api.errors import install_error_handlers
+from enginehouse.api.routers import deployments, engines, training_jobs
+from enginehouse.db.session import Database
+from enginehouse.gateway import router as gateway_router
+from enginehouse.gateway.service import Gateway
+from enginehouse.providers.base import ReplicaProvider
+from enginehouse.providers.local import LocalProvider
+from enginehouse.reconciler.loop import Reconciler
+from enginehouse.services import orgs
+from enginehouse.settings import Settings
+
+log = logging.getLogger("enginehouse")
+
+
+def create_app(
+    settings: Settings, provider: ReplicaProvider | None = None, demo: bool = False
+) -> FastAPI:
+    """Build the application. Nothing starts until the app's lifespan runs (uvicorn does that)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = Database(settings.resolved_database_url())
+        database.migrate()
+        _bootstrap(database, settings)
+        replica_provider = provider or LocalProvider(
+            settings.data_dir / "logs", threads=settings.replica_threads
+        )
+        reconciler = Reconciler(
+            database, replica_provider, settings.reconcile_interval_s,
+            settings.replica_start_timeout_s,
+        )
+        gateway = Gateway(database, settings.wake_wait_s, settings.gateway_timeout_s, reconciler.poke)
+        app.state.database = database
+        app.state.gateway = gateway
+        app.state.reconciler = reconciler
+        await gateway.start()
+        reconciler.start()
+        if demo:
+            from enginehouse.demo.setup import install_demo
+
+            install_demo(database, settings)
+        try:
+            yield
+        finally:
+            reconciler.stop(stop_replicas=True)
+            await gateway.close()
+            database.close()
+
+    app = FastAPI(title="enginehouse", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(engines.router)
+    app.include_router(deployments.router)
+    app.include_router(training_jobs.router)
+    app.include_router(gateway_router.router)
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app
+
+
+def _bootstrap(database: Database, settings: Settings) -> None:
+    """First start: the default organization and its admin key, written to <data-dir>/admin.key."""
+    with database.session() as session:
+        issued = orgs.bootstrap(session, settings.bootstrap_key or None)
+    if issued is None:
+        return
+    key_path = settings.data_dir / "admin.key"
+    _write_secret(key_path, issued.key)
+    log.warning("created organization %r; admin API key: %s (saved in %s)",
+                issued.organization, issued.key, key_path)
+    print(f"enginehouse: admin API key for organization '{issued.organization}': {issued.key}",
+          flush=True)
+    print(f"enginehouse: saved in {key_path}", flush=True)
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secret + "\n")
+    os.chmod(path, 0o600)
+
+
+def serve(settings: Settings, demo: bool = False) -> None:
+    """Run the server in the foreground until interrupted (``enginehouse up``)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings, demo=demo)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

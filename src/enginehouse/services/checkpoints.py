@@ -1,0 +1,41 @@
+"""What a checkpoint directory must hold for each task type, checked when it is registered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from enginehouse.core.task_types import TaskType
+
+
+def checkpoint_problem(task_type: TaskType, path: Path) -> str | None:
+    """A sentence saying what is wrong with ``path`` as a checkpoint, or None when it looks right.
+
+    Registration checks only what is cheap and certain (files, adapter type); whether the weights
+    fit the engine's base model is found out when a replica loads them.
+    """
+    if not path.is_dir():
+        return f"directory {path} does not exist"
+    if task_type.serves_lora:
+        return _lora_adapter_problem(path)
+    if not (path / "config.json").is_file():
+        return f"{path} has no config.json (expected a full model directory from save_pretrained)"
+    return None
+
+
+def _lora_adapter_problem(path: Path) -> str | None:
+    config_path = path / "adapter_config.json"
+    if not config_path.is_file():
+        return f"{path} has no adapter_config.json (expected a PEFT LoRA adapter directory)"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{config_path} is not valid JSON: {exc}"
+    if not isinstance(config, dict):
+        return f"{config_path} is not a JSON object"
+    peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type != "LORA":
+        return f"adapter type is {peft_type or 'missing'}, only LoRA adapters are served"
+    if not any((path / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        return f"{path} has no adapter_model.safetensors"
+    return None

@@ -1,0 +1,174 @@
+"""Deployments: the named model versions served on an engine."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from enginehouse.core.ids import new_id, utcnow
+from enginehouse.core.specs import (
+    BaseSource,
+    DeploymentSource,
+    EngineSpec,
+    ExperimentSource,
+    TrainingJobSource,
+)
+from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
+from enginehouse.db.models import DeploymentModel, EngineModel
+from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
+from enginehouse.services import engines as engine_service
+from enginehouse.services.status import record_event
+from enginehouse.services.training_jobs import get_checkpoint, get_training_job
+
+# The status a new fine-tuned deployment starts in, by its engine's status (SPEC §4.2).
+_INITIAL_STATUS: dict[EngineStatus, DeploymentStatus] = {
+    EngineStatus.PROVISIONING: DeploymentStatus.PENDING,
+    EngineStatus.ACTIVE: DeploymentStatus.DEPLOYING,
+    EngineStatus.REACTIVATING: DeploymentStatus.REACTIVATING,
+    EngineStatus.DEACTIVATING: DeploymentStatus.DEACTIVATED,
+    EngineStatus.INACTIVE: DeploymentStatus.DEACTIVATED,
+}
+
+
+def deploy(
+    session: Session, org_id: str, engine_id: str, name: str, source: DeploymentSource
+) -> DeploymentModel:
+    """Add a fine-tuned deployment of ``source`` to the engine."""
+    engine = engine_service.get_engine(session, org_id, engine_id)
+    if isinstance(source, BaseSource):
+        raise ValidationFailedError(
+            "the base deployment is created with its engine; deploy a training_job or experiment",
+            param="source",
+        )
+    initial = _INITIAL_STATUS.get(EngineStatus(engine.status))
+    if initial is None:
+        raise ConflictError(
+            f"engine {engine.name} is {engine.status}; nothing can be deployed onto it",
+            code="invalid_status_transition",
+        )
+    task_type, path = _resolve_source(session, org_id, source)
+    if task_type != engine.task_type:
+        raise ConflictError(
+            f"the checkpoint's task type is {task_type} but engine {engine.name} serves "
+            f"{engine.task_type}; create an engine for {task_type}",
+            code="task_type_mismatch",
+        )
+    if engine_service.name_taken(session, org_id, name):
+        raise ConflictError(f"the name {name!r} is already taken", code="name_taken", param="name")
+    now = utcnow()
+    deployment = DeploymentModel(
+        id=new_id("dp"),
+        organization_id=org_id,
+        engine_id=engine.id,
+        name=name,
+        kind=DeploymentKind.FINE_TUNED.value,
+        source=source.model_dump(),
+        checkpoint_path=path,
+        status=initial.value,
+        task_type=engine.task_type,
+        metadata_={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(deployment)
+    session.flush()
+    record_event(session, org_id, engine.id, deployment.id, name, None, initial.value, "created")
+    return deployment
+
+
+def _resolve_source(session: Session, org_id: str, source: DeploymentSource) -> tuple[str, str]:
+    """(task type, checkpoint directory) of what the source names."""
+    if isinstance(source, TrainingJobSource):
+        job = get_training_job(session, org_id, source.training_id)
+        checkpoint = get_checkpoint(session, org_id, source.training_id, source.checkpoint)
+        return job.task_type, checkpoint.path
+    if isinstance(source, ExperimentSource):
+        raise NotFoundError(f"experiment {source.experiment_id!r} not found", param="experiment_id")
+    raise ValidationFailedError("unsupported source", param="source")
+
+
+def create_with_engine(
+    session: Session, org_id: str, name: str, source: DeploymentSource, engine_spec: EngineSpec
+) -> DeploymentModel:
+    """Create an engine and a deployment on it in one step (one transaction)."""
+    if name == engine_spec.name:
+        raise ConflictError(
+            f"the deployment and its new engine cannot both be named {name!r}", code="name_taken"
+        )
+    engine = engine_service.create_engine(session, org_id, engine_spec)
+    return deploy(session, org_id, engine.id, name, source)
+
+
+def create_base_deployment(session: Session, engine: EngineModel) -> DeploymentModel:
+    """The base deployment appears when its engine first becomes Active."""
+    now = utcnow()
+    deployment = DeploymentModel(
+        id=new_id("dp"),
+        organization_id=engine.organization_id,
+        engine_id=engine.id,
+        name=engine.name,
+        kind=DeploymentKind.BASE.value,
+        source=BaseSource(type="base").model_dump(),
+        checkpoint_path=None,
+        status=DeploymentStatus.DEPLOYED.value,
+        task_type=engine.task_type,
+        metadata_={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(deployment)
+    session.flush()
+    record_event(session, engine.organization_id, engine.id, deployment.id, deployment.name, None,
+                 DeploymentStatus.DEPLOYED.value, "engine became Active")
+    return deployment
+
+
+def list_deployments(session: Session, org_id: str) -> list[DeploymentModel]:
+    query = (
+        select(DeploymentModel)
+        .where(DeploymentModel.organization_id == org_id)
+        .order_by(DeploymentModel.created_at)
+    )
+    return list(session.scalars(query))
+
+
+def get_deployment(session: Session, org_id: str, deployment_id: str) -> DeploymentModel:
+    deployment = session.get(DeploymentModel, deployment_id)
+    if deployment is None or deployment.organization_id != org_id:
+        raise NotFoundError(f"deployment {deployment_id!r} not found", param="deployment_id")
+    return deployment
+
+
+def find_deployment_by_name(session: Session, org_id: str, name: str) -> DeploymentModel | None:
+    query = select(DeploymentModel).where(
+        DeploymentModel.organization_id == org_id, DeploymentModel.name == name
+    )
+    return session.scalar(query)
+
+
+def remove_deployment(session: Session, org_id: str, deployment_id: str) -> DeploymentModel:
+    """Forget the deployment; the reconciler unloads it from the replicas. Requests already
+    running on it are let finish by the replica."""
+    deployment = get_deployment(session, org_id, deployment_id)
+    if deployment.kind == DeploymentKind.BASE.value:
+        raise ConflictError(
+            f"{deployment.name} is its engine's base deployment; it goes away only with the "
+            "engine (DELETE /v1/engines/{id})",
+            code="base_deployment",
+        )
+    record_event(session, org_id, deployment.engine_id, deployment.id, deployment.name,
+                 deployment.status, "Removed", "undeploy requested")
+    session.delete(deployment)
+    return deployment
+
+
+def undeploy(session: Session, org_id: str, engine_id: str, deployment_name: str) -> DeploymentModel:
+    engine = engine_service.get_engine(session, org_id, engine_id)
+    deployment = find_deployment_by_name(session, org_id, deployment_name)
+    if deployment is None or deployment.engine_id != engine.id:
+        raise NotFoundError(
+            f"engine {engine.name} has no deployment named {deployment_name!r}",
+            param="deployment_name",
+        )
+    return remove_deployment(session, org_id, deployment.id)
+

@@ -1,0 +1,100 @@
+"""Training jobs: registration of checkpoints that already exist on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from enginehouse.core.ids import new_id, utcnow
+from enginehouse.core.specs import Name, StrictModel
+from enginehouse.core.task_types import TaskType
+from enginehouse.db.models import CheckpointModel, TrainingJobModel
+from enginehouse.errors import NotFoundError, ValidationFailedError
+from enginehouse.services.checkpoints import checkpoint_problem
+
+
+class CheckpointSpec(StrictModel):
+    checkpoint: int = Field(ge=1)
+    path: str = Field(min_length=1)
+    test_results: dict[str, Any] | None = None
+
+
+class TrainingJobSpec(StrictModel):
+    name: Name
+    task_type: TaskType
+    base_model: str = Field(min_length=1)
+    checkpoints: list[CheckpointSpec] = Field(min_length=1)
+
+
+def register_training_job(session: Session, org_id: str, spec: TrainingJobSpec) -> TrainingJobModel:
+    _check_checkpoints(spec)
+    job = TrainingJobModel(
+        id=new_id("tr"),
+        organization_id=org_id,
+        name=spec.name,
+        task_type=spec.task_type.value,
+        base_model=spec.base_model,
+        status="Completed",
+        created_at=utcnow(),
+    )
+    job.checkpoints = [
+        CheckpointModel(
+            checkpoint=c.checkpoint,
+            path=str(Path(c.path).expanduser().resolve()),
+            test_results=c.test_results,
+        )
+        for c in spec.checkpoints
+    ]
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _check_checkpoints(spec: TrainingJobSpec) -> None:
+    seen: set[int] = set()
+    for index, checkpoint in enumerate(spec.checkpoints):
+        param = f"checkpoints[{index}]"
+        if checkpoint.checkpoint in seen:
+            raise ValidationFailedError(
+                f"checkpoint {checkpoint.checkpoint} is listed twice", param=f"{param}.checkpoint"
+            )
+        seen.add(checkpoint.checkpoint)
+        path = Path(checkpoint.path).expanduser().resolve()
+        problem = checkpoint_problem(spec.task_type, path)
+        if problem:
+            raise ValidationFailedError(
+                f"checkpoint {checkpoint.checkpoint}: {problem}", param=f"{param}.path"
+            )
+
+
+def list_training_jobs(session: Session, org_id: str) -> list[TrainingJobModel]:
+    query = (
+        select(TrainingJobModel)
+        .where(TrainingJobModel.organization_id == org_id)
+        .order_by(TrainingJobModel.created_at)
+    )
+    return list(session.scalars(query))
+
+
+def get_training_job(session: Session, org_id: str, job_id: str) -> TrainingJobModel:
+    job = session.get(TrainingJobModel, job_id)
+    if job is None or job.organization_id != org_id:
+        raise NotFoundError(f"training job {job_id!r} not found", param="training_id")
+    return job
+
+
+def get_checkpoint(session: Session, org_id: str, job_id: str, epoch: int) -> CheckpointModel:
+    job = get_training_job(session, org_id, job_id)
+    for checkpoint in job.checkpoints:
+        if checkpoint.checkpoint == epoch:
+            return checkpoint
+    available = ", ".join(str(c.checkpoint) for c in job.checkpoints)
+    raise NotFoundError(
+        f"training job {job_id} has no checkpoint {epoch} (it has: {available})",
+        code="checkpoint_not_found",
+        param="checkpoint",
+    )

@@ -1,0 +1,52 @@
+"""The one typed settings object. Every ENGINEHOUSE_* variable is declared here, once, with why.
+
+Nothing else in the package reads ``os.environ`` for configuration; code takes a ``Settings``
+(or the values it needs) as an argument so tests can build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENGINEHOUSE_", extra="ignore")
+
+    # Where the server keeps its state: the SQLite database (unless DATABASE_URL says otherwise),
+    # admin.key, replica logs and the demo's models.
+    data_dir: Path = Field(default=Path.home() / ".enginehouse")
+    # SQLAlchemy URL of the control-plane database. Empty: SQLite at <data_dir>/enginehouse.db.
+    # PostgreSQL: postgresql+psycopg://user@host:5432/dbname
+    database_url: str = ""
+    # Address the API, gateway and dashboard listen on.
+    host: str = "127.0.0.1"
+    port: int = 8400
+    # Admin API key of the `default` organization on first start; random when empty.
+    bootstrap_key: str = ""
+    # Address of this server as clients see it (CLI default); empty: http://HOST:PORT.
+    url: str = ""
+    # API key the CLI sends (management subcommands).
+    api_key: str = ""
+    # Seconds between two passes of the reconciler over all engines.
+    reconcile_interval_s: float = 0.5
+    # How long a replica may take from process start to answering /health before it is failed.
+    replica_start_timeout_s: float = 300.0
+    # How long an inference call waits for a waking engine before answering 503 + Retry-After.
+    wake_wait_s: float = 60.0
+    # CPU threads each replica's torch may use (0: torch's default, all cores).
+    replica_threads: int = 0
+    # Seconds the gateway waits for a replica's answer before giving up with 503.
+    gateway_timeout_s: float = 600.0
+    # Images given as file:// paths are read from this machine's disk only when this is true.
+    allow_local_files: bool = False
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'enginehouse.db'}"
+
+    def resolved_url(self) -> str:
+        return self.url or f"http://{self.host}:{self.port}"

@@ -1,0 +1,145 @@
+"""The reconciler's pure decisions, with plain values."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
+from enginehouse.reconciler.policy import (
+    DeploymentFacts,
+    ReplicaFacts,
+    derive_deployment_status,
+    derive_engine_status,
+    desired_adapters,
+    in_schedule_window,
+    plan_adapters,
+    resource_decision,
+)
+
+E, D = EngineStatus, DeploymentStatus
+
+
+def adapter(name: str = "a", status: D = D.DEPLOYING, path: str = "/ckpt/a") -> DeploymentFacts:
+    return DeploymentFacts(f"dp-{name}", name, DeploymentKind.FINE_TUNED, status, path)
+
+
+def base(status: D = D.DEPLOYED) -> DeploymentFacts:
+    return DeploymentFacts("dp-base", "eng", DeploymentKind.BASE, status, None)
+
+
+def ready(**loaded: str) -> ReplicaFacts:
+    return ReplicaFacts("r1", ready=True, exited=False, loaded=dict(loaded))
+
+
+def test_plan_adapters_loads_missing_and_unloads_removed() -> None:
+    load, unload = plan_adapters({"a": "/a", "b": "/b"}, {"b": "/b", "c": "/c"})
+    assert load == [("a", "/a")]
+    assert unload == ["c"]
+
+
+def test_plan_adapters_reloads_a_name_whose_path_changed() -> None:
+    load, unload = plan_adapters({"a": "/new"}, {"a": "/old"})
+    assert unload == ["a"] and load == [("a", "/new")]
+
+
+def test_desired_adapters_skip_base_and_failed() -> None:
+    facts = [base(), adapter("a"), adapter("b", D.FAILED, "/b")]
+    assert desired_adapters(facts) == {"a": "/ckpt/a"}
+
+
+def test_engine_becomes_active_when_a_replica_is_ready() -> None:
+    assert derive_engine_status(E.PROVISIONING, [ready()], None) == (E.ACTIVE, None)
+    assert derive_engine_status(E.REACTIVATING, [ready()], None) == (E.ACTIVE, None)
+    starting = ReplicaFacts("r1", ready=False, exited=False)
+    assert derive_engine_status(E.PROVISIONING, [starting], None) is None
+
+
+def test_engine_fails_on_a_declared_failure() -> None:
+    assert derive_engine_status(E.PROVISIONING, [], "no such model") == (E.FAILED, "no such model")
+
+
+def test_deactivating_engine_is_inactive_once_no_replica_lives() -> None:
+    live = ReplicaFacts("r1", ready=True, exited=False)
+    assert derive_engine_status(E.DEACTIVATING, [live], None) is None
+    assert derive_engine_status(E.DEACTIVATING, [], None) == (E.INACTIVE, None)
+
+
+@pytest.mark.parametrize(
+    ("engine", "current", "replicas", "expected"),
+    [
+        (E.PROVISIONING, D.PENDING, [], D.PENDING),
+        (E.ACTIVE, D.PENDING, [ready()], D.DEPLOYING),
+        (E.ACTIVE, D.DEPLOYING, [ready(a="/ckpt/a")], D.DEPLOYED),
+        (E.ACTIVE, D.DEPLOYED, [], D.DEPLOYING),  # a replica died: healing
+        (E.DEACTIVATING, D.DEPLOYED, [ready(a="/ckpt/a")], D.DEACTIVATED),
+        (E.INACTIVE, D.DEPLOYED, [], D.DEACTIVATED),
+        (E.REACTIVATING, D.REACTIVATING, [], D.REACTIVATING),
+        (E.ACTIVE, D.REACTIVATING, [ready()], D.REACTIVATING),
+        (E.ACTIVE, D.REACTIVATING, [ready(a="/ckpt/a")], D.DEPLOYED),
+    ],
+)
+def test_fine_tuned_deployment_status(engine: E, current: D, replicas: list[ReplicaFacts], expected: D) -> None:
+    status, _reason = derive_deployment_status(engine, None, adapter(status=current), replicas, None)
+    assert status is expected
+
+
+def test_load_error_fails_only_that_deployment() -> None:
+    status, reason = derive_deployment_status(E.ACTIVE, None, adapter(), [ready()], "rank too high")
+    assert (status, reason) == (D.FAILED, "rank too high")
+
+
+def test_failed_deployment_stays_failed() -> None:
+    status, _ = derive_deployment_status(E.ACTIVE, None, adapter(status=D.FAILED), [ready(a="/ckpt/a")], None)
+    assert status is D.FAILED
+
+
+def test_base_deployment_follows_replica_readiness() -> None:
+    assert derive_deployment_status(E.ACTIVE, None, base(), [ready()], None)[0] is D.DEPLOYED
+    assert derive_deployment_status(E.ACTIVE, None, base(), [], None)[0] is D.DEPLOYING
+    assert derive_deployment_status(E.FAILED, "boom", base(), [], None) == (D.FAILED, "engine failed: boom")
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def test_schedule_window_same_day() -> None:
+    config = {"timezone": "UTC", "start_time": "09:00", "end_time": "17:00", "days": ["friday"]}
+    assert in_schedule_window(config, _at("2026-11-27T10:00"))  # a Friday
+    assert not in_schedule_window(config, _at("2026-11-27T17:00"))
+    assert not in_schedule_window(config, _at("2026-11-28T10:00"))  # Saturday
+
+
+def test_schedule_window_crossing_midnight_belongs_to_its_start_day() -> None:
+    config = {"timezone": "UTC", "start_time": "22:00", "end_time": "02:00", "days": ["friday"]}
+    assert in_schedule_window(config, _at("2026-11-27T23:30"))
+    assert in_schedule_window(config, _at("2026-11-28T01:30"))  # Saturday night, Friday's window
+    assert not in_schedule_window(config, _at("2026-11-28T23:30"))
+
+
+def test_schedule_window_uses_the_timezone() -> None:
+    config = {"timezone": "America/New_York", "start_time": "09:00", "end_time": "17:00",
+              "days": ["friday"]}
+    assert not in_schedule_window(config, _at("2026-11-27T10:00"))  # 05:00 in New York
+    assert in_schedule_window(config, _at("2026-11-27T15:00"))
+
+
+def test_inactive_timeout_deactivates_an_idle_engine() -> None:
+    management = {"management_type": "inactive_timeout", "management_config": {"inactive_duration": 60}}
+    now = _at("2026-11-27T10:00")
+    assert resource_decision(E.ACTIVE, management, now - timedelta(seconds=30), now) is None
+    decision = resource_decision(E.ACTIVE, management, now - timedelta(seconds=61), now)
+    assert decision is not None and decision[0] is E.DEACTIVATING
+    assert resource_decision(E.INACTIVE, management, now - timedelta(days=1), now) is None
+
+
+def test_schedule_moves_engine_in_and_out() -> None:
+    management = {"management_type": "schedule",
+                  "management_config": {"timezone": "UTC", "start_time": "09:00", "end_time": "17:00",
+                                        "days": ["friday"]}}
+    inside, outside = _at("2026-11-27T10:00"), _at("2026-11-27T20:00")
+    assert resource_decision(E.ACTIVE, management, None, outside)[0] is E.DEACTIVATING  # type: ignore[index]
+    assert resource_decision(E.INACTIVE, management, None, inside)[0] is E.REACTIVATING  # type: ignore[index]
+    assert resource_decision(E.ACTIVE, management, None, inside) is None

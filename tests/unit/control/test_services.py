@@ -1,0 +1,163 @@
+"""Services against a real (SQLite) database: what is recorded, and what is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from enginehouse.core.specs import EngineSpec, TrainingJobSource
+from enginehouse.core.status import EngineStatus
+from enginehouse.errors import (
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+    ValidationFailedError,
+)
+from enginehouse.services import deployments, engines, orgs, training_jobs
+from enginehouse.services.status import switch_engine_status
+from tests.unit.control.conftest import fake_lora_checkpoint
+
+
+def engine_spec(name: str = "eng", option: str = "auto") -> EngineSpec:
+    return EngineSpec(name=name, base_model="/models/base", task_type="text-generation",
+                      deployment_option=option)
+
+
+def register_job(session: Session, org_id: str, tmp_path: Path, epochs: tuple[int, ...] = (1, 2)):
+    spec = training_jobs.TrainingJobSpec(
+        name="job", task_type="text-generation", base_model="/models/base",
+        checkpoints=[training_jobs.CheckpointSpec(checkpoint=e, path=str(fake_lora_checkpoint(tmp_path / f"e{e}")))
+                     for e in epochs],
+    )
+    return training_jobs.register_training_job(session, org_id, spec)
+
+
+def test_keys_are_stored_hashed_and_authenticate(session: Session) -> None:
+    orgs.create_organization(session, "acme")
+    issued = orgs.create_api_key(session, "acme")
+    assert orgs.authenticate(session, issued.key) == issued.organization_id
+    from enginehouse.db.models import ApiKeyModel
+    stored = session.query(ApiKeyModel).one()
+    assert issued.key not in (stored.key_hash, stored.prefix)
+    orgs.revoke_api_key(session, issued.key)
+    with pytest.raises(AuthenticationError):
+        orgs.authenticate(session, issued.key)
+    with pytest.raises(AuthenticationError):
+        orgs.authenticate(session, None)
+
+
+def test_bootstrap_once(session: Session) -> None:
+    first = orgs.bootstrap(session, "boot-key")
+    assert first is not None and first.key == "boot-key"
+    assert orgs.bootstrap(session, "boot-key") is None
+    assert orgs.authenticate(session, "boot-key") == first.organization_id
+
+
+def test_engine_names_share_the_deployment_namespace(session: Session, org_id: str, tmp_path: Path) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec("eng"))
+    with pytest.raises(ConflictError):
+        engines.create_engine(session, org_id, engine_spec("eng"))
+    job = register_job(session, org_id, tmp_path)
+    source = TrainingJobSource(type="training_job", training_id=job.id, checkpoint=1)
+    with pytest.raises(ConflictError):
+        deployments.deploy(session, org_id, engine.id, "eng", source)
+    deployments.deploy(session, org_id, engine.id, "ft", source)
+    with pytest.raises(ConflictError):
+        engines.create_engine(session, org_id, engine_spec("ft"))
+
+
+def test_deploy_onto_provisioning_engine_is_pending(session: Session, org_id: str, tmp_path: Path) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec())
+    job = register_job(session, org_id, tmp_path)
+    deployment = deployments.deploy(session, org_id, engine.id, "ft",
+                                    TrainingJobSource(type="training_job", training_id=job.id, checkpoint=2))
+    assert deployment.status == "Pending"
+    assert deployment.checkpoint_path == str((tmp_path / "e2").resolve())
+
+
+def test_deploy_refusals(session: Session, org_id: str, tmp_path: Path) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec())
+    job = register_job(session, org_id, tmp_path)
+    with pytest.raises(NotFoundError, match="no checkpoint 7"):
+        deployments.deploy(session, org_id, engine.id, "ft",
+                           TrainingJobSource(type="training_job", training_id=job.id, checkpoint=7))
+    with pytest.raises(NotFoundError, match="training job"):
+        deployments.deploy(session, org_id, engine.id, "ft",
+                           TrainingJobSource(type="training_job", training_id="tr-nope", checkpoint=1))
+    switch_engine_status(session, engine, EngineStatus.DELETING)
+    with pytest.raises(ConflictError, match="Deleting"):
+        deployments.deploy(session, org_id, engine.id, "ft",
+                           TrainingJobSource(type="training_job", training_id=job.id, checkpoint=1))
+
+
+def test_task_type_mismatch_is_a_conflict(session: Session, org_id: str, tmp_path: Path) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec())
+    job = register_job(session, org_id, tmp_path)
+    job.task_type = "classification"
+    with pytest.raises(ConflictError, match="task type"):
+        deployments.deploy(session, org_id, engine.id, "ft",
+                           TrainingJobSource(type="training_job", training_id=job.id, checkpoint=1))
+
+
+def test_registration_names_the_bad_checkpoint(session: Session, org_id: str, tmp_path: Path) -> None:
+    def register(checkpoints: list[tuple[int, Path]]) -> None:
+        training_jobs.register_training_job(session, org_id, training_jobs.TrainingJobSpec(
+            name="j", task_type="text-generation", base_model="b",
+            checkpoints=[training_jobs.CheckpointSpec(checkpoint=e, path=str(p)) for e, p in checkpoints]))
+
+    good = fake_lora_checkpoint(tmp_path / "good")
+    with pytest.raises(ValidationFailedError, match="checkpoint 2: directory .* does not exist"):
+        register([(1, good), (2, tmp_path / "missing")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValidationFailedError, match="checkpoint 3: .*no adapter_config.json"):
+        register([(3, tmp_path / "empty")])
+    with pytest.raises(ValidationFailedError, match="checkpoint 4: adapter type is IA3"):
+        register([(4, fake_lora_checkpoint(tmp_path / "ia3", peft_type="IA3"))])
+    with pytest.raises(ValidationFailedError, match="checkpoint 1 is listed twice"):
+        register([(1, good), (1, good)])
+
+
+def test_other_organizations_objects_are_not_found(session: Session, org_id: str) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec())
+    orgs.create_organization(session, "other")
+    other = orgs.create_api_key(session, "other").organization_id
+    with pytest.raises(NotFoundError):
+        engines.get_engine(session, other, engine.id)
+    assert engines.list_engines(session, other) == []
+    # names are per organization: the other one may reuse it
+    engines.create_engine(session, other, engine_spec())
+
+
+def test_deactivate_and_reactivate_need_the_right_status(session: Session, org_id: str) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec())
+    with pytest.raises(ConflictError, match="Provisioning"):
+        engines.deactivate_engine(session, org_id, engine.id)
+    with pytest.raises(ConflictError, match="Provisioning"):
+        engines.reactivate_engine(session, org_id, engine.id)
+
+
+def test_base_deployment_cannot_be_removed(session: Session, org_id: str) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec())
+    switch_engine_status(session, engine, EngineStatus.ACTIVE)
+    base = deployments.create_base_deployment(session, engine)
+    with pytest.raises(ConflictError, match="base deployment"):
+        deployments.remove_deployment(session, org_id, base.id)
+
+
+def test_unavailable_option_waits_in_provisioning(session: Session, org_id: str) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec(option="gpu-h100-80gb"))
+    assert engine.status == "Provisioning"
+    assert "gpu-h100-80gb" in (engine.status_reason or "")
+    with pytest.raises(ValidationFailedError, match="unknown deployment_option"):
+        engines.create_engine(session, org_id, engine_spec("e2", option="tpu-v9"))
+
+
+def test_status_changes_are_recorded_as_events(session: Session, org_id: str) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec())
+    switch_engine_status(session, engine, EngineStatus.ACTIVE)
+    engines.deactivate_engine(session, org_id, engine.id)
+    events = engines.engine_events(session, org_id, engine.id)
+    assert [(e.from_status, e.to_status) for e in events] == [
+        (None, "Provisioning"), ("Provisioning", "Active"), ("Active", "Deactivating")]
