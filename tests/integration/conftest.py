@@ -3,51 +3,23 @@ one, on PostgreSQL (each server in a schema of its own)."""
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
+from tests.databases import BACKENDS, postgres_schema
 from tests.integration.harness import ServerProcess
 
-POSTGRES_URL = os.environ.get("ENGINEHOUSE_TEST_DATABASE_URL", "")
-
-pytestmark = pytest.mark.integration
-
-
-def _postgres_schema_url(base_url: str) -> tuple[str, str]:
-    """A fresh schema in the test database, and a URL whose connections use it."""
-    schema = f"eh_{secrets.token_hex(6)}"
-    engine = create_engine(base_url)
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    engine.dispose()
-    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False), schema
-
-
-def _drop_schema(base_url: str, schema: str) -> None:
-    engine = create_engine(base_url)
-    with engine.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-    engine.dispose()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """"" for the embedded SQLite default, else a PostgreSQL URL with a schema of its own."""
     if request.param == "sqlite":
         yield ""
         return
-    if not POSTGRES_URL:
-        pytest.skip("PostgreSQL variant: set ENGINEHOUSE_TEST_DATABASE_URL to run it")
-    url, schema = _postgres_schema_url(POSTGRES_URL)
-    yield url
-    _drop_schema(POSTGRES_URL, schema)
+    with postgres_schema() as url:
+        yield url
 
 
 ServerFactory = Callable[..., ServerProcess]

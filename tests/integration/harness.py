@@ -94,8 +94,8 @@ class ServerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
-    def stop(self) -> None:
-        """A clean shutdown (SIGTERM), then make sure no replica of this server survives."""
+    def shutdown(self) -> None:
+        """A clean shutdown (SIGTERM), as Ctrl-C or a service manager would do."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -103,6 +103,10 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Shut down, then make sure no replica of this server survives the test."""
+        self.shutdown()
         for pid in replica_pids(self.data_dir):
             try:
                 os.killpg(pid, signal.SIGKILL)

@@ -74,8 +74,12 @@ class EngineStep:
         if self._apply_resource_policy(snapshot):
             return
         outcome = await self._reconcile_replicas(snapshot, memory)
-        await self._reconcile_adapters(snapshot, outcome, memory)
-        self._write(snapshot, outcome, memory)
+        # Statuses are written before the adapters load (so a deployment shows Deploying while
+        # it loads) and again after.
+        status = self._write(snapshot, snapshot.status, outcome, memory)
+        if status is not None and status.wants_replicas and outcome.ready_ids:
+            await self._reconcile_adapters(snapshot, outcome, memory)
+            self._write(snapshot, status, outcome, memory)
 
     # -- time-based deactivation and reactivation ------------------------------------------
 
@@ -214,22 +218,25 @@ class EngineStep:
 
     # -- statuses -------------------------------------------------------------------------
 
-    def _write(self, snapshot: EngineSnapshot, outcome: StepOutcome, memory: EngineMemory) -> None:
+    def _write(
+        self, snapshot: EngineSnapshot, expected: EngineStatus, outcome: StepOutcome, memory: EngineMemory
+    ) -> EngineStatus | None:
+        """Record what this step observed and derived; returns the engine's status afterwards, or
+        None when the engine is gone or was changed by a request meanwhile (the next step sees it)."""
         with self.database.session() as session:
             engine = session.get(EngineModel, snapshot.engine_id)
-            self._write_replicas(session, snapshot, outcome)
-            if engine is None:
-                return
-            if engine.status != snapshot.status.value:
-                return  # changed by a request meanwhile; the next step sees it
-            if snapshot.status is EngineStatus.DELETING:
+            self._write_replicas(session, outcome)
+            if engine is None or engine.status != expected.value:
+                return None
+            if expected is EngineStatus.DELETING:
                 if not outcome.replicas:
                     _delete_engine_rows(session, engine)
-                return
+                return None
             self._write_engine(session, engine, outcome)
             self._write_deployments(session, engine, outcome, memory)
+            return EngineStatus(engine.status)
 
-    def _write_replicas(self, session, snapshot: EngineSnapshot, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
+    def _write_replicas(self, session, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
         for replica_id in outcome.removed_replica_ids:
             row = session.get(ReplicaModel, replica_id)
             if row is not None:
@@ -240,6 +247,7 @@ class EngineStep:
             row = session.get(ReplicaModel, replica_id)
             if row is not None and row.status != ReplicaStatus.READY.value:
                 row.status = ReplicaStatus.READY.value
+        outcome.removed_replica_ids, outcome.launched = [], []  # written once
 
     def _write_engine(self, session, engine: EngineModel, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
         current = EngineStatus(engine.status)

@@ -52,7 +52,7 @@ class Reconciler:
             self._thread.join(timeout=30)
         if stop_replicas:
             self.provider.stop_all()
-            self._forget_stopped_replicas()
+            self._stop_recorded_replicas()
 
     def poke(self) -> None:
         """Run a pass now rather than at the next tick (after an API call changed something)."""
@@ -94,8 +94,10 @@ class Reconciler:
         with self.database.session() as session:
             return list(session.scalars(select(EngineModel.id)))
 
-    def _forget_stopped_replicas(self) -> None:
+    def _stop_recorded_replicas(self) -> None:
+        """Stop the replicas this server adopted from a previous one too, and forget them all:
+        the next start launches fresh replicas for the engines that want them."""
         with self.database.session() as session:
             for row in session.scalars(select(ReplicaModel)):
-                if self.provider.exit_status(row.id, row.pid, row.log_path) is not None:
-                    session.delete(row)
+                self.provider.stop(row.id, row.pid)
+                session.delete(row)

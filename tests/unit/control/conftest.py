@@ -9,14 +9,23 @@ from sqlalchemy.orm import Session
 
 from enginehouse.db.session import Database
 from enginehouse.services import orgs
+from tests.databases import BACKENDS, postgres_schema
 
 
-@pytest.fixture()
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'test.db'}")
-    db.migrate()
-    yield db
-    db.close()
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database: SQLite, and PostgreSQL where the suite is given one."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'test.db'}")
+        db.migrate()
+        yield db
+        db.close()
+        return
+    with postgres_schema() as url:
+        db = Database(url)
+        db.migrate()
+        yield db
+        db.close()
 
 
 @pytest.fixture()

@@ -1,0 +1,1 @@
+"""Wire formats shared by the gateway and the replicas (OpenAI-compatible requests and answers)."""

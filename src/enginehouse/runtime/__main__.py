@@ -1,0 +1,105 @@
+"""``python -m enginehouse.runtime``: start one replica.
+
+Exit codes: 3 when the model (or the configuration) cannot be loaded; 4 when the address cannot
+be listened on. Either way the last line on stderr is ``ENGINEHOUSE_REPLICA_ERROR: <reason>``,
+which the control plane shows the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+EXIT_LOAD_FAILED = 3
+EXIT_LISTEN_FAILED = 4
+ERROR_PREFIX = "ENGINEHOUSE_REPLICA_ERROR: "
+
+log = logging.getLogger("enginehouse.runtime")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m enginehouse.runtime", description="Run one model replica.")
+    parser.add_argument("--task-type", required=True)
+    parser.add_argument("--base-model", required=True, help="local directory or Hugging Face Hub id")
+    parser.add_argument("--served-name", default=None, help="the model name clients use for the base model")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--runtime-options", default=None, help="JSON object, e.g. '{\"max_loras\": 4}'")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--log-level", default="info")
+    # Lets the control plane recognise its replica among the machine's processes after a restart.
+    parser.add_argument("--replica-id", default=None, help="the control plane's id for this replica")
+    return parser
+
+
+def fail(message: str, code: int) -> int:
+    print(ERROR_PREFIX + " ".join(message.split()), file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Imported here so that --help and argument errors answer without loading torch.
+    import torch
+    import transformers
+
+    from enginehouse.runtime.base import ReplicaLoadError
+    from enginehouse.runtime.options import RuntimeOptionsError, parse_runtime_options
+    from enginehouse.runtime.runners import RUNNERS
+
+    transformers.utils.logging.disable_progress_bar()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    runner_cls = RUNNERS.get(args.task_type)
+    if runner_cls is None:
+        supported = ", ".join(sorted(RUNNERS))
+        message = f"task type '{args.task_type}' is not supported by this replica (supported: {supported})"
+        return fail(message, EXIT_LOAD_FAILED)
+    try:
+        options = parse_runtime_options(args.runtime_options)
+        served_name = args.served_name or args.base_model.rstrip("/").split("/")[-1]
+        runner = runner_cls(base_model=args.base_model, served_name=served_name, options=options)
+        runner.load()
+    except (RuntimeOptionsError, ReplicaLoadError) as exc:
+        return fail(str(exc), EXIT_LOAD_FAILED)
+    except Exception as exc:  # anything else while loading is still the user's model failing
+        log.exception("loading failed")
+        return fail(f"could not load base model '{args.base_model}': {exc}", EXIT_LOAD_FAILED)
+    return serve(runner, args.host, args.port, args.log_level)
+
+
+def serve(runner: object, host: str, port: int, log_level: str) -> int:
+    import uvicorn
+
+    from enginehouse.runtime.server import create_app
+
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        return fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_LISTEN_FAILED)
+    app = create_app(runner)  # type: ignore[arg-type]
+    # log_config=None: uvicorn's loggers propagate to ours, so everything goes to stderr.
+    config = uvicorn.Config(app, log_config=None, log_level=log_level, timeout_graceful_shutdown=5)
+    log.info("serving %s on http://%s:%d", getattr(runner, "served_name", "?"), host, port)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""What every replica runs: one ``ModelRunner`` per task type behind one HTTP server.
+
+A runner loads its model before the server starts (a failure becomes a ``ReplicaLoadError`` and
+the process exits with a message the user can act on), starts and stops its background work with
+the server, reports health, contributes its inference routes, and for LoRA task types manages
+adapters. ``server.create_app`` is the only consumer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from fastapi import APIRouter
+
+from enginehouse.errors import BadRequestError
+from enginehouse.runtime.options import RuntimeOptions
+
+
+class ReplicaLoadError(Exception):
+    """The replica cannot come up; the message is shown to the user as the engine's reason."""
+
+
+class ModelRunner(ABC):
+    task_type: ClassVar[str]
+    # LoRA task types hold many adapters over one base model (PUT/DELETE /v1/adapters/{name}).
+    serves_adapters: ClassVar[bool] = False
+
+    def __init__(self, *, base_model: str, served_name: str, options: RuntimeOptions) -> None:
+        self.base_model = base_model
+        self.served_name = served_name
+        self.options = options
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load the model (slow, blocking). Raises ``ReplicaLoadError``."""
+
+    def start(self) -> None:
+        """Start background work (an engine thread); called when the server starts."""
+
+    def stop(self) -> None:
+        """Stop background work; called when the server shuts down."""
+
+    @abstractmethod
+    def router(self) -> APIRouter:
+        """The inference endpoints of this task type."""
+
+    def health(self) -> dict[str, Any]:
+        """Task-specific fields merged into ``GET /health``."""
+        return {}
+
+    def load_adapter(self, name: str, path: str) -> dict[str, Any]:
+        """Load an adapter (blocking; the server runs it in a worker thread)."""
+        raise BadRequestError(f"task type {self.task_type} does not serve adapters")
+
+    def unload_adapter(self, name: str) -> bool:
+        raise BadRequestError(f"task type {self.task_type} does not serve adapters")

@@ -1,0 +1,190 @@
+"""Batched multi-adapter LoRA: one forward pass serves rows that use different adapters.
+
+Each targeted linear layer of the base model is wrapped in a ``BatchedLoRALinear`` that holds
+the weights of every resident adapter stacked by *slot*: ``A[slot]`` is ``[in, r_max]`` and
+``B[slot]`` is ``[r_max, out]``. Slot 0 means "no adapter" and stays all zeros. For a batch whose
+row ``i`` uses slot ``s_i`` the layer computes
+
+    y_i = base(x_i) + scaling[s_i] * (x_i @ A[s_i]) @ B[s_i]
+
+with two ``torch.bmm`` over the gathered per-row matrices: the gathered (Punica / S-LoRA) form,
+whose cost does not grow with the number of distinct adapters in the batch. Ranks below
+``r_max`` are zero-padded, which changes nothing in the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+try:  # GPT-2 style models use a transposed "Conv1D" linear layer.
+    from transformers.pytorch_utils import Conv1D
+except ImportError:  # pragma: no cover - transformers always ships it today
+    Conv1D = None  # type: ignore[assignment,misc]
+
+TargetKind = Literal["linear", "embedding", "other"]
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What the base model has under a module name, as far as LoRA is concerned."""
+
+    kind: TargetKind
+    in_features: int = 0
+    out_features: int = 0
+
+
+@dataclass(frozen=True)
+class ModuleLoRA:
+    """One adapted module of one adapter, in PEFT's layout: A ``[r, in]``, B ``[out, r]``."""
+
+    lora_a: torch.Tensor
+    lora_b: torch.Tensor
+    scaling: float
+
+    @property
+    def rank(self) -> int:
+        return int(self.lora_a.shape[0])
+
+
+@dataclass
+class LoRARouting:
+    """Which slot each batch row uses in the next forward; set by the engine before each one.
+
+    Shared by every wrapped layer. ``slot_ids`` is None, or ``active`` is empty, when the batch
+    is base-model only, which lets every layer skip its LoRA term entirely.
+    """
+
+    slot_ids: torch.Tensor | None = None
+    active: frozenset[int] = field(default_factory=frozenset)
+
+    def set_rows(self, slots: list[int], device: torch.device) -> None:
+        active = frozenset(s for s in slots if s != 0)
+        self.active = active
+        self.slot_ids = torch.tensor(slots, dtype=torch.long, device=device) if active else None
+
+    def clear(self) -> None:
+        self.slot_ids = None
+        self.active = frozenset()
+
+
+class BatchedLoRALinear(nn.Module):
+    def __init__(
+        self,
+        base: nn.Module,
+        info: TargetInfo,
+        num_slots: int,
+        max_rank: int,
+        routing: LoRARouting,
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.routing = routing
+        weight = _weight_of(base)
+        shape_a = (num_slots, info.in_features, max_rank)
+        shape_b = (num_slots, max_rank, info.out_features)
+        opts = {"dtype": weight.dtype, "device": weight.device}
+        # Buffers, not parameters: they are state we write, never something to train.
+        self.register_buffer("lora_a", torch.zeros(shape_a, **opts), persistent=False)
+        self.register_buffer("lora_b", torch.zeros(shape_b, **opts), persistent=False)
+        self.register_buffer("scaling", torch.zeros(num_slots, **opts), persistent=False)
+        self.ranks = [0] * num_slots  # rank of the adapter in each slot here; 0: none
+
+    def set_slot(self, slot: int, weights: ModuleLoRA) -> None:
+        r = weights.rank
+        self.clear_slot(slot)
+        self.lora_a[slot, :, :r] = weights.lora_a.t().to(self.lora_a)
+        self.lora_b[slot, :r, :] = weights.lora_b.t().to(self.lora_b)
+        self.scaling[slot] = weights.scaling
+        self.ranks[slot] = r
+
+    def clear_slot(self, slot: int) -> None:
+        if self.ranks[slot]:
+            self.lora_a[slot].zero_()
+            self.lora_b[slot].zero_()
+            self.scaling[slot] = 0.0
+            self.ranks[slot] = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base(x)
+        routing = self.routing
+        rank = max((self.ranks[s] for s in routing.active), default=0)
+        if rank == 0 or routing.slot_ids is None:
+            return result
+        idx = routing.slot_ids
+        rows = idx.shape[0]
+        if x.dim() < 2 or x.shape[0] != rows:
+            # Row i of the batch must be x[i]; a layer fed flattened or re-routed tokens (MoE
+            # experts) cannot be told which adapter each token belongs to.
+            raise RuntimeError(f"LoRA layer got input {tuple(x.shape)} for a batch of {rows} rows")
+        # Only the columns up to the largest rank in use carry anything; the rest are zeros.
+        lora_a = self.lora_a[:, :, :rank][idx]
+        lora_b = self.lora_b[:, :rank, :][idx]
+        flat = x.reshape(rows, -1, x.shape[-1]).to(lora_a.dtype)
+        delta = torch.bmm(torch.bmm(flat, lora_a), lora_b) * self.scaling[idx].view(rows, 1, 1)
+        return result + delta.reshape(result.shape).to(result.dtype)
+
+
+def _weight_of(module: nn.Module) -> torch.Tensor:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return weight
+
+
+def describe_target(module: nn.Module) -> TargetInfo:
+    if isinstance(module, BatchedLoRALinear):
+        module = module.base
+    if isinstance(module, nn.Linear):
+        return TargetInfo("linear", module.in_features, module.out_features)
+    if Conv1D is not None and isinstance(module, Conv1D):
+        in_features, out_features = module.weight.shape  # Conv1D stores the weight transposed
+        return TargetInfo("linear", int(in_features), int(out_features))
+    if isinstance(module, nn.Embedding):
+        return TargetInfo("embedding", module.num_embeddings, module.embedding_dim)
+    return TargetInfo("other")
+
+
+class MultiLoRAModel:
+    """The base model plus its LoRA slots. Only the engine thread may call ``write_slot``.
+
+    Layers are wrapped lazily, the first time a resident adapter targets them, so a model serving
+    only q/v adapters pays nothing in its MLP.
+    """
+
+    def __init__(self, model: nn.Module, num_slots: int, max_rank: int) -> None:
+        self.model = model
+        self.num_slots = num_slots
+        self.max_rank = max_rank
+        self.routing = LoRARouting()
+        self.targets: dict[str, TargetInfo] = {
+            name: describe_target(module) for name, module in model.named_modules() if name
+        }
+        self.wrapped: dict[str, BatchedLoRALinear] = {}
+
+    def write_slot(self, slot: int, modules: dict[str, ModuleLoRA]) -> None:
+        """Put one adapter into ``slot`` (1-based), clearing whatever was there before."""
+        if not 0 < slot < self.num_slots:
+            raise ValueError(f"slot {slot} out of range")
+        for name in modules:
+            if name not in self.wrapped:
+                self._wrap(name)
+        for name, layer in self.wrapped.items():
+            if name in modules:
+                layer.set_slot(slot, modules[name])
+            else:
+                layer.clear_slot(slot)
+
+    def _wrap(self, name: str) -> None:
+        info = self.targets.get(name)
+        if info is None or info.kind != "linear":
+            raise ValueError(f"module {name!r} cannot carry a LoRA adapter")
+        parent_name, _, child_name = name.rpartition(".")
+        parent = self.model.get_submodule(parent_name) if parent_name else self.model
+        base = getattr(parent, child_name)
+        layer = BatchedLoRALinear(base, info, self.num_slots, self.max_rank, self.routing)
+        setattr(parent, child_name, layer)
+        self.wrapped[name] = layer

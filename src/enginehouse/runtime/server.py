@@ -1,0 +1,64 @@
+"""The replica's HTTP app: health, adapter management and the runner's inference routes.
+
+It listens on loopback; the control plane and the gateway are its only clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, Field
+
+from enginehouse.errors import NotFoundError, ValidationFailedError
+from enginehouse.runtime.base import ModelRunner
+from enginehouse.runtime.http import install_error_handlers, parse_body
+
+
+class LoadAdapterRequest(BaseModel):
+    path: str = Field(min_length=1)
+
+
+def create_app(runner: ModelRunner) -> FastAPI:
+    """``runner`` must be loaded already: the server only starts serving a ready model."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runner.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(runner.stop)
+
+    app = FastAPI(title=f"enginehouse replica ({runner.task_type})", lifespan=lifespan)
+    install_error_handlers(app)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ready",
+            "task_type": runner.task_type,
+            "base_model": runner.base_model,
+            "served_name": runner.served_name,
+            **runner.health(),
+        }
+
+    if runner.serves_adapters:
+
+        @app.put("/v1/adapters/{name}")
+        async def load_adapter(name: str, request: Request) -> dict[str, Any]:
+            body = await parse_body(request, LoadAdapterRequest, invalid=ValidationFailedError)
+            # Reading and checking the files takes a while; the event loop keeps serving.
+            return await asyncio.to_thread(runner.load_adapter, name, body.path)
+
+        @app.delete("/v1/adapters/{name}")
+        async def unload_adapter(name: str) -> dict[str, Any]:
+            if not await asyncio.to_thread(runner.unload_adapter, name):
+                raise NotFoundError(f"adapter '{name}' is not loaded", code="adapter_not_found")
+            return {"name": name, "status": "unloaded"}
+
+    app.include_router(runner.router())
+    return app

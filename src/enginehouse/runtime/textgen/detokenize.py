@@ -1,0 +1,79 @@
+"""Turn a growing list of generated tokens into text deltas, honouring stop strings.
+
+Tokens do not map to text one by one: a byte-level BPE token can carry half of a UTF-8 character,
+and a SentencePiece token's leading space depends on its neighbours. So we decode the whole
+completion each time and emit the new suffix, holding back
+
+  * a trailing U+FFFD (an incomplete character whose other bytes are still to come), and
+  * any tail that could be the beginning of a stop string,
+
+so a stream never shows text that a later token would change or that a stop string cuts off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+REPLACEMENT_CHAR = "\ufffd"
+
+
+class TextAccumulator:
+    def __init__(self, decode: Callable[[list[int]], str], stops: tuple[str, ...] = ()) -> None:
+        self._decode = decode
+        self._stops = stops
+        self._ids: list[int] = []
+        self._text = ""
+        self._emitted = 0
+        self.stopped = False
+
+    @property
+    def text(self) -> str:
+        """Everything emitted so far."""
+        return self._text[: self._emitted]
+
+    def add(self, token_id: int) -> str:
+        """Add one token; return the text that is now safe to show (may be empty).
+
+        After a stop string appears, ``stopped`` is True and the text ends just before it.
+        """
+        self._ids.append(token_id)
+        self._text = self._decode(self._ids)
+        cut = self._find_stop()
+        if cut is not None:
+            self.stopped = True
+            return self._emit_until(cut)
+        safe = len(self._text) - self._held_back()
+        return self._emit_until(safe)
+
+    def finish(self) -> str:
+        """The generation ended for another reason: release whatever was held back."""
+        if self.stopped:
+            return ""
+        return self._emit_until(len(self._text))
+
+    def _emit_until(self, end: int) -> str:
+        if end <= self._emitted:
+            return ""
+        delta = self._text[self._emitted : end]
+        self._emitted = end
+        return delta
+
+    def _find_stop(self) -> int | None:
+        best: int | None = None
+        for stop in self._stops:
+            # Emitted text never holds a whole stop string, so a match must end past it.
+            start = max(0, self._emitted - len(stop) + 1)
+            at = self._text.find(stop, start)
+            if at != -1 and (best is None or at < best):
+                best = at
+        return best
+
+    def _held_back(self) -> int:
+        text = self._text
+        hold = len(text) - len(text.rstrip(REPLACEMENT_CHAR))
+        for stop in self._stops:
+            for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:k]):
+                    hold = max(hold, k)
+                    break
+        return hold

@@ -1,0 +1,110 @@
+"""The asyncio side of a generation: submit engine requests, receive their events on the loop.
+
+The engine thread calls ``emit``; it hops onto the event loop with ``call_soon_threadsafe`` and
+lands in an ``asyncio.Queue``. Leaving ``events()`` early (a client hung up) aborts the
+requests, so the engine frees their rows at its next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from enginehouse.errors import EnginehouseError
+from enginehouse.protocol.sampling import SamplingParams
+from enginehouse.runtime.lora.registry import AdapterHandle
+from enginehouse.runtime.textgen.scheduler import TextGenerationEngine
+from enginehouse.runtime.textgen.sequence import GenerationEvent, GenerationRequest
+
+
+class GenerationFailed(EnginehouseError):
+    """The engine could not finish a request (a fault, or shutdown); worth retrying."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "generation_failed"
+
+
+@dataclass
+class ChoiceResult:
+    text: str = ""
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+
+
+@dataclass
+class RunResult:
+    choices: dict[int, ChoiceResult] = field(default_factory=dict)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.completion_tokens for c in self.choices.values())
+
+
+class GenerationRun:
+    def __init__(
+        self,
+        engine: TextGenerationEngine,
+        prompts: list[list[int]],
+        params: list[SamplingParams],
+        adapter: AdapterHandle | None,
+    ) -> None:
+        self._engine = engine
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
+        self.prompt_tokens = sum(len(p) for p in prompts)
+        self.choice_count = sum(p.n for p in params)
+        self._requests: list[GenerationRequest] = []
+        offset = 0
+        for prompt, prompt_params in zip(prompts, params):
+            request = GenerationRequest(
+                request_id=f"gen-{secrets.token_hex(8)}",
+                prompt_ids=prompt,
+                params=prompt_params,
+                emit=self._emit,
+                adapter=adapter,
+                index_offset=offset,
+            )
+            self._requests.append(request)
+            offset += prompt_params.n
+
+    def start(self) -> None:
+        for request in self._requests:
+            self._engine.submit(request)
+
+    def abort(self) -> None:
+        for request in self._requests:
+            self._engine.abort(request.request_id)
+
+    async def events(self) -> AsyncIterator[GenerationEvent]:
+        """Every event until each choice has its final one; aborts the rest if left early."""
+        remaining = self.choice_count
+        try:
+            while remaining:
+                event = await self._queue.get()
+                if event.final:
+                    remaining -= 1
+                yield event
+        finally:
+            if remaining:
+                self.abort()
+
+    async def collect(self) -> RunResult:
+        """Wait for the whole answer; raises ``GenerationFailed`` if the engine failed it."""
+        result = RunResult()
+        async with aclosing(self.events()) as events:
+            async for event in events:
+                if event.error is not None:
+                    raise GenerationFailed(event.error)
+                choice = result.choices.setdefault(event.index, ChoiceResult())
+                choice.text += event.text
+                choice.completion_tokens = event.completion_tokens
+                choice.finish_reason = event.finish_reason or choice.finish_reason
+        return result
+
+    def _emit(self, event: GenerationEvent) -> None:
+        # Engine thread: hand over to the loop thread; the queue is not thread-safe itself.
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)

@@ -1,0 +1,57 @@
+"""Choose the next token of each batch row from its logits, under that row's own settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from enginehouse.protocol.sampling import SamplingParams
+
+
+def make_generator(params: SamplingParams, choice: int, device: torch.device) -> torch.Generator | None:
+    """A private RNG for a seeded request, so its samples do not depend on its neighbours.
+
+    Choice ``i`` of a request with ``n`` choices uses ``seed + i``: reproducible, yet the
+    choices differ from one another.
+    """
+    if params.seed is None or params.greedy:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed((params.seed + choice) % 2**64)
+    return generator
+
+
+def choose_tokens(
+    logits: torch.Tensor,
+    params: Sequence[SamplingParams],
+    generators: Sequence[torch.Generator | None],
+) -> list[int]:
+    """``logits`` is ``[rows, vocab]`` (float32); one token id per row."""
+    chosen = logits.argmax(dim=-1).tolist()
+    for row, (row_params, generator) in enumerate(zip(params, generators)):
+        if not row_params.greedy:
+            chosen[row] = _sample_row(logits[row], row_params, generator)
+    return chosen
+
+
+def _sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    scores = logits / params.temperature
+    if 0 < params.top_k < scores.shape[-1]:
+        kth = torch.topk(scores, params.top_k).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if params.top_p < 1.0:
+        scores = _top_p_filter(scores, params.top_p)
+    probs = torch.softmax(scores, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def _top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
+    # Keep the smallest set of most likely tokens whose probability reaches top_p; the most
+    # likely token always stays, so the set is never empty.
+    sorted_scores, order = torch.sort(scores, descending=True)
+    probs = torch.softmax(sorted_scores, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    drop_sorted = mass_before >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+    return scores.masked_fill(drop, float("-inf"))

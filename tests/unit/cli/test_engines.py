@@ -1,0 +1,115 @@
+"""``enginehouse engines …`` against a real server; engines stay Provisioning (no replicas)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from tests.unit.cli.support import UNPROVIDED_OPTION, Invoke, run_json
+
+
+def test_create_shows_the_engine_and_why_it_waits(
+    cli: Invoke, unique: Callable[[str], str]
+) -> None:
+    name = unique("eng")
+    result = cli("engines", "create", name, "--base-model", "tiny/base", "--task-type",
+                 "text-generation", "--deployment-option", UNPROVIDED_OPTION,
+                 "--runtime-options", '{"max_loras": 4}')
+    assert result.exit_code == 0, result.output
+    assert f"engine {name}" in result.stdout
+    assert "Provisioning" in result.stdout and UNPROVIDED_OPTION in result.stdout
+    assert '"max_loras": 4' in result.stdout
+
+
+def test_create_passes_json_options_through(cli: Invoke, unique: Callable[[str], str]) -> None:
+    engine = run_json(
+        cli, "engines", "create", unique("eng"), "--base-model", "tiny/base",
+        "--task-type", "text-generation", "--deployment-option", UNPROVIDED_OPTION,
+        "--autoscaling", '{"min_replicas": 1, "max_replicas": 2}',
+        "--resource-management",
+        '{"management_type": "inactive_timeout", "management_config": {"inactive_duration": 60}}',
+    )
+    assert engine["autoscaling"]["max_replicas"] == 2
+    assert engine["resource_management_config"]["management_type"] == "inactive_timeout"
+    assert engine["status"] == "Provisioning"
+
+
+def test_invalid_json_flag_is_a_usage_error(cli: Invoke) -> None:
+    result = cli("engines", "create", "x", "--base-model", "b", "--task-type", "text-generation",
+                 "--autoscaling", "{not json")
+    assert result.exit_code == 2
+    assert "not valid JSON" in result.output
+
+
+def test_list_filters_and_shows_a_table(cli: Invoke, provisioning_engine: dict) -> None:
+    listed = run_json(cli, "engines", "list", "--task-type", "text-generation")
+    assert provisioning_engine["id"] in [e["id"] for e in listed["data"]]
+    other = run_json(cli, "engines", "list", "--base-model", "some/other-model")
+    assert other["data"] == []
+
+    table = cli("engines", "list")
+    assert table.exit_code == 0, table.output
+    assert provisioning_engine["id"] in table.stdout
+    assert provisioning_engine["name"] in table.stdout
+
+
+def test_show_by_id_and_by_name(cli: Invoke, provisioning_engine: dict) -> None:
+    by_id = run_json(cli, "engines", "show", provisioning_engine["id"])
+    by_name = run_json(cli, "engines", "show", provisioning_engine["name"])
+    assert by_id["id"] == by_name["id"] == provisioning_engine["id"]
+
+    view = cli("engines", "show", provisioning_engine["name"])
+    assert view.exit_code == 0, view.output
+    assert provisioning_engine["id"] in view.stdout and "Provisioning" in view.stdout
+
+
+def test_delete_by_id(cli: Invoke, provisioning_engine: dict) -> None:
+    deleting = run_json(cli, "engines", "delete", provisioning_engine["id"])
+    assert deleting["status"] == "Deleting"
+
+
+def test_delete_by_name_waits_until_gone(cli: Invoke, provisioning_engine: dict) -> None:
+    result = cli("engines", "delete", provisioning_engine["name"], "--wait")
+    assert result.exit_code == 0, result.output
+    assert f"engine {provisioning_engine['name']} deleted" in result.stdout
+    gone = cli("engines", "show", provisioning_engine["id"])
+    assert gone.exit_code == 1
+
+
+def test_delete_wait_json_prints_only_the_final_json(
+    cli: Invoke, provisioning_engine: dict
+) -> None:
+    result = cli("engines", "delete", provisioning_engine["id"], "--wait", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "id": provisioning_engine["id"], "name": provisioning_engine["name"], "deleted": True
+    }
+
+
+def test_wait_gives_up_after_the_timeout(cli: Invoke, unique: Callable[[str], str]) -> None:
+    # Provisioning never settles on this installation, so only --timeout ends the wait.
+    result = cli("engines", "create", unique("eng"), "--base-model", "tiny/base", "--task-type",
+                 "text-generation", "--deployment-option", UNPROVIDED_OPTION,
+                 "--wait", "--timeout", "0.3", "--json")
+    assert result.exit_code == 1
+    assert "gave up waiting" in result.stderr and "Provisioning" in result.stderr
+    assert result.stdout == ""
+
+
+def test_deactivate_refuses_a_provisioning_engine(cli: Invoke, provisioning_engine: dict) -> None:
+    result = cli("engines", "deactivate", provisioning_engine["name"])
+    assert result.exit_code == 1
+    assert "only an Active engine can be deactivated" in result.stderr
+
+
+def test_events_record_the_creation(cli: Invoke, provisioning_engine: dict) -> None:
+    events = run_json(cli, "engines", "events", provisioning_engine["name"])
+    assert events["data"][0]["to"] == "Provisioning"
+    table = cli("engines", "events", provisioning_engine["id"])
+    assert table.exit_code == 0 and "Provisioning" in table.stdout
+
+
+def test_deployment_options(cli: Invoke) -> None:
+    options = run_json(cli, "engines", "options")
+    assert UNPROVIDED_OPTION in [o["name"] for o in options["data"]]
+    assert UNPROVIDED_OPTION in cli("engines", "options").stdout

@@ -1,0 +1,109 @@
+"""The shared OpenAI request models, runtime options, and the tiny demo models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from transformers import AutoTokenizer
+
+from enginehouse.protocol.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    describe_validation_error,
+)
+from enginehouse.protocol.sampling import SamplingParams
+from enginehouse.runtime.options import RuntimeOptionsError, parse_runtime_options
+
+
+def _refused(model: type, body: object) -> tuple[str, str | None]:
+    with pytest.raises(ValidationError) as info:
+        model.model_validate(body)
+    return describe_validation_error(info.value)
+
+
+def test_completion_request_to_sampling_params() -> None:
+    request = CompletionRequest.model_validate({
+        "model": "m", "prompt": "hi", "max_tokens": 5, "max_completion_tokens": 7, "temperature": 0,
+        "top_p": 0.5, "top_k": -1, "seed": 3, "stop": "x", "n": 2, "ignore_eos": True, "logit_bias": {"1": 2},
+    })
+    assert request.to_sampling_params() == SamplingParams(
+        max_tokens=7, temperature=0.0, top_p=0.5, top_k=0, seed=3, stop=("x",), n=2, ignore_eos=True
+    )
+    assert request.to_sampling_params().greedy
+    defaults = CompletionRequest.model_validate({"model": "m", "prompt": "hi"}).to_sampling_params()
+    assert defaults == SamplingParams() and defaults.temperature == 1.0 and not defaults.greedy
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [("hi", ["hi"]), (["a", "b"], ["a", "b"]), ([1, 2], [[1, 2]]), ([[1], [2, 3]], [[1], [2, 3]])],
+)
+def test_prompt_shapes(prompt: object, expected: list[object]) -> None:
+    assert CompletionRequest.model_validate({"model": "m", "prompt": prompt}).prompts() == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "m", "prompt": []}, "prompt"),
+        ({"model": "m", "prompt": ["a", 1]}, "prompt"),
+        ({"model": "m", "prompt": [-1]}, "prompt"),
+        ({"model": "m", "prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ({"model": "m", "prompt": "x", "temperature": 2.5}, "temperature"),
+        ({"model": "m", "prompt": "x", "top_p": 0}, "top_p"),
+        ({"model": "m", "prompt": "x", "top_k": -2}, "top_k"),
+        ({"model": "m", "prompt": "x", "n": 17}, "n"),
+        ({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": "m", "prompt": "x", "stop": [""]}, "stop"),
+        ({"model": "", "prompt": "x"}, "model"),
+        ({"prompt": "x"}, "model"),
+    ],
+)
+def test_completion_validation_errors_name_the_field(body: dict, param: str) -> None:
+    message, where = _refused(CompletionRequest, body)
+    assert where == param and message
+
+
+def test_chat_messages() -> None:
+    request = ChatCompletionRequest.model_validate({
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": None},
+        ],
+        "stream": True, "stream_options": {"include_usage": True},
+    })
+    assert [m.text() for m in request.messages] == ["s", "a\nb", ""]
+    assert request.include_usage and not request.messages[1].has_images
+    _, param = _refused(ChatCompletionRequest, {"model": "m", "messages": [{"role": "robot", "content": "x"}]})
+    assert param == "messages.0.role"
+    _refused(ChatCompletionRequest, {"model": "m", "messages": []})
+    _refused(ChatCompletionRequest, {"model": "m", "messages": [{"role": "user", "content": [{"type": "audio"}]}]})
+
+
+def test_runtime_options() -> None:
+    options = parse_runtime_options('{"max_loras": 2, "dtype": "float32", "something_new": 1, "max_model_len": null}')
+    assert options.max_loras == 2 and options.max_cpu_loras == 64 and options.max_model_len is None
+    assert parse_runtime_options(None).max_batch_size == 32
+    for raw, expected in [("[1]", "JSON object"), ("{", "not valid JSON"), ('{"dtype": "int8"}', "dtype"),
+                          ('{"max_loras": 9, "max_cpu_loras": 4}', "at least max_loras")]:
+        with pytest.raises(RuntimeOptionsError, match=expected):
+            parse_runtime_options(raw)
+
+
+def test_tiny_tokenizer_round_trips_and_has_a_chat_template(tiny_llama_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
+    assert 800 <= len(tokenizer) <= 1100
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<s>", "</s>", "<pad>")
+    text = "Any text 🙂 — even ünïcödé, tabs\tand\nnewlines."
+    ids = tokenizer(text).input_ids
+    assert ids[0] == tokenizer.bos_token_id
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}],
+        tokenize=False, add_generation_prompt=True,
+    )
+    assert rendered.startswith("<s>") and rendered.endswith("<|assistant|>\n") and "<|user|>\nu</s>" in rendered
