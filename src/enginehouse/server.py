@@ -102,5 +102,7 @@ def serve(settings: Settings, demo: bool = False) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every reconcile pass polls each replica's /health; one line per poll drowns the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(settings, demo=demo)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
