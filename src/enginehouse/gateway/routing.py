@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from enginehouse.core.status import DeploymentStatus, EngineStatus, ReplicaStatus
+from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus, ReplicaStatus
 from enginehouse.core.task_types import ENDPOINTS, TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, ReplicaModel
-from enginehouse.errors import BadRequestError, ModelNotFoundError, ServiceUnavailableError
+from enginehouse.errors import BadRequestError, ConflictError, ModelNotFoundError, ServiceUnavailableError
 from enginehouse.services import deployments as deployment_service
 
 
@@ -25,6 +25,7 @@ class Target:
     deployment_name: str
     engine_id: str
     replicas: dict[str, str]  # replica id → url
+    engine_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ def resolve(session: Session, org_id: str, model: str, endpoint: str) -> Target 
     if engine is None or engine.status == EngineStatus.DELETING.value:
         raise ServiceUnavailableError(f"the engine of '{model}' is being deleted", retry_after=5)
     if deployment.status != DeploymentStatus.DEPLOYED.value:
-        if _wakes_on_demand(engine, deployment):
+        if not _replaced_base(deployment, engine) and _wakes_on_demand(engine, deployment):
             return Waking(engine.id, deployment.status)
-        raise _not_serving(deployment)
+        raise _not_serving(deployment, engine)
     replicas = _ready_replicas(session, engine.id)
     if not replicas:
         if _wakes_on_demand(engine, deployment):
@@ -54,7 +55,7 @@ def resolve(session: Session, org_id: str, model: str, endpoint: str) -> Target 
         raise ServiceUnavailableError(
             f"'{model}' has no ready replica right now (engine {engine.status})", retry_after=5
         )
-    return Target(deployment.id, deployment.name, engine.id, replicas)
+    return Target(deployment.id, deployment.name, engine.id, replicas, engine.name)
 
 
 def _check_endpoint(deployment: DeploymentModel, endpoint: str) -> None:
@@ -83,7 +84,12 @@ def _wakes_on_demand(engine: EngineModel, deployment: DeploymentModel) -> bool:
     )
 
 
-def _not_serving(deployment: DeploymentModel) -> Exception:
+def _not_serving(deployment: DeploymentModel, engine: EngineModel) -> Exception:
+    if _replaced_base(deployment, engine):
+        return ConflictError(
+            f"'{deployment.name}' is not serving: {deployment.status_reason}",
+            code="base_replaced", param="model",
+        )
     reason = f": {deployment.status_reason}" if deployment.status_reason else ""
     retry = 30 if deployment.status == DeploymentStatus.DEACTIVATED.value else 5
     if deployment.status == DeploymentStatus.FAILED.value:
@@ -92,6 +98,16 @@ def _not_serving(deployment: DeploymentModel) -> Exception:
         f"'{deployment.name}' is {deployment.status}, not serving yet{reason}",
         retry_after=retry,
         code=f"deployment_{deployment.status.lower()}",
+    )
+
+
+def _replaced_base(deployment: DeploymentModel, engine: EngineModel) -> bool:
+    """A single-model engine's base deployment while a fine-tune takes its place (SPEC §4.3)."""
+    return (
+        deployment.kind == DeploymentKind.BASE.value
+        and not TaskType(engine.task_type).serves_lora
+        and deployment.status == DeploymentStatus.DEACTIVATED.value
+        and engine.status in (EngineStatus.ACTIVE.value, EngineStatus.REACTIVATING.value)
     )
 
 

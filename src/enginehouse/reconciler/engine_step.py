@@ -15,6 +15,7 @@ import httpx
 from enginehouse.core import options
 from enginehouse.core.ids import new_id, utcnow
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus, ReplicaStatus
+from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, ReplicaModel
 from enginehouse.db.session import Database
 from enginehouse.providers.base import ReplicaLaunch, ReplicaProvider
@@ -150,7 +151,9 @@ class EngineStep:
         health = await self.replicas.health(row.url)
         ready = bool(health and health.ready and health.body.get("served_name") == snapshot.name)
         loaded = health.loaded if health else {}
-        return ReplicaFacts(row.replica_id, ready=ready, exited=False, loaded=loaded, age_s=age_s)
+        base_served = bool(health.body.get("base_served", True)) if health else True
+        return ReplicaFacts(row.replica_id, ready=ready, exited=False, loaded=loaded, age_s=age_s,
+                            base_served=base_served)
 
     def _launch(self, snapshot: EngineSnapshot) -> ReplicaModel:
         replica_id = new_id("replica")
@@ -183,11 +186,16 @@ class EngineStep:
             return
         wanted = [d for d in snapshot.deployments if d.deployment_id not in memory.load_errors]
         desired = policy.desired_adapters(wanted)
+        serves_lora = TaskType(snapshot.task_type).serves_lora
+        if not serves_lora:  # one model at a time: the replacement, or none (the base model)
+            replacement = policy.single_model_replacement(wanted)
+            desired = {n: p for n, p in desired.items() if n == replacement}
         by_name = {d.name: d for d in snapshot.deployments}
         ready = [f for f in outcome.replicas if f.replica_id in outcome.ready_ids]
         url_of = {r.replica_id: r.url for r in snapshot.replicas}
         updated = await asyncio.gather(
-            *(self._sync_replica(url_of[f.replica_id], f, desired, by_name, memory) for f in ready)
+            *(self._sync_replica(url_of[f.replica_id], f, desired, by_name, memory, serves_lora)
+              for f in ready)
         )
         replaced = {f.replica_id: f for f in updated}
         outcome.replicas = [replaced.get(f.replica_id, f) for f in outcome.replicas]
@@ -199,6 +207,7 @@ class EngineStep:
         desired: dict[str, str],
         by_name: dict[str, DeploymentFacts],
         memory: EngineMemory,
+        serves_lora: bool,
     ) -> ReplicaFacts:
         to_load, to_unload = policy.plan_adapters(desired, facts.loaded)
         loaded = dict(facts.loaded)
@@ -214,7 +223,11 @@ class EngineStep:
                     memory.load_errors[by_name[name].deployment_id] = str(refused)
         except httpx.HTTPError as exc:
             log.warning("replica %s: adapter sync failed, will retry: %s", facts.replica_id, exc)
-        return ReplicaFacts(facts.replica_id, facts.ready, facts.exited, loaded=loaded, age_s=facts.age_s)
+        base_served = facts.base_served
+        if loaded != facts.loaded and not serves_lora:
+            base_served = not loaded  # a single-model replica's fine-tune takes the base's place
+        return ReplicaFacts(facts.replica_id, facts.ready, facts.exited, loaded=loaded, age_s=facts.age_s,
+                            base_served=base_served)
 
     # -- statuses -------------------------------------------------------------------------
 
@@ -270,11 +283,21 @@ class EngineStep:
         ready = [f for f in outcome.replicas if f.replica_id in outcome.ready_ids]
         engine_status = EngineStatus(engine.status)
         rows: list[DeploymentModel] = engine_service.engine_deployments(session, engine.id)
-        for row in rows:
-            facts = DeploymentFacts(row.id, row.name, DeploymentKind(row.kind),
+        facts_of = {
+            row.id: DeploymentFacts(row.id, row.name, DeploymentKind(row.kind),
                                     DeploymentStatus(row.status), row.checkpoint_path)
+            for row in rows
+        }
+        replaced_by = None
+        if not TaskType(engine.task_type).serves_lora:
+            replaced_by = policy.single_model_replacement(
+                [f for f in facts_of.values() if f.deployment_id not in memory.load_errors]
+            )
+        for row in rows:
+            facts = facts_of[row.id]
             status, reason = policy.derive_deployment_status(
-                engine_status, engine.status_reason, facts, ready, memory.load_errors.get(row.id)
+                engine_status, engine.status_reason, facts, ready, memory.load_errors.get(row.id),
+                replaced_by,
             )
             if status is not facts.status or (reason and reason != row.status_reason):
                 switch_deployment_status(session, row, status, reason)

@@ -22,8 +22,10 @@ class ReplicaFacts:
     exited: bool
     exit_reason: str | None = None
     permanent_failure: bool = False  # the replica declared it cannot come up
-    loaded: dict[str, str] = field(default_factory=dict)  # adapter name → path
+    loaded: dict[str, str] = field(default_factory=dict)  # fine-tune name → checkpoint path
     age_s: float = 0.0
+    # False while a single-model replica serves a fine-tuned model in place of its base model.
+    base_served: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,13 +83,20 @@ def derive_deployment_status(
     deployment: DeploymentFacts,
     ready_replicas: list[ReplicaFacts],
     load_error: str | None,
+    replaced_by: str | None = None,
 ) -> tuple[DeploymentStatus, str | None]:
-    """The status a deployment should have given its engine and what its replicas hold."""
+    """The status a deployment should have given its engine and what its replicas hold.
+
+    ``replaced_by`` names the fine-tuned deployment that a single-model engine serves in place of
+    its base model (SPEC §4.3); the base deployment is Deactivated meanwhile.
+    """
     current = deployment.status
     if current is D.FAILED:
         return current, None
     if engine_status is EngineStatus.FAILED:
         return D.FAILED, f"engine failed: {engine_reason}" if engine_reason else "engine failed"
+    if deployment.kind is DeploymentKind.BASE and replaced_by is not None:
+        return D.DEACTIVATED, replaced_reason(replaced_by)
     if engine_status in (EngineStatus.DEACTIVATING, EngineStatus.INACTIVE):
         return D.DEACTIVATED, None
     if load_error is not None:
@@ -104,8 +113,20 @@ def derive_deployment_status(
 
 def _serves(replica: ReplicaFacts, deployment: DeploymentFacts) -> bool:
     if deployment.kind is DeploymentKind.BASE:
-        return replica.ready
+        return replica.ready and replica.base_served
     return replica.loaded.get(deployment.name) == deployment.checkpoint_path
+
+
+def replaced_reason(fine_tuned_name: str) -> str:
+    return f"replaced by fine-tuned deployment '{fine_tuned_name}' (this engine serves one model at a time)"
+
+
+def single_model_replacement(deployments: list[DeploymentFacts]) -> str | None:
+    """On a single-model engine: the fine-tuned deployment that takes the base model's place."""
+    for deployment in deployments:
+        if deployment.kind is DeploymentKind.FINE_TUNED and deployment.status is not D.FAILED:
+            return deployment.name
+    return None
 
 
 def in_schedule_window(config: dict[str, Any], now: datetime) -> bool:

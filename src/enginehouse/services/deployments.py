@@ -14,6 +14,7 @@ from enginehouse.core.specs import (
     TrainingJobSource,
 )
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
+from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
 from enginehouse.services import engines as engine_service
@@ -55,6 +56,7 @@ def deploy(
         )
     if engine_service.name_taken(session, org_id, name):
         raise ConflictError(f"the name {name!r} is already taken", code="name_taken", param="name")
+    _check_single_model_room(session, engine)
     now = utcnow()
     deployment = DeploymentModel(
         id=new_id("dp"),
@@ -74,6 +76,19 @@ def deploy(
     session.flush()
     record_event(session, org_id, engine.id, deployment.id, name, None, initial.value, "created")
     return deployment
+
+
+def _check_single_model_room(session: Session, engine: EngineModel) -> None:
+    """A single-model engine serves one fine-tuned deployment at a time (SPEC §4.3)."""
+    if TaskType(engine.task_type).serves_lora:
+        return
+    for other in engine_service.engine_deployments(session, engine.id):
+        if other.kind == DeploymentKind.FINE_TUNED.value:
+            raise ConflictError(
+                f"engine {engine.name} ({engine.task_type}) serves one model at a time and already "
+                f"serves fine-tuned deployment '{other.name}'; remove it first",
+                code="engine_occupied",
+            )
 
 
 def _resolve_source(session: Session, org_id: str, source: DeploymentSource) -> tuple[str, str]:

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 from enginehouse.core import options
 from enginehouse.core.ids import new_id, utcnow
 from enginehouse.core.specs import EngineSpec
-from enginehouse.core.status import DeploymentStatus, EngineStatus
-from enginehouse.core.task_types import SERVABLE_TASK_TYPES
+from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
+from enginehouse.core.task_types import SERVABLE_TASK_TYPES, TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, EventModel, ReplicaModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
 from enginehouse.services.status import record_event, switch_deployment_status, switch_engine_status
@@ -142,7 +142,14 @@ def reactivate_engine(
             code="invalid_status_transition",
         )
     switch_engine_status(session, engine, EngineStatus.REACTIVATING, reason)
-    for deployment in engine_deployments(session, engine.id):
+    deployments = engine_deployments(session, engine.id)
+    # On a single-model engine a fine-tuned deployment keeps the base model replaced.
+    base_replaced = not TaskType(engine.task_type).serves_lora and any(
+        d.kind == DeploymentKind.FINE_TUNED.value for d in deployments
+    )
+    for deployment in deployments:
+        if deployment.kind == DeploymentKind.BASE.value and base_replaced:
+            continue
         if deployment.status == DeploymentStatus.DEACTIVATED.value:
             switch_deployment_status(session, deployment, DeploymentStatus.REACTIVATING,
                                      "engine reactivating")

@@ -143,3 +143,20 @@ def test_schedule_moves_engine_in_and_out() -> None:
     assert resource_decision(E.ACTIVE, management, None, outside)[0] is E.DEACTIVATING  # type: ignore[index]
     assert resource_decision(E.INACTIVE, management, None, inside)[0] is E.REACTIVATING  # type: ignore[index]
     assert resource_decision(E.ACTIVE, management, None, inside) is None
+
+
+def test_single_model_base_is_deactivated_while_replaced() -> None:
+    fine_tuned = adapter("ft", D.DEPLOYING, "/ckpt/ft")
+    from enginehouse.reconciler.policy import single_model_replacement
+    assert single_model_replacement([base(), fine_tuned]) == "ft"
+    assert single_model_replacement([base(), adapter("ft", D.FAILED)]) is None
+    status, reason = derive_deployment_status(E.ACTIVE, None, base(), [ready()], None, replaced_by="ft")
+    assert status is D.DEACTIVATED and "ft" in (reason or "")
+
+
+def test_single_model_base_comes_back_when_the_fine_tune_goes() -> None:
+    serving_ft = ReplicaFacts("r1", ready=True, exited=False, loaded={"ft": "/ckpt/ft"}, base_served=False)
+    back = ReplicaFacts("r1", ready=True, exited=False, base_served=True)
+    was_replaced = base(D.DEACTIVATED)
+    assert derive_deployment_status(E.ACTIVE, None, was_replaced, [serving_ft], None)[0] is D.REACTIVATING
+    assert derive_deployment_status(E.ACTIVE, None, base(D.REACTIVATING), [back], None)[0] is D.DEPLOYED

@@ -161,3 +161,22 @@ def test_status_changes_are_recorded_as_events(session: Session, org_id: str) ->
     events = engines.engine_events(session, org_id, engine.id)
     assert [(e.from_status, e.to_status) for e in events] == [
         (None, "Provisioning"), ("Provisioning", "Active"), ("Active", "Deactivating")]
+
+
+def test_single_model_engine_takes_one_fine_tune(session: Session, org_id: str, tmp_path: Path) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec())
+    engine.task_type = "embedding"  # engines of this type are not servable yet; the rule is generic
+    checkpoints = []
+    for epoch in (1, 2):
+        model_dir = tmp_path / f"model-{epoch}"
+        model_dir.mkdir()
+        (model_dir / "config.json").write_text("{}")
+        checkpoints.append(training_jobs.CheckpointSpec(checkpoint=epoch, path=str(model_dir)))
+    job = training_jobs.register_training_job(session, org_id, training_jobs.TrainingJobSpec(
+        name="emb", task_type="embedding", base_model="/models/base", checkpoints=checkpoints))
+    deployments.deploy(session, org_id, engine.id, "emb-1",
+                       TrainingJobSource(type="training_job", training_id=job.id, checkpoint=1))
+    with pytest.raises(ConflictError, match="one model at a time") as refused:
+        deployments.deploy(session, org_id, engine.id, "emb-2",
+                           TrainingJobSource(type="training_job", training_id=job.id, checkpoint=2))
+    assert refused.value.code == "engine_occupied"
