@@ -39,3 +39,20 @@ def _lora_adapter_problem(path: Path) -> str | None:
     if not any((path / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
         return f"{path} has no adapter_model.safetensors"
     return None
+
+
+def checkpoint_metadata(task_type: TaskType, path: Path) -> dict[str, object]:
+    """What a deployment shows of its checkpoint: for classification its labels (``id2label`` of
+    the ``config.json`` beside the adapter, or of the model), for regression the one ``score``."""
+    if task_type is TaskType.REGRESSION:
+        return {"labels": ["score"]}
+    if task_type not in (TaskType.CLASSIFICATION, TaskType.VLM_CLASSIFICATION, TaskType.NER,
+                         TaskType.CLIP_CLASSIFICATION, TaskType.IMAGE_DETECTION):
+        return {}
+    try:
+        config = json.loads((path / "config.json").read_text())
+        id2label = config.get("id2label") or {}
+        labels = [id2label[key] for key in sorted(id2label, key=lambda k: int(k))]
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}
+    return {"labels": labels} if labels else {}

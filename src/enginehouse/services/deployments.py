@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,6 +20,7 @@ from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
 from enginehouse.services import engines as engine_service
+from enginehouse.services.checkpoints import checkpoint_metadata
 from enginehouse.services.status import record_event
 from enginehouse.services.training_jobs import get_checkpoint, get_training_job
 
@@ -68,7 +71,7 @@ def deploy(
         checkpoint_path=path,
         status=initial.value,
         task_type=engine.task_type,
-        metadata_={},
+        metadata_=checkpoint_metadata(TaskType(engine.task_type), Path(path)),
         created_at=now,
         updated_at=now,
     )
@@ -127,7 +130,7 @@ def create_base_deployment(session: Session, engine: EngineModel) -> DeploymentM
         checkpoint_path=None,
         status=DeploymentStatus.DEPLOYED.value,
         task_type=engine.task_type,
-        metadata_={},
+        metadata_=checkpoint_metadata(TaskType(engine.task_type), Path(engine.base_model)),
         created_at=now,
         updated_at=now,
     )

@@ -180,3 +180,14 @@ def test_single_model_engine_takes_one_fine_tune(session: Session, org_id: str, 
         deployments.deploy(session, org_id, engine.id, "emb-2",
                            TrainingJobSource(type="training_job", training_id=job.id, checkpoint=2))
     assert refused.value.code == "engine_occupied"
+
+
+def test_checkpoint_metadata_lists_labels(tmp_path: Path) -> None:
+    from enginehouse.core.task_types import TaskType
+    from enginehouse.services.checkpoints import checkpoint_metadata
+
+    (tmp_path / "config.json").write_text('{"id2label": {"1": "spam", "0": "ham", "10": "other"}}')
+    assert checkpoint_metadata(TaskType.CLASSIFICATION, tmp_path) == {"labels": ["ham", "spam", "other"]}
+    assert checkpoint_metadata(TaskType.REGRESSION, tmp_path) == {"labels": ["score"]}
+    assert checkpoint_metadata(TaskType.TEXT_GENERATION, tmp_path) == {}
+    assert checkpoint_metadata(TaskType.CLASSIFICATION, tmp_path / "missing") == {}
