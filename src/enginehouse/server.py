@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from enginehouse import __version__
 from enginehouse.api.errors import install_error_handlers
@@ -16,6 +17,8 @@ from enginehouse.api.routers import deployments, engines, training_jobs
 from enginehouse.db.session import Database
 from enginehouse.gateway import router as gateway_router
 from enginehouse.gateway.service import Gateway
+from enginehouse.observability import router as metrics_router
+from enginehouse.observability.gateway import GatewayMetrics
 from enginehouse.providers.base import ReplicaProvider
 from enginehouse.providers.local import LocalProvider
 from enginehouse.reconciler.loop import Reconciler
@@ -29,6 +32,9 @@ def create_app(
     settings: Settings, provider: ReplicaProvider | None = None, demo: bool = False
 ) -> FastAPI:
     """Build the application. Nothing starts until the app's lifespan runs (uvicorn does that)."""
+    # One registry per app, never the process-global one: tests build several apps in a process.
+    registry = CollectorRegistry()
+    gateway_metrics = GatewayMetrics(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,7 +49,9 @@ def create_app(
             database, replica_provider, settings.reconcile_interval_s,
             settings.replica_start_timeout_s,
         )
-        gateway = Gateway(database, settings.wake_wait_s, settings.gateway_timeout_s, reconciler.poke)
+        gateway = Gateway(
+            database, settings.wake_wait_s, settings.gateway_timeout_s, reconciler.poke, gateway_metrics
+        )
         app.state.database = database
         app.state.gateway = gateway
         app.state.reconciler = reconciler
@@ -61,11 +69,13 @@ def create_app(
             database.close()
 
     app = FastAPI(title="enginehouse", version=__version__, lifespan=lifespan)
+    app.state.metrics_registry = registry
     install_error_handlers(app)
     app.include_router(engines.router)
     app.include_router(deployments.router)
     app.include_router(training_jobs.router)
     app.include_router(gateway_router.router)
+    app.include_router(metrics_router.router)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:

@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from enginehouse.db.models import OrganizationModel
 from enginehouse.db.session import Database
-from enginehouse.errors import BadRequestError, ServiceUnavailableError
+from enginehouse.errors import BadRequestError, EnginehouseError, ServiceUnavailableError
 from enginehouse.gateway.balancer import LeastInFlight
 from enginehouse.gateway.routing import Target, Waking, resolve
+from enginehouse.observability.gateway import GatewayMetrics, RequestTimer, RouteLabels
 from enginehouse.protocol.openai import describe_validation_error
 from enginehouse.services import engines as engine_service
 
@@ -30,14 +33,18 @@ class Gateway:
         wake_wait_s: float,
         timeout_s: float,
         poke_reconciler: Callable[[], None] = lambda: None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.database = database
         self.wake_wait_s = wake_wait_s
         self.balancer = LeastInFlight()
         self.poke_reconciler = poke_reconciler
+        self.metrics = metrics or GatewayMetrics(CollectorRegistry())
         self._timeout = httpx.Timeout(timeout_s, connect=5.0)
         self._client: httpx.AsyncClient | None = None
         self._touched: dict[str, float] = {}
+        # Organization names never change: looked up once each, for the metrics' labels.
+        self._org_names: dict[str, str] = {}
 
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
@@ -47,20 +54,38 @@ class Gateway:
         if self._client is not None:
             await self._client.aclose()
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The client the gateway talks to replicas with (the metrics endpoint borrows it)."""
+        if self._client is None:
+            raise RuntimeError("start() first")
+        return self._client
+
     def in_flight_by_replica(self) -> dict[str, int]:
         return self.balancer.snapshot()
 
     async def serve(
         self, org_id: str, endpoint: str, raw_body: bytes, request_model: type[BaseModel]
     ) -> Response:
+        started = time.perf_counter()
         body = parse_body(raw_body, request_model)
         target = await self._target(org_id, str(body["model"]), endpoint)
-        await self._touch(target.engine_id)
-        replica_id = self.balancer.choose(sorted(target.replicas))
-        url = f"{target.replicas[replica_id]}{endpoint}"
-        if body.get("stream"):
-            return await self._forward_stream(replica_id, url, raw_body)
-        return await self._forward(replica_id, url, raw_body)
+        # Counted from here on: before, there is no deployment to name (or a made-up one).
+        route = RouteLabels(self._org_names.get(org_id, org_id), target.engine_name, target.deployment_name)
+        timer = self.metrics.start(route, started)
+        try:
+            await self._touch(target.engine_id)
+            replica_id = self.balancer.choose(sorted(target.replicas))
+            url = f"{target.replicas[replica_id]}{endpoint}"
+            if body.get("stream"):
+                return await self._forward_stream(replica_id, url, raw_body, timer)
+            return await self._forward(replica_id, url, raw_body, timer)
+        except EnginehouseError as exc:
+            timer.finish(exc.status_code)
+            raise
+        except Exception:
+            timer.finish(500)
+            raise
 
     async def _target(self, org_id: str, model: str, endpoint: str) -> Target:
         deadline = time.monotonic() + self.wake_wait_s
@@ -82,6 +107,9 @@ class Gateway:
 
     def _resolve(self, org_id: str, model: str, endpoint: str) -> Target | Waking:
         with self.database.session() as session:
+            if org_id not in self._org_names:
+                organization = session.get(OrganizationModel, org_id)
+                self._org_names[org_id] = organization.name if organization else org_id
             return resolve(session, org_id, model, endpoint)
 
     def _wake(self, org_id: str, route: Waking) -> None:
@@ -102,7 +130,7 @@ class Gateway:
         with self.database.session() as session:
             engine_service.touch_engine(session, engine_id)
 
-    async def _forward(self, replica_id: str, url: str, raw_body: bytes) -> Response:
+    async def _forward(self, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer) -> Response:
         assert self._client is not None
         self.balancer.started(replica_id)
         try:
@@ -111,10 +139,13 @@ class Gateway:
             raise _replica_unreachable(exc) from None
         finally:
             self.balancer.finished(replica_id)
+        timer.finish(upstream.status_code)
         return Response(upstream.content, status_code=upstream.status_code,
                         media_type=upstream.headers.get("content-type", "application/json"))
 
-    async def _forward_stream(self, replica_id: str, url: str, raw_body: bytes) -> Response:
+    async def _forward_stream(
+        self, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
+    ) -> Response:
         assert self._client is not None
         self.balancer.started(replica_id)
         try:
@@ -127,15 +158,18 @@ class Gateway:
             content = await upstream.aread()
             await upstream.aclose()
             self.balancer.finished(replica_id)
+            timer.finish(upstream.status_code)
             return Response(content, status_code=upstream.status_code, media_type="application/json")
         return StreamingResponse(
-            self._relay(replica_id, upstream), media_type="text/event-stream",
+            self._relay(replica_id, upstream, timer), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
 
-    async def _relay(self, replica_id: str, upstream: httpx.Response) -> AsyncIterator[bytes]:
+    async def _relay(
+        self, replica_id: str, upstream: httpx.Response, timer: RequestTimer
+    ) -> AsyncIterator[bytes]:
         """Pass the replica's events through; closing ``upstream`` when the client goes away
-        tells the replica to drop the sequence."""
+        tells the replica to drop the sequence. The call's latency runs to the stream's end."""
         try:
             async for chunk in upstream.aiter_raw():
                 yield chunk
@@ -146,6 +180,7 @@ class Gateway:
         finally:
             await upstream.aclose()
             self.balancer.finished(replica_id)
+            timer.finish(200)
 
 
 _JSON = {"content-type": "application/json"}

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from fastapi import APIRouter
 
 from enginehouse.errors import BadRequestError
+from enginehouse.runtime.metrics import ReplicaLoad, ReplicaMetrics
 from enginehouse.runtime.options import RuntimeOptions
 
 
@@ -30,6 +31,8 @@ class ModelRunner(ABC):
         self.base_model = base_model
         self.served_name = served_name
         self.options = options
+        # Per runner, not process-global: each app serves its own runner's series.
+        self.metrics = ReplicaMetrics(self.load_report)
 
     @abstractmethod
     def load(self) -> None:
@@ -48,6 +51,10 @@ class ModelRunner(ABC):
     def health(self) -> dict[str, Any]:
         """Task-specific fields merged into ``GET /health``."""
         return {}
+
+    def load_report(self) -> ReplicaLoad:
+        """What the replica holds now, for the metrics' gauges (read at scrape time)."""
+        return ReplicaLoad()
 
     def load_adapter(self, name: str, path: str) -> dict[str, Any]:
         """Load an adapter (blocking; the server runs it in a worker thread)."""

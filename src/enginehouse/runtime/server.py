@@ -1,4 +1,4 @@
-"""The replica's HTTP app: health, adapter management and the runner's inference routes.
+"""The replica's HTTP app: health, metrics, adapter management and the runner's inference routes.
 
 It listens on loopback; the control plane and the gateway are its only clients.
 """
@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from enginehouse.errors import NotFoundError, ValidationFailedError
@@ -45,6 +47,11 @@ def create_app(runner: ModelRunner) -> FastAPI:
             "served_name": runner.served_name,
             **runner.health(),
         }
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        # Prometheus text format; the server scrapes this and re-exposes it with engine labels.
+        return Response(runner.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     if runner.serves_adapters:
 

@@ -129,6 +129,11 @@ class AdapterRegistry:
         with self._lock:
             return list(self._host)
 
+    def loaded_ids(self) -> set[int]:
+        """The ``load_id`` of every adapter version in service (a slot may still hold an old one)."""
+        with self._lock:
+            return {entry.load_id for entry in self._entries.values() if entry.status == "loaded"}
+
     def _remember(self, load_id: int, weights: LoRAWeights) -> None:
         # Caller holds the lock. Least recently used weights leave host memory first; their
         # entries stay registered and are re-read on demand.

@@ -68,6 +68,11 @@ class SlotTable:
                 return index
         return None
 
+    def resident(self) -> list[int]:
+        """The adapter versions in the slots. Safe to call from another thread for a snapshot:
+        it only reads, and a slot is replaced whole."""
+        return [slot.load_id for slot in self._slots[1:] if slot.load_id]
+
     def pinned(self) -> int:
         return sum(1 for slot in self._slots[1:] if slot.refs > 0)
 

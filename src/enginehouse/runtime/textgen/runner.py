@@ -13,6 +13,7 @@ from enginehouse.runtime.base import ModelRunner, ReplicaLoadError
 from enginehouse.runtime.lora.layers import MultiLoRAModel
 from enginehouse.runtime.lora.peft_format import AdapterLoadError, read_lora_adapter
 from enginehouse.runtime.lora.registry import AdapterRegistry
+from enginehouse.runtime.metrics import ReplicaLoad
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.textgen.loading import LoadedCausalLM, load_causal_lm
 from enginehouse.runtime.textgen.scheduler import EngineConfig, TextGenerationEngine
@@ -64,6 +65,7 @@ class TextGenerationRunner(ModelRunner):
             served_name=self.served_name,
             max_model_len=self.max_model_len,
             vocab_size=loaded.vocab_size,
+            metrics=self.metrics,
         )
 
     @property
@@ -101,6 +103,19 @@ class TextGenerationRunner(ModelRunner):
             "waiting": waiting,
             "max_model_len": self.max_model_len,
         }
+
+    def load_report(self) -> ReplicaLoad:
+        if self._engine is None or self._registry is None:
+            return ReplicaLoad()
+        running, waiting = self._engine.counts()
+        # A slot may still hold an unloaded adapter's weights until it is reused: not counted.
+        in_service = self._registry.loaded_ids()
+        return ReplicaLoad(
+            running=running,
+            waiting=waiting,
+            device_adapters=len(in_service.intersection(self._engine.slots.resident())),
+            host_adapters=len(in_service.intersection(self._registry.host_resident())),
+        )
 
     def load_adapter(self, name: str, path: str) -> dict[str, Any]:
         if name == self.served_name:

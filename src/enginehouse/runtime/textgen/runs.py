@@ -2,13 +2,15 @@
 
 The engine thread calls ``emit``; it hops onto the event loop with ``call_soon_threadsafe`` and
 lands in an ``asyncio.Queue``. Leaving ``events()`` early (a client hung up) aborts the
-requests, so the engine frees their rows at its next step.
+requests, so the engine frees their rows at its next step. When ``events()`` ends, however it
+ends, the run reports itself to the replica's metrics once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from enginehouse.errors import EnginehouseError
 from enginehouse.protocol.sampling import SamplingParams
 from enginehouse.runtime.lora.registry import AdapterHandle
+from enginehouse.runtime.metrics import STATUS_ABORTED, STATUS_ERROR, STATUS_OK, ReplicaMetrics, RequestRecord
 from enginehouse.runtime.textgen.scheduler import TextGenerationEngine
 from enginehouse.runtime.textgen.sequence import GenerationEvent, GenerationRequest
 
@@ -51,10 +54,19 @@ class GenerationRun:
         prompts: list[list[int]],
         params: list[SamplingParams],
         adapter: AdapterHandle | None,
+        *,
+        deployment: str = "",
+        metrics: ReplicaMetrics | None = None,
     ) -> None:
         self._engine = engine
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
+        self._deployment = deployment
+        self._metrics = metrics
+        # Written once by the engine thread; read on the loop after the events that follow it.
+        self._first_token_at: float | None = None
+        self._tokens: dict[int, int] = {}  # choice index → tokens generated so far
+        self._reported = False
         self.prompt_tokens = sum(len(p) for p in prompts)
         self.choice_count = sum(p.n for p in params)
         self._requests: list[GenerationRequest] = []
@@ -82,15 +94,20 @@ class GenerationRun:
     async def events(self) -> AsyncIterator[GenerationEvent]:
         """Every event until each choice has its final one; aborts the rest if left early."""
         remaining = self.choice_count
+        failed = False
         try:
             while remaining:
                 event = await self._queue.get()
+                self._tokens[event.index] = event.completion_tokens
+                failed = failed or event.error is not None
                 if event.final:
                     remaining -= 1
                 yield event
         finally:
             if remaining:
                 self.abort()
+            status = STATUS_ERROR if failed else STATUS_ABORTED if remaining else STATUS_OK
+            self._report(status)
 
     async def collect(self) -> RunResult:
         """Wait for the whole answer; raises ``GenerationFailed`` if the engine failed it."""
@@ -107,4 +124,25 @@ class GenerationRun:
 
     def _emit(self, event: GenerationEvent) -> None:
         # Engine thread: hand over to the loop thread; the queue is not thread-safe itself.
+        # The first token is timed here, where it is made, not when the loop gets round to it.
+        if self._first_token_at is None and event.token_id is not None:
+            self._first_token_at = time.monotonic()
         self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    def _report(self, status: str) -> None:
+        if self._metrics is None or self._reported:
+            return
+        self._reported = True
+        admitted = [r.admitted for r in self._requests if r.admitted is not None]
+        self._metrics.record(RequestRecord(
+            deployment=self._deployment,
+            status=status,
+            prompt_tokens=self.prompt_tokens,
+            generation_tokens=sum(self._tokens.values()),
+            arrival=min(r.arrival for r in self._requests),
+            finished=time.monotonic(),
+            # A run of several prompts started generating when the first of them got in.
+            admitted=min(admitted) if admitted else None,
+            first_token=self._first_token_at,
+            longest_choice=max(self._tokens.values(), default=0),
+        ))

@@ -197,6 +197,9 @@ class TextGenerationEngine:
         admitted = self._admit()
         if not admitted:
             return False
+        now = time.monotonic()
+        for request, _ in admitted:
+            request.admitted = now
         sequences = [
             Sequence(request, choice, slot, self.tokenizer.decode, self._generator(request, choice))
             for request, slot in admitted

@@ -48,6 +48,8 @@ class GenerationRequest:
     # Choice indexes start here (a completion with several prompts numbers choices across them).
     index_offset: int = 0
     arrival: float = field(default_factory=time.monotonic)
+    # Set by the engine thread when the request joins the running batch (for queue-time metrics).
+    admitted: float | None = None
 
     @property
     def max_tokens(self) -> int:

@@ -24,6 +24,7 @@ from enginehouse.protocol.sampling import SamplingParams
 from enginehouse.runtime.http import parse_body, sse_response
 from enginehouse.runtime.lora.peft_format import AdapterLoadError
 from enginehouse.runtime.lora.registry import AdapterHandle, AdapterRegistry
+from enginehouse.runtime.metrics import ReplicaMetrics
 from enginehouse.runtime.textgen.responses import chat_body, chat_stream, completion_body, completion_stream
 from enginehouse.runtime.textgen.runs import GenerationRun
 from enginehouse.runtime.textgen.scheduler import TextGenerationEngine
@@ -46,6 +47,7 @@ class TextGenerationServing:
         served_name: str,
         max_model_len: int,
         vocab_size: int,
+        metrics: ReplicaMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
@@ -53,6 +55,7 @@ class TextGenerationServing:
         self.served_name = served_name
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
+        self.metrics = metrics
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -118,7 +121,8 @@ class TextGenerationServing:
         self, prompts: list[list[int]], params: list[SamplingParams], adapter: AdapterHandle | None
     ) -> GenerationRun:
         # Leaving early (client gone, handler cancelled) aborts the run: see GenerationRun.events.
-        run = GenerationRun(self.engine, prompts, params, adapter)
+        deployment = self.served_name if adapter is None else adapter.name
+        run = GenerationRun(self.engine, prompts, params, adapter, deployment=deployment, metrics=self.metrics)
         run.start()
         return run
 
