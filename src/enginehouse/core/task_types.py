@@ -41,4 +41,9 @@ ENDPOINTS: dict[TaskType, tuple[str, ...]] = {
 
 # Task types this installation can serve today; engines of the others are refused with a 422
 # that says so rather than accepted and left to fail.
-SERVABLE_TASK_TYPES: frozenset[TaskType] = frozenset({TaskType.TEXT_GENERATION})
+# (One entry a line: each task type joins here when its replica runner lands.)
+SERVABLE_TASK_TYPES: frozenset[TaskType] = frozenset(
+    {
+        TaskType.TEXT_GENERATION,
+    }
+)
