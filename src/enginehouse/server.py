@@ -12,10 +12,12 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from enginehouse import __version__
+from enginehouse.api.deps import KEY_TTL_S
 from enginehouse.api.errors import install_error_handlers
 from enginehouse.api.routers import deployments, engines, training_jobs
 from enginehouse.db.session import Database
 from enginehouse.gateway import router as gateway_router
+from enginehouse.gateway.cache import TTLCache
 from enginehouse.gateway.service import Gateway
 from enginehouse.observability import router as metrics_router
 from enginehouse.observability.gateway import GatewayMetrics
@@ -53,6 +55,7 @@ def create_app(
             database, settings.wake_wait_s, settings.gateway_timeout_s, reconciler.poke, gateway_metrics
         )
         app.state.database = database
+        app.state.key_cache = TTLCache(KEY_TTL_S)
         app.state.gateway = gateway
         app.state.reconciler = reconciler
         await gateway.start()

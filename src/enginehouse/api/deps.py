@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -9,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from enginehouse.db.session import Database
+from enginehouse.gateway.cache import TTLCache
 from enginehouse.services import orgs
 
 
@@ -32,14 +34,32 @@ def api_key_from(request: Request) -> str | None:
     return None
 
 
-def current_org(request: Request) -> str:
-    """The organization id of the caller's key (401 otherwise). Its own short session, so that
-    a 401 never opens a write transaction."""
-    with get_database(request).session() as session:
-        return orgs.authenticate(session, api_key_from(request))
+async def current_org(request: Request) -> str:
+    """The organization id of the caller's key (401 otherwise).
+
+    A key seen in the last ``KEY_TTL_S`` seconds is answered from memory, so a stream of calls
+    costs no database round trip; a revoked key stops working within that time. The lookup has
+    its own short session, so that a 401 never opens a write transaction.
+    """
+    key = api_key_from(request)
+    keys: TTLCache[str, str] = request.app.state.key_cache
+    if key is not None and (org_id := keys.get(key)) is not None:
+        return org_id
+    org_id = await asyncio.to_thread(_authenticate, get_database(request), key)
+    if key is not None:
+        keys.put(key, org_id)
+    return org_id
+
+
+def _authenticate(database: Database, key: str | None) -> str:
+    with database.session() as session:
+        return orgs.authenticate(session, key)
 
 
 # "function" scope: commit before the response is sent, so a client never reads stale state and a
 # failed commit becomes the answer.
+# How long an authenticated key is trusted without asking the database again.
+KEY_TTL_S = 2.0
+
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 OrgDep = Annotated[str, Depends(current_org)]

@@ -17,6 +17,7 @@ from enginehouse.db.models import OrganizationModel
 from enginehouse.db.session import Database
 from enginehouse.errors import BadRequestError, EnginehouseError, ServiceUnavailableError
 from enginehouse.gateway.balancer import LeastInFlight
+from enginehouse.gateway.cache import TTLCache
 from enginehouse.gateway.routing import Target, Waking, resolve
 from enginehouse.observability.gateway import GatewayMetrics, RequestTimer, RouteLabels
 from enginehouse.protocol.openai import describe_validation_error
@@ -24,6 +25,8 @@ from enginehouse.services import engines as engine_service
 
 # Record an engine's last access at most this often (the inactive timeout needs no finer grain).
 TOUCH_EVERY_S = 1.0
+# How long a resolved route (deployment → ready replicas) is reused without asking the database.
+ROUTE_TTL_S = 1.0
 
 
 class Gateway:
@@ -43,8 +46,11 @@ class Gateway:
         self._timeout = httpx.Timeout(timeout_s, connect=5.0)
         self._client: httpx.AsyncClient | None = None
         self._touched: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
         # Organization names never change: looked up once each, for the metrics' labels.
         self._org_names: dict[str, str] = {}
+        # Ready routes, reused for a moment (see gateway/cache.py for what that trades).
+        self._routes: TTLCache[tuple[str, str, str], Target] = TTLCache(ROUTE_TTL_S)
 
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
@@ -88,11 +94,15 @@ class Gateway:
             raise
 
     async def _target(self, org_id: str, model: str, endpoint: str) -> Target:
+        cached = self._routes.get((org_id, model, endpoint))
+        if cached is not None:
+            return cached
         deadline = time.monotonic() + self.wake_wait_s
         woken = False
         while True:
             route = await asyncio.to_thread(self._resolve, org_id, model, endpoint)
             if isinstance(route, Target):
+                self._routes.put((org_id, model, endpoint), route)
                 return route
             if not woken:
                 await asyncio.to_thread(self._wake, org_id, route)
@@ -124,7 +134,10 @@ class Gateway:
         if now - self._touched.get(engine_id, 0.0) < TOUCH_EVERY_S:
             return
         self._touched[engine_id] = now
-        await asyncio.to_thread(self._write_touch, engine_id)
+        # Off the request's path: the write is bookkeeping for the inactive timeout.
+        task = asyncio.create_task(asyncio.to_thread(self._write_touch, engine_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _write_touch(self, engine_id: str) -> None:
         with self.database.session() as session:
