@@ -45,5 +45,9 @@ ENDPOINTS: dict[TaskType, tuple[str, ...]] = {
 SERVABLE_TASK_TYPES: frozenset[TaskType] = frozenset(
     {
         TaskType.TEXT_GENERATION,
+        TaskType.CLASSIFICATION,
+        TaskType.REGRESSION,
+        TaskType.EMBEDDING,
+        TaskType.NER,
     }
 )

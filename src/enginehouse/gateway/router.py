@@ -14,6 +14,9 @@ from enginehouse.core.ids import utcnow
 from enginehouse.core.status import DeploymentKind, DeploymentStatus
 from enginehouse.db.models import OrganizationModel
 from enginehouse.gateway.service import Gateway
+from enginehouse.protocol.classification import ClassificationRequest
+from enginehouse.protocol.embeddings import EmbeddingRequest
+from enginehouse.protocol.ner import NerRequest
 from enginehouse.protocol.openai import ChatCompletionRequest, CompletionRequest
 from enginehouse.services import deployments as deployment_service
 
@@ -43,18 +46,26 @@ async def completions(request: Request, org: OrgDep) -> Response:
     return await _gateway(request).serve(org, "/v1/completions", body, CompletionRequest)
 
 
-def _forward_to(endpoint: str):  # type: ignore[no-untyped-def]
+def _forward_to(endpoint: str, request_model: type[BaseModel]):  # type: ignore[no-untyped-def]
     async def forward(request: Request, org: OrgDep) -> Response:
         body = await request.body()
-        return await _gateway(request).serve(org, endpoint, body, AnyModelRequest)
+        return await _gateway(request).serve(org, endpoint, body, request_model)
 
     return forward
 
 
-# Endpoints of the other task types: the gateway answers which endpoint fits a deployment.
-for _path in ("/v1/embeddings", "/v1/classification", "/v1/ner", "/v1/image-embeddings",
-              "/v1/image-classification", "/v1/detections"):
-    router.add_api_route(_path, _forward_to(_path), methods=["POST"], include_in_schema=False)
+# The other task types' endpoints: bodies are checked with the endpoint's own request model
+# (the image endpoints only need a model name until their task types are served).
+_ENDPOINT_MODELS: dict[str, type[BaseModel]] = {
+    "/v1/embeddings": EmbeddingRequest,
+    "/v1/classification": ClassificationRequest,
+    "/v1/ner": NerRequest,
+    "/v1/image-embeddings": AnyModelRequest,
+    "/v1/image-classification": AnyModelRequest,
+    "/v1/detections": AnyModelRequest,
+}
+for _path, _model in _ENDPOINT_MODELS.items():
+    router.add_api_route(_path, _forward_to(_path, _model), methods=["POST"], include_in_schema=False)
 
 
 @router.get("/v1/models")

@@ -24,7 +24,8 @@ class ReplicaLoadError(Exception):
 
 class ModelRunner(ABC):
     task_type: ClassVar[str]
-    # LoRA task types hold many adapters over one base model (PUT/DELETE /v1/adapters/{name}).
+    # LoRA task types hold many adapters over one base model (PUT/DELETE /v1/adapters/{name});
+    # single-model task types accept, through the same endpoints, one fine-tune in its place.
     serves_adapters: ClassVar[bool] = False
 
     def __init__(self, *, base_model: str, served_name: str, options: RuntimeOptions) -> None:

@@ -165,7 +165,7 @@ def test_status_changes_are_recorded_as_events(session: Session, org_id: str) ->
 
 def test_single_model_engine_takes_one_fine_tune(session: Session, org_id: str, tmp_path: Path) -> None:
     engine = engines.create_engine(session, org_id, engine_spec())
-    engine.task_type = "embedding"  # engines of this type are not servable yet; the rule is generic
+    engine.task_type = "embedding"  # a single-model task type (the spec only matters for its name)
     checkpoints = []
     for epoch in (1, 2):
         model_dir = tmp_path / f"model-{epoch}"

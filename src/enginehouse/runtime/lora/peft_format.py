@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ _VARIANT_FIELDS = {
 # ``base_model.model.<module>.lora_A.weight``; older or hand-made files may keep the adapter name
 # (``lora_A.default.weight``) or lack the PEFT prefix.
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>A|B)(?:\.[^.]+)?\.weight$")
+# A whole-module copy (``modules_to_save``): PEFT writes ``base_model.model.classifier.weight``;
+# a file written from the wrapped model's own state dict keeps ``modules_to_save.<adapter>``.
+_SAVED_WRAPPER = re.compile(r"\.modules_to_save\.[^.]+")
 
 
 class AdapterLoadError(Exception):
@@ -55,10 +58,14 @@ class LoRAWeights:
     path: str
     rank: int
     modules: dict[str, ModuleLoRA]
+    # Full tensors of ``modules_to_save`` (e.g. a classification head) by parameter name
+    # (``classifier.weight``); only read when the caller asks for them (``keep_saved_modules``).
+    saved: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
-        return sum(m.lora_a.nbytes + m.lora_b.nbytes for m in self.modules.values())
+        lora = sum(m.lora_a.nbytes + m.lora_b.nbytes for m in self.modules.values())
+        return lora + sum(t.nbytes for t in self.saved.values())
 
 
 def read_lora_adapter(
@@ -67,11 +74,15 @@ def read_lora_adapter(
     *,
     max_rank: int,
     dtype: torch.dtype = torch.float32,
+    keep_saved_modules: bool = False,
 ) -> LoRAWeights:
+    """``keep_saved_modules``: accept ``modules_to_save`` and return those tensors unchecked in
+    ``saved`` (the caller knows what they must fit); otherwise such an adapter is refused."""
     directory = Path(path)
     config = _read_config(directory)
-    _check_config(config)
+    _check_config(config, allow_saved_modules=keep_saved_modules)
     tensors = _read_tensors(directory)
+    saved = _take_saved_tensors(tensors, dtype) if keep_saved_modules else {}
     pairs = _pair_tensors(tensors)
     modules: dict[str, ModuleLoRA] = {}
     for module, (lora_a, lora_b) in sorted(pairs.items()):
@@ -79,7 +90,8 @@ def read_lora_adapter(
         rank = int(lora_a.shape[0])
         scaling = _scaling(config, module, rank)
         modules[module] = ModuleLoRA(lora_a.to(dtype).contiguous(), lora_b.to(dtype).contiguous(), scaling)
-    return LoRAWeights(path=str(directory), rank=max(m.rank for m in modules.values()), modules=modules)
+    rank = max(m.rank for m in modules.values())
+    return LoRAWeights(path=str(directory), rank=rank, modules=modules, saved=saved)
 
 
 def _read_config(directory: Path) -> dict[str, Any]:
@@ -100,7 +112,7 @@ def _read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def _check_config(config: dict[str, Any]) -> None:
+def _check_config(config: dict[str, Any], *, allow_saved_modules: bool = False) -> None:
     peft_type = str(config.get("peft_type") or "").upper()
     if peft_type != "LORA":
         raise AdapterLoadError(
@@ -120,7 +132,7 @@ def _check_config(config: dict[str, Any]) -> None:
             "adapters with trained biases (bias or lora_bias) are not supported; retrain with "
             "bias='none' and lora_bias=False"
         )
-    if config.get("modules_to_save"):
+    if config.get("modules_to_save") and not allow_saved_modules:
         raise AdapterLoadError(
             f"modules_to_save ({', '.join(map(str, config['modules_to_save']))}) is not supported "
             "for text-generation adapters: only LoRA weights can be served; retrain without "
@@ -145,6 +157,17 @@ def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
             return {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as exc:  # safetensors raises several types for a damaged file
         raise AdapterLoadError(f"{weights_path} is unreadable or corrupt: {exc}") from None
+
+
+def _take_saved_tensors(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Remove the tensors that are not LoRA weights from ``tensors`` and return them by their
+    parameter name in the base model."""
+    saved: dict[str, torch.Tensor] = {}
+    for key in [k for k in tensors if ".lora_" not in k]:
+        name = _SAVED_WRAPPER.sub("", key.removeprefix("base_model.model."))
+        tensor = tensors.pop(key)
+        saved[name] = (tensor.to(dtype) if tensor.is_floating_point() else tensor).contiguous()
+    return saved
 
 
 def _pair_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

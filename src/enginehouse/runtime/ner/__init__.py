@@ -1,0 +1,1 @@
+"""The ``ner`` task type: ``POST /v1/ner`` over a token-classification model."""
