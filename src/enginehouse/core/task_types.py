@@ -49,5 +49,10 @@ SERVABLE_TASK_TYPES: frozenset[TaskType] = frozenset(
         TaskType.REGRESSION,
         TaskType.EMBEDDING,
         TaskType.NER,
+        TaskType.CLIP_EMBEDDING,
+        TaskType.CLIP_CLASSIFICATION,
+        TaskType.IMAGE_DETECTION,
+        TaskType.VLM_GENERATION,
+        TaskType.VLM_CLASSIFICATION,
     }
 )

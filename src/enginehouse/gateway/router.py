@@ -16,6 +16,7 @@ from enginehouse.db.models import OrganizationModel
 from enginehouse.gateway.service import Gateway
 from enginehouse.protocol.classification import ClassificationRequest
 from enginehouse.protocol.embeddings import EmbeddingRequest
+from enginehouse.protocol.images import DetectionRequest, ImageClassificationRequest, ImageEmbeddingRequest
 from enginehouse.protocol.ner import NerRequest
 from enginehouse.protocol.openai import ChatCompletionRequest, CompletionRequest
 from enginehouse.services import deployments as deployment_service
@@ -60,9 +61,9 @@ _ENDPOINT_MODELS: dict[str, type[BaseModel]] = {
     "/v1/embeddings": EmbeddingRequest,
     "/v1/classification": ClassificationRequest,
     "/v1/ner": NerRequest,
-    "/v1/image-embeddings": AnyModelRequest,
-    "/v1/image-classification": AnyModelRequest,
-    "/v1/detections": AnyModelRequest,
+    "/v1/image-embeddings": ImageEmbeddingRequest,
+    "/v1/image-classification": ImageClassificationRequest,
+    "/v1/detections": DetectionRequest,
 }
 for _path, _model in _ENDPOINT_MODELS.items():
     router.add_api_route(_path, _forward_to(_path, _model), methods=["POST"], include_in_schema=False)

@@ -13,7 +13,15 @@ import secrets
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+)
 
 # Inputs per call; as many as OpenAI's embeddings endpoint takes.
 MAX_INPUTS = 2048
@@ -25,7 +33,11 @@ class ClassificationRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1)
-    input: str | list[str]
+    # vlm-classification: one image (data: URI, base64, or file:// where allowed); the replica
+    # decodes it. Declared before ``input`` so that input's validator can see it.
+    image: str | None = None
+    # Required, except on calls that send an ``image`` (vlm-classification; text then optional).
+    input: str | list[str] | None = Field(default=None, validate_default=True)
     # logits: the head's raw outputs; probs: softmax (single-label) or sigmoid (multi-label).
     data_format: DataFormat = "logits"
     # Cut inputs longer than the model's maximum input length instead of answering 400.
@@ -35,7 +47,11 @@ class ClassificationRequest(BaseModel):
 
     @field_validator("input", mode="wrap")
     @classmethod
-    def _check_input(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    def _check_input(cls, value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> object:
+        if value is None:
+            if info.data.get("image"):
+                return None
+            raise ValueError("input is required (or, for vlm-classification, image)")
         try:
             checked = handler(value)
         except ValidationError:
@@ -51,6 +67,8 @@ class ClassificationRequest(BaseModel):
         return checked
 
     def inputs(self) -> list[str]:
+        if self.input is None:
+            return []
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
     @property

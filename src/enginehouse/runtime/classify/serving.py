@@ -81,6 +81,8 @@ class ClassificationServing:
                 "use data_format 'logits'",
                 param="data_format",
             )
+        if body.input is None:  # the request model lets image-only bodies through for vlm-classification
+            raise BadRequestError("input is required: this is a text classification model", param="input")
         rows = await asyncio.to_thread(self.encode, body.inputs(), body.wants_truncation)
         job = ClassifyRequest(rows, adapter, spec, arrival=arrival)
         self.batcher.submit(job)

@@ -1,0 +1,1 @@
+"""The image task types: ``clip-embedding``, ``clip-classification`` and ``image-detection``."""

@@ -1,0 +1,1 @@
+"""Vision-language task types: ``vlm-generation`` (chat with images) and ``vlm-classification``."""
