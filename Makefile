@@ -28,5 +28,17 @@ test: install
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# The serving benchmark (bench/README.md): enginehouse against its baselines, about 10 minutes on
+# 2 cores; writes bench/results/latest.json and latest.md. BENCH_ARGS="--quick" for a smoke run.
+BENCH_INSTALLED := $(VENV)/.installed-bench
+BENCH_ARGS ?=
+
+$(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	touch $(BENCH_INSTALLED)
+
+bench: $(BENCH_INSTALLED)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache

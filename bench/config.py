@@ -1,0 +1,91 @@
+"""What one benchmark run does: sizes, request counts and the fixed prompts."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.models import AdapterShape, ModelShape
+from bench.runs import Patience
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    concurrency: int = 16
+    # Measured requests per run = concurrency × rounds (after one warm-up round).
+    rounds: int = 4
+    max_tokens: int = 128
+    prompt_tokens: int = 32
+    warmup_max_tokens: int = 16
+    adapters_b: int = 16
+    adapters_c: int = 128
+    max_loras_c: int = 32
+    # (c) sends at least one request per adapter, so every adapter goes through a slot.
+    # Requests for the sequential PEFT baseline (d): one per adapter of (b), the same mix at a
+    # smaller count, because one at a time it is ~10× slower.
+    requests_d: int = 16
+    # The gateway's cost: this many blocks of this many request pairs; the median block counts.
+    gateway_samples: int = 40
+    gateway_blocks: int = 3
+    # torch threads for the in-process baselines (d) and (f); the replica and transformers serve
+    # use torch's default, which is every core.
+    threads: int = 0
+    model: ModelShape = field(default_factory=ModelShape)
+    adapter: AdapterShape = field(default_factory=AdapterShape)
+    patience: Patience = field(default_factory=Patience)
+
+    @property
+    def requests_per_run(self) -> int:
+        return self.concurrency * self.rounds
+
+    @property
+    def requests_c(self) -> int:
+        return max(self.requests_per_run, self.adapters_c)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A config made concrete: the model on disk, its adapters and the prompts every run sends."""
+
+    cfg: BenchConfig
+    base_dir: Path
+    adapters: list[Path]
+    warmup_prompts: list[str]
+    prompts: list[str]
+
+
+# A smoke run of every code path in a minute or two; its numbers mean nothing.
+QUICK = BenchConfig(
+    concurrency=4, rounds=1, max_tokens=16, warmup_max_tokens=4, adapters_b=4, adapters_c=12,
+    max_loras_c=4, requests_d=4, gateway_samples=6, gateway_blocks=1,
+    patience=Patience(max_wait_s=0, retries=0),
+)
+
+_WORDS = (
+    "apple river mountain quiet bright engine garden window silver paper ocean forest music "
+    "yellow planet thunder candle market winter summer doctor teacher pencil bottle rocket "
+    "library kitchen science history morning evening journey bridge castle dragon coffee"
+).split()
+
+
+def fixed_prompts(base_dir: Path, count: int, tokens: int, seed: int = 0) -> list[str]:
+    """``count`` distinct word-salad prompts of ``tokens`` tokens each (BOS included) for this
+    model's tokenizer; every server gets text, since transformers serve takes no token ids."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    rng = random.Random(seed)
+    prompts: list[str] = []
+    while len(prompts) < count:
+        words: list[str] = []
+        while len(tokenizer(" ".join(words)).input_ids) < tokens:
+            words.append(rng.choice(_WORDS))
+        text = " ".join(words)
+        if len(tokenizer(text).input_ids) == tokens:  # a last word may overshoot: draw again
+            prompts.append(text)
+    return prompts

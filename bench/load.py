@@ -1,0 +1,120 @@
+"""The client side: concurrent streaming ``/v1/completions`` calls, timed chunk by chunk.
+
+Every latency the benchmark reports comes from these client-side timestamps, so the servers are
+judged by what a caller sees (network, SSE framing and the gateway's relay included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+# Asked before each new request: True abandons the load (its requests in flight still finish).
+StopCheck = Callable[[], bool]
+
+
+@dataclass
+class RequestRecord:
+    """One request as the client saw it; times are ``time.perf_counter()`` seconds."""
+
+    sent: float
+    chunk_times: list[float] = field(default_factory=list)  # arrivals of chunks carrying text
+    completion_tokens: int = 0
+    tokens_from_usage: bool = False
+    finish_reason: str | None = None
+    error: str | None = None
+    done: float = 0.0
+
+
+@dataclass
+class LoadResult:
+    records: list[RequestRecord]
+    wall_s: float
+    # Stopped early by its StopCheck: not a measurement.
+    abandoned: bool = False
+
+
+def run_streaming_load(base_url: str, bodies: list[dict[str, Any]], concurrency: int,
+                       headers: dict[str, str] | None = None, stop: StopCheck | None = None) -> LoadResult:
+    """Send ``bodies`` (streaming completions) with ``concurrency`` callers, each taking the next
+    body as soon as its previous answer ends (a closed loop, like a pool of users)."""
+    return asyncio.run(_load(base_url, bodies, concurrency, headers or {}, stop))
+
+
+async def _load(base_url: str, bodies: list[dict[str, Any]], concurrency: int,
+                headers: dict[str, str], stop: StopCheck | None) -> LoadResult:
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    records: list[RequestRecord] = []
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    timeout = httpx.Timeout(900.0, connect=30.0)
+    client = httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=timeout)
+    async with client:
+
+        async def caller() -> None:
+            while not queue.empty() and not (stop is not None and stop()):
+                records.append(await stream_one(client, queue.get_nowait()))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        wall_s = time.perf_counter() - start
+    return LoadResult(records, wall_s, abandoned=not queue.empty())
+
+
+async def stream_one(client: httpx.AsyncClient, body: dict[str, Any]) -> RequestRecord:
+    record = RequestRecord(sent=time.perf_counter())
+    try:
+        async with client.stream("POST", "/v1/completions", json=body) as response:
+            if response.status_code != 200:
+                text = (await response.aread()).decode(errors="replace")
+                record.error = f"HTTP {response.status_code}: {text[:300]}"
+            else:
+                async for line in response.aiter_lines():
+                    if _take_event(record, line, time.perf_counter()):
+                        break
+    except httpx.HTTPError as exc:
+        record.error = f"{type(exc).__name__}: {exc}"
+    record.done = time.perf_counter()
+    if not record.tokens_from_usage and record.error is None:
+        # No usage in the stream: one chunk per token is the best estimate left.
+        record.completion_tokens = len(record.chunk_times)
+    return record
+
+
+def _take_event(record: RequestRecord, line: str, now: float) -> bool:
+    """Fold one SSE line into ``record``; True at the end of the stream."""
+    if not line.startswith("data:"):
+        return False
+    payload = line[5:].strip()
+    if payload == "[DONE]":
+        return True
+    event = json.loads(payload)
+    if "error" in event:
+        record.error = str(event["error"])[:300]
+        return True
+    for choice in event.get("choices") or []:
+        if choice.get("text"):
+            record.chunk_times.append(now)
+        if choice.get("finish_reason"):
+            record.finish_reason = choice["finish_reason"]
+    usage = event.get("usage")
+    if usage:
+        record.completion_tokens = int(usage.get("completion_tokens") or 0)
+        record.tokens_from_usage = True
+    return False
+
+
+def time_plain_request(client: httpx.Client, body: dict[str, Any]) -> float:
+    """Seconds for one non-streamed completion; raises on an error answer."""
+    start = time.perf_counter()
+    response = client.post("/v1/completions", json=body)
+    elapsed = time.perf_counter() - start
+    response.raise_for_status()
+    return elapsed

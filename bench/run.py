@@ -1,0 +1,139 @@
+"""``make bench`` (``python -m bench.run``): every run, one after another, then the report.
+
+    (a) base model only          (b) 16 adapters          (c) 128 adapters, max_loras 32
+    (d) PEFT, one request at a time, the mix of (b)
+    (e) transformers serve --continuous-batching           (f) static batched generate
+
+(a)–(c) and (e) are served over HTTP to concurrent streaming clients; (d) and (f) run in this
+process. Ratios between them are only meaningful within one run, on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+from bench import inprocess
+from bench.config import QUICK, BenchConfig, Workload, fixed_prompts
+from bench.enginehouse_runs import run_enginehouse
+from bench.hf_serve import run_hf_serve
+from bench.models import adapter_file_bytes, build_adapters, build_base, count_parameters
+from bench.report import write_results
+from bench.runs import RunOutcome, measure, progress
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny smoke run of every path (its numbers mean nothing); "
+                             "writes into the work directory unless --out-dir is given")
+    parser.add_argument("--rounds", type=int, help="measured requests per run = concurrency × rounds")
+    parser.add_argument("--concurrency", type=int, help="concurrent streams (and static batch size)")
+    parser.add_argument("--max-tokens", type=int, help="output tokens per request")
+    parser.add_argument("--work-dir", type=Path, help="where models, adapters and logs go "
+                        "(kept, and reused by a later run); default: a fresh temporary directory")
+    parser.add_argument("--out-dir", type=Path, help=f"where latest.json/.md go (default {RESULTS_DIR})")
+    return parser.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace) -> BenchConfig:
+    cfg = QUICK if args.quick else BenchConfig()
+    overrides = {k: v for k, v in (("rounds", args.rounds), ("concurrency", args.concurrency),
+                                   ("max_tokens", args.max_tokens)) if v is not None}
+    cfg = replace(cfg, **overrides)
+    return replace(cfg, threads=cfg.threads or os.cpu_count() or 1)
+
+
+def prepare(cfg: BenchConfig, work_dir: Path) -> tuple[Workload, dict[str, Any]]:
+    progress(f"building the model and {max(cfg.adapters_b, cfg.adapters_c)} adapters in {work_dir}")
+    base = build_base(work_dir / "base", cfg.model)
+    adapters = build_adapters(base, work_dir / "adapters", max(cfg.adapters_b, cfg.adapters_c), cfg.adapter)
+    params = count_parameters(base)
+    shape, lora = cfg.model, cfg.adapter
+    model = (f"Llama, {params / 1e6:.1f}M parameters (hidden {shape.hidden_size}, {shape.num_layers} layers, "
+             f"{shape.num_heads} heads / {shape.num_kv_heads} KV, MLP {shape.intermediate_size}, "
+             f"vocab ~1000), float32, random weights; "
+             f"adapters r={lora.r} on {', '.join(lora.target_modules)} "
+             f"({adapter_file_bytes(adapters[0]) / 1024:.0f} KiB each)")
+    progress(f"model: {params:,} parameters")
+    prompts = fixed_prompts(base, cfg.concurrency + cfg.requests_c, cfg.prompt_tokens)
+    work = Workload(cfg, base, adapters, prompts[: cfg.concurrency], prompts[cfg.concurrency:])
+    return work, {"model": model, "parameters": params}
+
+
+def run_in_process(work: Workload) -> dict[str, RunOutcome]:
+    cfg = work.cfg
+    torch.set_num_threads(cfg.threads)
+    names = [f"lora-{i:03d}" for i in range(cfg.adapters_b)]
+    mix = [(names[i % len(names)], work.prompts[i]) for i in range(cfg.requests_d)]
+    adapters = dict(zip(names, work.adapters))
+    progress("(d) loading PEFT with the adapters of (b)")
+    sequential = inprocess.peft_sequential(work.base_dir, adapters, mix, cfg.max_tokens,
+                                           cfg.warmup_max_tokens)
+    run_d = measure("d", "PEFT set_adapter + generate, one request at a time, mix of (b)", sequential,
+                    cfg.patience)
+    run_d.notes.append(f"{cfg.requests_d} requests (one per adapter of (b)), {cfg.threads} torch threads; "
+                       "no queueing: its TTFT is one generate call's, not what waiting clients would see")
+    del sequential  # the PEFT model goes before (f) loads its own
+    batches = [work.prompts[i * cfg.concurrency:(i + 1) * cfg.concurrency] for i in range(cfg.rounds)]
+    static = inprocess.static_batch(work.base_dir, work.warmup_prompts, batches, cfg.max_tokens,
+                                    cfg.warmup_max_tokens)
+    run_f = measure("f", f"static batched generate, {cfg.concurrency} prompts at once (ceiling)", static,
+                    cfg.patience)
+    run_f.notes.append(f"{cfg.rounds} batches of {cfg.concurrency}, {cfg.threads} torch threads; "
+                       "TTFT is the batch's prefill, every row alike")
+    return {"d": run_d, "f": run_f}
+
+
+def describe_load(cfg: BenchConfig) -> str:
+    return (f"{cfg.concurrency} concurrent streams, {cfg.prompt_tokens}-token prompts, "
+            f"{cfg.max_tokens} output tokens (ignore_eos), greedy; {cfg.requests_per_run} requests per run, "
+            f"(c) {cfg.requests_c}, (d) {cfg.requests_d}, each run after a warm-up round")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = make_config(args)
+    started = time.monotonic()
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="enginehouse-bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = args.out_dir or (work_dir / "results" if args.quick else RESULTS_DIR)
+    work, model_info = prepare(cfg, work_dir)
+    served = run_enginehouse(work, work_dir / "server")
+    runs = dict(served.runs)
+    runs["e"] = run_hf_serve(work, work_dir / "transformers-serve.log")
+    runs.update(run_in_process(work))
+    summary = {
+        "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "total_runtime_s": round(time.monotonic() - started, 1),
+        "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": (f"{os.cpu_count()} CPUs, no GPU, Python {platform.python_version()}, "
+                    f"torch {torch.__version__}, transformers {transformers.__version__}, "
+                    f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}"),
+        "load": describe_load(cfg),
+        **model_info,
+        "config": cfg.as_dict(),
+    }
+    json_path, md_path = write_results(out_dir, summary, runs, served.gateway, served.memory)
+    print()
+    print(md_path.read_text())
+    progress(f"wrote {json_path} and {md_path}; total {summary['total_runtime_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""One measured run: its load, its numbers, and what else the machine was doing meanwhile.
+
+On a shared machine a neighbour's burst can cut a run's throughput several-fold. A run therefore
+starts when the machine is quiet (or after a bounded wait), an attempt that others disturb is
+abandoned or measured again while the time budget allows, and the least disturbed attempt is
+kept; every attempt is reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.load import LoadResult, StopCheck
+from bench.machine import CpuMeter, wait_until_quiet
+from bench.stats import RunStats, summarize
+
+_T0 = time.monotonic()
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How hard to try for an undisturbed measurement."""
+
+    # Share of the machine's CPU other processes may use for a run to count as undisturbed.
+    quiet_share: float = 0.10
+    max_wait_s: float = 60.0
+    retries: int = 3
+    # No more waiting or retrying once the whole benchmark has run this long.
+    budget_s: float = 600.0
+
+    def allows_more(self) -> bool:
+        return time.monotonic() - _T0 < self.budget_s
+
+
+PATIENCE = Patience()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.monotonic() - _T0:7.1f}s] {message}", flush=True)
+
+
+@dataclass
+class RunOutcome:
+    key: str
+    description: str
+    stats: RunStats | None = None
+    # Why there is no number: the run could not happen here.
+    error: str | None = None
+    others_cpu_share: float | None = None
+    # CPU seconds the benchmark's own processes used during the measured attempt, by role.
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    # Every attempt: (tokens/s, or None when abandoned; others' CPU share).
+    attempts: list[tuple[float | None, float]] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.stats.tokens_per_s if self.stats and self.stats.output_tokens else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "stats": self.stats.as_dict() if self.stats else None,
+            "error": self.error,
+            "others_cpu_share": self.others_cpu_share,
+            "cpu_s": self.cpu_s,
+            "attempts": [{"tokens_per_s": t, "others_cpu_share": s, "abandoned": t is None}
+                         for t, s in self.attempts],
+            "notes": self.notes,
+        }
+
+
+def wait_for_quiet(patience: Patience = PATIENCE) -> None:
+    if patience.max_wait_s <= 0 or not patience.allows_more():
+        return
+    waited, share = wait_until_quiet(patience.quiet_share, patience.max_wait_s)
+    if share > patience.quiet_share:
+        progress(f"other processes still use {share:.0%} of the CPU after {waited:.0f} s; going ahead")
+    elif waited > 5:
+        progress(f"waited {waited:.0f} s for other processes to quiet down")
+
+
+class Watchdog:
+    """A StopCheck that gives up on an attempt once others have taken more than ``limit`` of the
+    machine since it began, so a disturbed attempt costs seconds rather than minutes (a
+    disturbed replica on two cores can run ten times slower)."""
+
+    def __init__(self, limit: float, grace_s: float = 5.0, every_s: float = 1.0) -> None:
+        self.limit = limit
+        self.grace_s = grace_s
+        self.every_s = every_s
+        self.meter = CpuMeter().start()
+        self.started = self.last_check = time.monotonic()
+        self.share = 0.0
+        self.tripped = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if self.tripped or now - self.started < self.grace_s or now - self.last_check < self.every_s:
+            return self.tripped
+        self.last_check = now
+        self.share = self.meter.finish().others_share
+        self.tripped = self.share > self.limit
+        return self.tripped
+
+
+Load = Callable[[StopCheck | None], LoadResult]
+
+
+def measure(key: str, description: str, load: Load, patience: Patience = PATIENCE) -> RunOutcome:
+    """Run ``load`` (warm-up done by the caller) and summarise the least disturbed attempt.
+
+    Every attempt but the last may be abandoned by a watchdog when others take the machine; the
+    last always runs to the end, so a run has a number even on a machine that never goes quiet.
+    """
+    best: RunOutcome | None = None
+    attempts: list[tuple[float | None, float]] = []
+    for attempt in range(1 + patience.retries):
+        last = attempt == patience.retries or not patience.allows_more()
+        wait_for_quiet(patience)
+        progress(f"({key}) {description}: measuring" + (f" (attempt {attempt + 1})" if attempt else ""))
+        watchdog = None if last else Watchdog(2 * patience.quiet_share)
+        outcome = _measure_once(key, description, load, watchdog)
+        if outcome is None:
+            assert watchdog is not None
+            attempts.append((None, watchdog.share))
+            progress(f"({key}) abandoned: other processes took {watchdog.share:.0%} of the CPU")
+            continue
+        assert outcome.stats is not None and outcome.others_cpu_share is not None
+        attempts.append((outcome.stats.tokens_per_s, outcome.others_cpu_share))
+        if best is None or outcome.others_cpu_share < (best.others_cpu_share or 0.0):
+            best = outcome
+        if last or outcome.others_cpu_share <= patience.quiet_share:
+            break
+        progress(f"({key}) other processes used {outcome.others_cpu_share:.0%} of the CPU: measuring again")
+    assert best is not None
+    best.attempts = attempts
+    if len(attempts) > 1:
+        best.notes.append("attempts (tok/s @ others' CPU): "
+                          + ", ".join(f"{'abandoned' if t is None else f'{t:.1f}'} @ {s:.0%}"
+                                      for t, s in attempts)
+                          + "; kept the least disturbed")
+    return best
+
+
+def _measure_once(key: str, description: str, load: Load, stop: StopCheck | None) -> RunOutcome | None:
+    meter = CpuMeter().start()
+    result = load(stop)
+    cpu = meter.finish()
+    if result.abandoned:
+        return None
+    outcome = RunOutcome(key, description, summarize(result.records, result.wall_s),
+                         others_cpu_share=cpu.others_share, cpu_s=cpu.by_role)
+    stats = outcome.stats
+    assert stats is not None
+    progress(
+        f"({key}) {stats.tokens_per_s:.1f} tok/s, "
+        f"TTFT p50 {stats.ttft_p50_ms} ms p99 {stats.ttft_p99_ms} ms, "
+        f"ITL p50 {stats.itl_p50_ms} ms, {stats.requests} requests, {stats.errors} errors, "
+        f"others' CPU {outcome.others_cpu_share:.0%}; CPU s: "
+        + ", ".join(f"{role} {seconds:.1f}" for role, seconds in outcome.cpu_s.items())
+    )
+    if stats.errors:
+        outcome.notes.append(f"{stats.errors} requests failed, first: {stats.first_error}")
+    return outcome

@@ -1,0 +1,93 @@
+"""A real enginehouse server for the benchmark, and the management calls the runs need.
+
+The server process itself is the integration tests' ``ServerProcess`` (one way to start
+``enginehouse up``, not two), with the replicas left on their production defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.machine import pid_with_argument
+from tests.integration.harness import ServerProcess, wait_deployments, wait_engine, wait_for
+
+
+class BenchServer(ServerProcess):
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        # The tests pin replicas to one thread and reconcile fast to finish sooner; a benchmark
+        # measures what a user gets, so both go back to the product's defaults.
+        env.pop("ENGINEHOUSE_REPLICA_THREADS", None)
+        env.pop("ENGINEHOUSE_RECONCILE_INTERVAL_S", None)
+        return env
+
+
+@dataclass(frozen=True)
+class Engine:
+    id: str
+    name: str
+    replica_id: str
+    replica_url: str
+
+    @property
+    def replica_pid(self) -> int:
+        pid = pid_with_argument(self.replica_id)
+        if pid is None:
+            raise RuntimeError(f"no process for replica {self.replica_id}")
+        return pid
+
+
+def _ok(response: httpx.Response, status: int) -> dict[str, Any]:
+    if response.status_code != status:
+        raise RuntimeError(f"{response.request.method} {response.request.url}: "
+                           f"{response.status_code} {response.text[:500]}")
+    return response.json()
+
+
+def register_job(http: httpx.Client, name: str, base_dir: Path, adapters: list[Path]) -> str:
+    body = {
+        "name": name, "task_type": "text-generation", "base_model": str(base_dir),
+        "checkpoints": [{"checkpoint": i + 1, "path": str(p)} for i, p in enumerate(adapters)],
+    }
+    return str(_ok(http.post("/v1/training-jobs", json=body), 201)["id"])
+
+
+def create_engine(http: httpx.Client, name: str, base_dir: Path, runtime_options: dict[str, Any],
+                  timeout: float = 300) -> Engine:
+    body = {"name": name, "base_model": str(base_dir), "task_type": "text-generation",
+            "runtime_options": runtime_options}
+    engine_id = str(_ok(http.post("/v1/engines", json=body), 201)["id"])
+    engine = wait_engine(http, engine_id, "Active", timeout=timeout)
+    engine = wait_deployments(http, engine_id, timeout=timeout)  # the base deployment
+    replica = _one_ready_replica(engine)
+    return Engine(engine_id, name, replica["id"], replica["url"])
+
+
+def _one_ready_replica(engine: dict[str, Any]) -> dict[str, Any]:
+    replicas = [r for r in engine["replicas"] if r.get("url")]
+    if len(replicas) != 1:
+        raise RuntimeError(f"expected one replica, engine has {engine['replicas']}")
+    return replicas[0]
+
+
+def deploy_all(http: httpx.Client, engine: Engine, job_id: str, names: list[str],
+               timeout: float = 600) -> None:
+    """Deploy checkpoint i+1 of the job as ``names[i]`` and wait until all are Deployed."""
+    for checkpoint, name in enumerate(names, start=1):
+        body = {"name": name, "training_id": job_id, "checkpoint": checkpoint}
+        _ok(http.post(f"/v1/engines/{engine.id}/deploy", json=body), 201)
+    wait_deployments(http, engine.id, timeout=timeout)
+
+
+def delete_engine(http: httpx.Client, engine: Engine, timeout: float = 120) -> None:
+    """Delete and wait until the engine is gone and its replica process has exited, so the next
+    run has the cores to itself."""
+    _ok(http.delete(f"/v1/engines/{engine.id}"), 202)
+    wait_for(lambda: http.get(f"/v1/engines/{engine.id}").status_code == 404, timeout,
+             what=f"engine {engine.name} to be deleted")
+    wait_for(lambda: pid_with_argument(engine.replica_id) is None, timeout,
+             what=f"replica {engine.replica_id} to exit")
