@@ -28,7 +28,7 @@ test: install
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# The serving benchmark (bench/README.md): enginehouse against its baselines, about 10 minutes on
+# The serving benchmark (bench/README.md): enginehouse against its baselines, 4 to 15 minutes on
 # 2 cores; writes bench/results/latest.json and latest.md. BENCH_ARGS="--quick" for a smoke run.
 BENCH_INSTALLED := $(VENV)/.installed-bench
 BENCH_ARGS ?=

@@ -14,6 +14,7 @@ import argparse
 import datetime
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -40,12 +41,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="a tiny smoke run of every path (its numbers mean nothing); "
-                             "writes into the work directory unless --out-dir is given")
+                             "writes into a temporary directory unless --out-dir is given")
     parser.add_argument("--rounds", type=int, help="measured requests per run = concurrency × rounds")
     parser.add_argument("--concurrency", type=int, help="concurrent streams (and static batch size)")
     parser.add_argument("--max-tokens", type=int, help="output tokens per request")
     parser.add_argument("--work-dir", type=Path, help="where models, adapters and logs go "
-                        "(kept, and reused by a later run); default: a fresh temporary directory")
+                        "(kept, and reused by a later run); default: a temporary directory, "
+                        "removed at the end unless the run fails")
     parser.add_argument("--out-dir", type=Path, help=f"where latest.json/.md go (default {RESULTS_DIR})")
     return parser.parse_args(argv)
 
@@ -108,10 +110,22 @@ def describe_load(cfg: BenchConfig) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = make_config(args)
-    started = time.monotonic()
+    temporary = args.work_dir is None
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="enginehouse-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
-    out_dir = args.out_dir or (work_dir / "results" if args.quick else RESULTS_DIR)
+    # A smoke run's numbers mean nothing: they never replace the committed results.
+    quick_out = Path(tempfile.mkdtemp(prefix="enginehouse-bench-results-")) if args.quick else None
+    out_dir = args.out_dir or quick_out or RESULTS_DIR
+    command = " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])])
+    run_all(cfg, work_dir, out_dir, command)
+    if temporary:
+        # Models and logs are worth keeping only when a run failed, and then this is not reached.
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
+
+
+def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str) -> None:
+    started = time.monotonic()
     work, model_info = prepare(cfg, work_dir)
     served = run_enginehouse(work, work_dir / "server")
     runs = dict(served.runs)
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "total_runtime_s": round(time.monotonic() - started, 1),
-        "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command,
         "machine": (f"{os.cpu_count()} CPUs, no GPU, Python {platform.python_version()}, "
                     f"torch {torch.__version__}, transformers {transformers.__version__}, "
                     f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}"),
@@ -132,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(md_path.read_text())
     progress(f"wrote {json_path} and {md_path}; total {summary['total_runtime_s']:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":
