@@ -49,9 +49,6 @@ class LocalProvider:
         if self.threads:
             command += ["--threads", str(self.threads)]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-        # OpenMP threads that spin while idle steal the cores the HTTP servers next to them need
-        # (measured: an embedding replica fell from ~190 to ~20 req/s under such contention).
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
                 command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
