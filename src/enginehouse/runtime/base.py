@@ -49,6 +49,11 @@ class ModelRunner(ABC):
     def router(self) -> APIRouter:
         """The inference endpoints of this task type."""
 
+    def served_models(self) -> list[tuple[str, str | None]]:
+        """``(name, parent)`` of every model this replica answers for, for ``GET /v1/models``;
+        a fine-tune names the base model it runs on as its parent."""
+        return [(self.served_name, None)]
+
     def health(self) -> dict[str, Any]:
         """Task-specific fields merged into ``GET /health``."""
         return {}

@@ -6,6 +6,7 @@ It listens on loopback; the control plane and the gateway are its only clients.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -52,6 +53,15 @@ def create_app(runner: ModelRunner) -> FastAPI:
     async def metrics() -> Response:
         # Prometheus text format; the server scrapes this and re-exposes it with engine labels.
         return Response(runner.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        created = int(time.time())
+        cards = [
+            {"id": name, "object": "model", "created": created, "owned_by": "enginehouse", "parent": parent}
+            for name, parent in runner.served_models()
+        ]
+        return {"object": "list", "data": cards}
 
     if runner.serves_adapters:
 

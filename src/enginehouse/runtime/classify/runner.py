@@ -131,6 +131,9 @@ class ClassificationRunner(ModelRunner):
     def router(self) -> APIRouter:
         return self.serving.router()
 
+    def served_models(self) -> list[tuple[str, str | None]]:
+        return [(self.served_name, None), *((name, self.served_name) for name in self.registry.loaded_names())]
+
     def health(self) -> dict[str, Any]:
         running, waiting = self.batcher.counts()
         return {

@@ -68,7 +68,6 @@ class ClassificationServing:
     def router(self) -> APIRouter:
         router = APIRouter()
         router.add_api_route("/v1/classification", self.classification, methods=["POST"])
-        router.add_api_route("/v1/models", self.models, methods=["GET"])
         return router
 
     async def classification(self, request: Request) -> JSONResponse:
@@ -97,16 +96,6 @@ class ClassificationServing:
             usage=ClassificationUsage(prompt_tokens=_tokens(rows), total_tokens=_tokens(rows)),
         )
         return JSONResponse(response.to_body())
-
-    async def models(self) -> dict[str, object]:
-        created = int(time.time())
-
-        def card(name: str, parent: str | None) -> dict[str, object]:
-            return {"id": name, "object": "model", "created": created, "owned_by": "enginehouse", "parent": parent}
-
-        loaded = [n for n, info in self.registry.snapshot().items() if info["status"] == "loaded"]
-        data = [card(self.served_name, None), *(card(name, self.served_name) for name in loaded)]
-        return {"object": "list", "data": data}
 
     async def resolve_model(self, name: str) -> tuple[AdapterHandle | None, HeadSpec]:
         """(None, the base head) for the base model, the adapter's handle and head otherwise."""

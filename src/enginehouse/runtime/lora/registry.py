@@ -129,6 +129,11 @@ class AdapterRegistry:
         with self._lock:
             return list(self._host)
 
+    def loaded_names(self) -> list[str]:
+        """The adapters answering requests now, by name."""
+        with self._lock:
+            return sorted(name for name, entry in self._entries.items() if entry.status == "loaded")
+
     def loaded_ids(self) -> set[int]:
         """The ``load_id`` of every adapter version in service (a slot may still hold an old one)."""
         with self._lock:

@@ -72,6 +72,11 @@ class SingleModelRunner(ModelRunner, Generic[M]):
     def router(self) -> APIRouter:
         return self.routes(self.slot)
 
+    def served_models(self) -> list[tuple[str, str | None]]:
+        # The base model steps aside while a fine-tune replaces it (one model at a time).
+        current = self.slot.current
+        return [(current.name, self.slot.base_name if current.fine_tuned else None)]
+
     def health(self) -> dict[str, Any]:
         running, waiting = self.worker.counts()
         snapshot = self.slot.snapshot()

@@ -1,12 +1,11 @@
 """What every single-model endpoint does around its own work: resolve ``model`` against the slot,
-tokenize off the event loop when the input is large, and list the served model."""
+tokenize off the event loop when the input is large, and batch the work."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -28,18 +27,10 @@ class SingleModelServing(Generic[M]):
 
     def router(self) -> APIRouter:
         router = APIRouter()
-        router.add_api_route("/v1/models", self.models, methods=["GET"])
         return router
 
     def resolve(self, name: str) -> ServedModel[M]:
         return self.slot.resolve(name)
-
-    async def models(self) -> dict[str, Any]:
-        current = self.slot.current
-        parent = self.slot.base_name if current.fine_tuned else None
-        card = {"id": current.name, "object": "model", "created": int(time.time()), "owned_by": "enginehouse",
-                "parent": parent}
-        return {"object": "list", "data": [card]}
 
 
 class Tokenizers:

@@ -95,6 +95,9 @@ class TextGenerationRunner(ModelRunner):
     def router(self) -> APIRouter:
         return self.serving.router()
 
+    def served_models(self) -> list[tuple[str, str | None]]:
+        return [(self.served_name, None), *((name, self.served_name) for name in self.registry.loaded_names())]
+
     def health(self) -> dict[str, Any]:
         running, waiting = self.engine.counts()
         return {

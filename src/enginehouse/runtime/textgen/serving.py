@@ -8,7 +8,6 @@ one engine request per prompt and answers in one piece or as server-sent events.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -61,7 +60,6 @@ class TextGenerationServing:
         router = APIRouter()
         router.add_api_route("/v1/completions", self.completions, methods=["POST"])
         router.add_api_route("/v1/chat/completions", self.chat_completions, methods=["POST"])
-        router.add_api_route("/v1/models", self.models, methods=["GET"])
         return router
 
     async def completions(self, request: Request) -> Response:
@@ -91,16 +89,6 @@ class TextGenerationServing:
             return sse_response(chat_stream(run, include_usage=body.include_usage, **answer))
         result = await run.collect()
         return JSONResponse(chat_body(result, prompt_tokens=run.prompt_tokens, **answer))
-
-    async def models(self) -> dict[str, object]:
-        created = int(time.time())
-
-        def card(name: str, parent: str | None) -> dict[str, object]:
-            return {"id": name, "object": "model", "created": created, "owned_by": "enginehouse", "parent": parent}
-
-        loaded = [n for n, info in self.registry.snapshot().items() if info["status"] == "loaded"]
-        data = [card(self.served_name, None), *(card(name, self.served_name) for name in loaded)]
-        return {"object": "list", "data": data}
 
     async def resolve_model(self, name: str) -> AdapterHandle | None:
         """None for the base model, the adapter's handle otherwise; 404 when unknown."""
