@@ -59,6 +59,38 @@ def test_base_only_batch_skips_lora_exactly(tiny_llama_dir: Path, tiny_adapter_d
     assert torch.equal(layer(x), inner(x))
 
 
+def test_gathered_weights_follow_new_rows_and_rewritten_slots(
+    tiny_llama_dir: Path, tiny_adapter_dirs: list[Path]
+) -> None:
+    # The layer keeps its per-row gather between forwards; it must notice both kinds of change.
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir), dtype=torch.float32)
+    targets = _targets(base)
+    first = read_lora_adapter(tiny_adapter_dirs[0], targets, max_rank=16).modules[Q_PROJ]
+    second = read_lora_adapter(tiny_adapter_dirs[1], targets, max_rank=16).modules[Q_PROJ]
+    routing = LoRARouting()
+    layer = BatchedLoRALinear(base.get_submodule(Q_PROJ), targets[Q_PROJ], num_slots=3, max_rank=16, routing=routing)
+    layer.set_slot(1, first)
+    layer.set_slot(2, second)
+    x = torch.randn(2, 1, 64)
+
+    def fresh(rows: list[int]) -> torch.Tensor:
+        other = BatchedLoRALinear(layer.base, targets[Q_PROJ], num_slots=3, max_rank=16, routing=LoRARouting())
+        other.set_slot(1, first)
+        other.set_slot(2, second)
+        other.routing.set_rows(rows, x.device)
+        return other(x)
+
+    routing.set_rows([1, 2], x.device)
+    before = layer(x)
+    routing.clear()
+    routing.set_rows([1, 2], x.device)
+    torch.testing.assert_close(layer(x), before, rtol=0, atol=0)
+    routing.set_rows([2, 1], x.device)
+    torch.testing.assert_close(layer(x), fresh([2, 1]), rtol=0, atol=0)
+    layer.set_slot(1, second)  # the slot now holds another adapter; the rows stay the same
+    torch.testing.assert_close(layer(x), fresh([2, 2]), rtol=0, atol=0)
+
+
 def test_write_slot_wraps_lazily_and_clears_what_the_new_adapter_does_not_target(
     tiny_llama_dir: Path, tiny_adapter_dirs: list[Path]
 ) -> None:

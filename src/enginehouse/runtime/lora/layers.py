@@ -10,6 +10,10 @@ row ``i`` uses slot ``s_i`` the layer computes
 with two ``torch.bmm`` over the gathered per-row matrices: the gathered (Punica / S-LoRA) form,
 whose cost does not grow with the number of distinct adapters in the batch. Ranks below
 ``r_max`` are zero-padded, which changes nothing in the result.
+
+The gather itself costs more than the two products at decode shapes, and a running batch keeps
+the same rows for many steps; so each layer keeps its gathered matrices until the rows' slots or
+the layer's own slot contents change.
 """
 
 from __future__ import annotations
@@ -55,16 +59,24 @@ class LoRARouting:
     """Which slot each batch row uses in the next forward; set by the engine before each one.
 
     Shared by every wrapped layer. ``slot_ids`` is None, or ``active`` is empty, when the batch
-    is base-model only, which lets every layer skip its LoRA term entirely.
+    is base-model only, which lets every layer skip its LoRA term entirely. ``version`` changes
+    whenever the rows' slots differ from the previous forward's, telling layers to gather again.
     """
 
     slot_ids: torch.Tensor | None = None
     active: frozenset[int] = field(default_factory=frozenset)
+    version: int = 0
+    _last_slots: list[int] = field(default_factory=list)
+    _last_ids: torch.Tensor | None = None
 
     def set_rows(self, slots: list[int], device: torch.device) -> None:
-        active = frozenset(s for s in slots if s != 0)
-        self.active = active
-        self.slot_ids = torch.tensor(slots, dtype=torch.long, device=device) if active else None
+        if slots != self._last_slots:
+            self.version += 1
+            self._last_slots = list(slots)
+            active = frozenset(s for s in slots if s != 0)
+            self._last_ids = torch.tensor(slots, dtype=torch.long, device=device) if active else None
+        self.slot_ids = self._last_ids
+        self.active = frozenset(s for s in self._last_slots if s != 0) if self._last_ids is not None else frozenset()
 
     def clear(self) -> None:
         self.slot_ids = None
@@ -92,10 +104,12 @@ class BatchedLoRALinear(nn.Module):
         self.register_buffer("lora_b", torch.zeros(shape_b, **opts), persistent=False)
         self.register_buffer("scaling", torch.zeros(num_slots, **opts), persistent=False)
         self.ranks = [0] * num_slots  # rank of the adapter in each slot here; 0: none
+        self._gathered: _Gathered | None = None
 
     def set_slot(self, slot: int, weights: ModuleLoRA) -> None:
         r = weights.rank
         self.clear_slot(slot)
+        self._gathered = None
         self.lora_a[slot, :, :r] = weights.lora_a.t().to(self.lora_a)
         self.lora_b[slot, :r, :] = weights.lora_b.t().to(self.lora_b)
         self.scaling[slot] = weights.scaling
@@ -107,25 +121,53 @@ class BatchedLoRALinear(nn.Module):
             self.lora_b[slot].zero_()
             self.scaling[slot] = 0.0
             self.ranks[slot] = 0
+            self._gathered = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)
         routing = self.routing
-        rank = max((self.ranks[s] for s in routing.active), default=0)
-        if rank == 0 or routing.slot_ids is None:
+        if routing.slot_ids is None:
             return result
-        idx = routing.slot_ids
-        rows = idx.shape[0]
+        gathered = self._gather(routing)
+        if gathered.rank == 0:
+            return result
+        rows = gathered.scaling.shape[0]
         if x.dim() < 2 or x.shape[0] != rows:
             # Row i of the batch must be x[i]; a layer fed flattened or re-routed tokens (MoE
             # experts) cannot be told which adapter each token belongs to.
             raise RuntimeError(f"LoRA layer got input {tuple(x.shape)} for a batch of {rows} rows")
-        # Only the columns up to the largest rank in use carry anything; the rest are zeros.
-        lora_a = self.lora_a[:, :, :rank][idx]
-        lora_b = self.lora_b[:, :rank, :][idx]
-        flat = x.reshape(rows, -1, x.shape[-1]).to(lora_a.dtype)
-        delta = torch.bmm(torch.bmm(flat, lora_a), lora_b) * self.scaling[idx].view(rows, 1, 1)
+        flat = x.reshape(rows, -1, x.shape[-1]).to(gathered.lora_a.dtype)
+        # PEFT's order: (x @ A) @ B, then the scaling, then added to the base output.
+        delta = torch.bmm(torch.bmm(flat, gathered.lora_a), gathered.lora_b) * gathered.scaling
         return result + delta.reshape(result.shape).to(result.dtype)
+
+    def _gather(self, routing: LoRARouting) -> _Gathered:
+        cached = self._gathered
+        if cached is not None and cached.version == routing.version:
+            return cached
+        idx = routing.slot_ids
+        assert idx is not None
+        rank = max((self.ranks[s] for s in routing.active), default=0)
+        # Only the columns up to the largest rank in use carry anything; the rest are zeros.
+        self._gathered = _Gathered(
+            version=routing.version,
+            rank=rank,
+            lora_a=self.lora_a[:, :, :rank][idx],
+            lora_b=self.lora_b[:, :rank, :][idx],
+            scaling=self.scaling[idx].view(-1, 1, 1),
+        )
+        return self._gathered
+
+
+@dataclass(frozen=True)
+class _Gathered:
+    """One layer's per-row LoRA matrices for the rows of one routing ``version``."""
+
+    version: int
+    rank: int
+    lora_a: torch.Tensor  # [rows, in, rank]
+    lora_b: torch.Tensor  # [rows, rank, out]
+    scaling: torch.Tensor  # [rows, 1, 1]
 
 
 def _weight_of(module: nn.Module) -> torch.Tensor:
