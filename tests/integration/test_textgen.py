@@ -17,6 +17,7 @@ import pytest
 
 from tests.integration.harness import ServerProcess, replica_pids, wait_deployments, wait_engine, wait_for
 from tests.integration.reference import greedy_chat, greedy_completion
+from tests.prometheus import Scrape
 
 PROMPTS = ["the cat sat on the", "once upon a time there was", "models serve many adapters"]
 
@@ -288,3 +289,25 @@ def test_inactive_timeout_sleeps_and_a_request_wakes_it(
     assert ("Deactivating", "no inference request for 2 s (inactive timeout)") in reasons
     assert ("Reactivating", "inference request") in reasons
     http.delete(f"/v1/engines/{engine['id']}")
+
+
+def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(textgen: TextgenSetup) -> None:
+    """The gateway closes its connection to the replica when the client goes, and the replica
+    drops the sequence instead of generating to the end."""
+    replica = textgen.engine["replicas"][0]["url"]
+
+    def aborted() -> float:
+        page = Scrape.parse(httpx.get(f"{replica}/metrics").text)
+        return page.value("enginehouse_requests_total", deployment="tiny-ft2", status="aborted")
+
+    before = aborted()
+    body = {"model": "tiny-ft2", "prompt": PROMPTS[0], "max_tokens": 400, "temperature": 0,
+            "stream": True, "ignore_eos": True}
+    with textgen.server.client() as http, http.stream("POST", "/v1/completions", json=body) as response:
+        assert response.status_code == 200
+        assert next(line for line in response.iter_lines() if line.startswith("data: "))
+    wait_for(lambda: aborted() == before + 1, timeout=30, what="the replica to count the stream as aborted")
+    assert httpx.get(f"{replica}/health").json()["running"] == 0
+    # The engine goes on serving.
+    reply = textgen.openai.completions.create(model="tiny-ft2", prompt=PROMPTS[0], max_tokens=3)
+    assert reply.usage is not None and reply.usage.completion_tokens == 3

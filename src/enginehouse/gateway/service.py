@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
+import aiohttp
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -43,8 +43,10 @@ class Gateway:
         self.balancer = LeastInFlight()
         self.poke_reconciler = poke_reconciler
         self.metrics = metrics or GatewayMetrics(CollectorRegistry())
-        self._timeout = httpx.Timeout(timeout_s, connect=5.0)
-        self._client: httpx.AsyncClient | None = None
+        # No limit on a whole call (a long generation streams for as long as it takes); a replica
+        # silent for ``timeout_s`` is given up on.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=timeout_s)
+        self._client: aiohttp.ClientSession | None = None
         self._touched: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         # Organization names never change: looked up once each, for the metrics' labels.
@@ -53,15 +55,17 @@ class Gateway:
         self._routes: TTLCache[tuple[str, str, str], Target] = TTLCache(ROUTE_TTL_S)
 
     async def start(self) -> None:
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        # aiohttp rather than httpx on this path: about a millisecond less CPU per forwarded call
+        # here, which is most of what the gateway adds to a short request.
+        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30)
+        self._client = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> aiohttp.ClientSession:
         """The client the gateway talks to replicas with (the metrics endpoint borrows it)."""
         if self._client is None:
             raise RuntimeError("start() first")
@@ -147,14 +151,15 @@ class Gateway:
         assert self._client is not None
         self.balancer.started(replica_id)
         try:
-            upstream = await self._client.post(url, content=raw_body, headers=_JSON)
-        except httpx.HTTPError as exc:
+            async with self._client.post(url, data=raw_body, headers=_JSON) as upstream:
+                content = await upstream.read()
+                status, media_type = upstream.status, upstream.headers.get("content-type", "application/json")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _replica_unreachable(exc) from None
         finally:
             self.balancer.finished(replica_id)
-        timer.finish(upstream.status_code)
-        return Response(upstream.content, status_code=upstream.status_code,
-                        media_type=upstream.headers.get("content-type", "application/json"))
+        timer.finish(status)
+        return Response(content, status_code=status, media_type=media_type)
 
     async def _forward_stream(
         self, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
@@ -162,36 +167,45 @@ class Gateway:
         assert self._client is not None
         self.balancer.started(replica_id)
         try:
-            request = self._client.build_request("POST", url, content=raw_body, headers=_JSON)
-            upstream = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            upstream = await self._client.post(url, data=raw_body, headers=_JSON)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             self.balancer.finished(replica_id)
             raise _replica_unreachable(exc) from None
-        if upstream.status_code != 200:
-            content = await upstream.aread()
-            await upstream.aclose()
-            self.balancer.finished(replica_id)
-            timer.finish(upstream.status_code)
-            return Response(content, status_code=upstream.status_code, media_type="application/json")
+        if upstream.status != 200:
+            try:
+                content = await upstream.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise _replica_unreachable(exc) from None
+            finally:
+                upstream.release()
+                self.balancer.finished(replica_id)
+            timer.finish(upstream.status)
+            return Response(content, status_code=upstream.status, media_type="application/json")
         return StreamingResponse(
             self._relay(replica_id, upstream, timer), media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
 
     async def _relay(
-        self, replica_id: str, upstream: httpx.Response, timer: RequestTimer
+        self, replica_id: str, upstream: aiohttp.ClientResponse, timer: RequestTimer
     ) -> AsyncIterator[bytes]:
-        """Pass the replica's events through; closing ``upstream`` when the client goes away
-        tells the replica to drop the sequence. The call's latency runs to the stream's end."""
+        """Pass the replica's events through; closing the connection to the replica when the
+        client goes away tells it to drop the sequence. The call's latency runs to the stream's
+        end."""
+        complete = False
         try:
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.content.iter_any():
                 yield chunk
-        except httpx.HTTPError:
+            complete = True
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             error = {"error": {"message": "the replica stopped answering", "type": "server_error",
                                "code": "replica_lost", "param": None}}
             yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
         finally:
-            await upstream.aclose()
+            if complete:
+                upstream.release()  # the connection goes back to the pool
+            else:
+                upstream.close()  # a stream cut short: the replica must see its client leave
             self.balancer.finished(replica_id)
             timer.finish(200)
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,22 +33,23 @@ class ReplicaPage:
 
 
 async def scrape_replicas(
-    client: httpx.AsyncClient, replicas: list[ReplicaRow], timeout: float = SCRAPE_TIMEOUT_S
+    client: aiohttp.ClientSession, replicas: list[ReplicaRow], timeout: float = SCRAPE_TIMEOUT_S
 ) -> list[ReplicaPage]:
     pages = await asyncio.gather(*(_fetch(client, replica, timeout) for replica in replicas))
     return [page for page in pages if page is not None]
 
 
-async def _fetch(client: httpx.AsyncClient, replica: ReplicaRow, timeout: float) -> ReplicaPage | None:
+async def _fetch(client: aiohttp.ClientSession, replica: ReplicaRow, timeout: float) -> ReplicaPage | None:
     try:
-        response = await client.get(f"{replica.url}/metrics", timeout=timeout)
-    except httpx.HTTPError as exc:
+        async with client.get(f"{replica.url}/metrics", timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            if response.status != 200:
+                log.debug("replica %s answered /metrics with %d", replica.id, response.status)
+                return None
+            text = await response.text()
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         log.debug("replica %s did not answer /metrics: %s", replica.id, exc)
         return None
-    if response.status_code != 200:
-        log.debug("replica %s answered /metrics with %d", replica.id, response.status_code)
-        return None
-    return ReplicaPage(replica.labels, response.text)
+    return ReplicaPage(replica.labels, text)
 
 
 def merge(pages: Iterable[ReplicaPage], taken: set[str]) -> list[Metric]:
