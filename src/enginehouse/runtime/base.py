@@ -9,13 +9,23 @@ adapters. ``server.create_app`` is the only consumer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import APIRouter
 
 from enginehouse.errors import BadRequestError
 from enginehouse.runtime.metrics import ReplicaLoad, ReplicaMetrics
 from enginehouse.runtime.options import RuntimeOptions
+
+
+T = TypeVar("T")
+
+
+def loaded(part: T | None) -> T:
+    """A part of a runner that ``load()`` sets up; asking for it before is a programming error."""
+    if part is None:
+        raise RuntimeError("load() first")
+    return part
 
 
 class ReplicaLoadError(Exception):

@@ -10,7 +10,7 @@ import torch
 from fastapi import APIRouter
 
 from enginehouse.errors import ConflictError, ValidationFailedError
-from enginehouse.runtime.base import ModelRunner, ReplicaLoadError
+from enginehouse.runtime.base import ModelRunner, ReplicaLoadError, loaded
 from enginehouse.runtime.classify.adapters import ClassifierAdapterReader
 from enginehouse.runtime.classify.batcher import BatcherConfig, ClassificationBatcher
 from enginehouse.runtime.classify.heads import HeadBank, HeadLayout, discover_heads
@@ -106,21 +106,15 @@ class ClassificationRunner(ModelRunner):
 
     @property
     def batcher(self) -> ClassificationBatcher:
-        if self._batcher is None:
-            raise RuntimeError("load() first")
-        return self._batcher
+        return loaded(self._batcher)
 
     @property
     def registry(self) -> AdapterRegistry:
-        if self._registry is None:
-            raise RuntimeError("load() first")
-        return self._registry
+        return loaded(self._registry)
 
     @property
     def serving(self) -> ClassificationServing:
-        if self._serving is None:
-            raise RuntimeError("load() first")
-        return self._serving
+        return loaded(self._serving)
 
     def start(self) -> None:
         self.batcher.start()

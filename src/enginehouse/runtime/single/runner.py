@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter
 
-from enginehouse.runtime.base import ModelRunner, ReplicaLoadError
+from enginehouse.runtime.base import ModelRunner, ReplicaLoadError, loaded
 from enginehouse.runtime.metrics import ReplicaLoad
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.single.batching import BatchWorker
@@ -59,9 +59,7 @@ class SingleModelRunner(ModelRunner, Generic[M]):
 
     @property
     def slot(self) -> ModelSlot[M]:
-        if self._slot is None:
-            raise RuntimeError("load() first")
-        return self._slot
+        return loaded(self._slot)
 
     def start(self) -> None:
         self.worker.start()

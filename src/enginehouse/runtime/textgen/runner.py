@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from enginehouse.errors import ConflictError, ValidationFailedError
-from enginehouse.runtime.base import ModelRunner, ReplicaLoadError
+from enginehouse.runtime.base import ModelRunner, ReplicaLoadError, loaded
 from enginehouse.runtime.lora.layers import MultiLoRAModel
 from enginehouse.runtime.lora.peft_format import AdapterLoadError, read_lora_adapter
 from enginehouse.runtime.lora.registry import AdapterRegistry
@@ -70,21 +70,15 @@ class TextGenerationRunner(ModelRunner):
 
     @property
     def engine(self) -> TextGenerationEngine:
-        if self._engine is None:
-            raise RuntimeError("load() first")
-        return self._engine
+        return loaded(self._engine)
 
     @property
     def registry(self) -> AdapterRegistry:
-        if self._registry is None:
-            raise RuntimeError("load() first")
-        return self._registry
+        return loaded(self._registry)
 
     @property
     def serving(self) -> TextGenerationServing:
-        if self._serving is None:
-            raise RuntimeError("load() first")
-        return self._serving
+        return loaded(self._serving)
 
     def start(self) -> None:
         self.engine.start()
