@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
-from tests.integration.harness import ServerProcess, replica_pids, wait_deployments, wait_engine, wait_for
+from tests.integration.harness import ServerProcess, replica_pids, wait_deployments, wait_for
 from tests.integration.reference import greedy_completion
 from tests.integration.test_textgen import create_engine, deploy, register_job
 

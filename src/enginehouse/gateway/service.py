@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from enginehouse.db.models import OrganizationModel
 from enginehouse.db.session import Database

@@ -7,10 +7,8 @@ import logging
 from typing import Any
 
 import torch
-from fastapi import APIRouter
 
-from enginehouse.errors import ConflictError, ValidationFailedError
-from enginehouse.runtime.base import ModelRunner, ReplicaLoadError, loaded
+from enginehouse.runtime.base import ReplicaLoadError
 from enginehouse.runtime.classify.adapters import ClassifierAdapterReader
 from enginehouse.runtime.classify.batcher import BatcherConfig, ClassificationBatcher
 from enginehouse.runtime.classify.heads import HeadBank, HeadLayout, discover_heads
@@ -23,24 +21,14 @@ from enginehouse.runtime.classify.loading import (
 )
 from enginehouse.runtime.classify.serving import BaseHead, ClassificationServing
 from enginehouse.runtime.lora.layers import MultiLoRAModel
-from enginehouse.runtime.lora.peft_format import AdapterLoadError
-from enginehouse.runtime.lora.registry import AdapterRegistry
-from enginehouse.runtime.metrics import ReplicaLoad
-from enginehouse.runtime.options import RuntimeOptions
+from enginehouse.runtime.lora.registry import AdapterEntry, AdapterRegistry
+from enginehouse.runtime.lora.runner import LoRARunner
 
 log = logging.getLogger(__name__)
 
 
-class ClassificationRunner(ModelRunner):
+class ClassificationRunner(LoRARunner[ClassificationBatcher, ClassificationServing]):
     task_type = "classification"
-    serves_adapters = True
-
-    def __init__(self, *, base_model: str, served_name: str, options: RuntimeOptions) -> None:
-        super().__init__(base_model=base_model, served_name=served_name, options=options)
-        self._batcher: ClassificationBatcher | None = None
-        self._serving: ClassificationServing | None = None
-        self._registry: AdapterRegistry | None = None
-        self.max_model_len = 0
 
     def load(self) -> None:
         self.load_from(load_sequence_classifier(self.base_model, self.options.dtype))
@@ -66,9 +54,9 @@ class ClassificationRunner(ModelRunner):
             max_batch_tokens=options.max_prefill_tokens,
             pad_token_id=loaded.pad_token_id,
         )
-        self._batcher = ClassificationBatcher(lora, heads, config)
+        self._worker = ClassificationBatcher(lora, heads, config)
         self._serving = ClassificationServing(
-            batcher=self._batcher,
+            batcher=self._worker,
             encoder=InputEncoder(loaded.tokenizer),
             registry=self._registry,
             served_name=self.served_name,
@@ -106,63 +94,14 @@ class ClassificationRunner(ModelRunner):
 
     @property
     def batcher(self) -> ClassificationBatcher:
-        return loaded(self._batcher)
-
-    @property
-    def registry(self) -> AdapterRegistry:
-        return loaded(self._registry)
-
-    @property
-    def serving(self) -> ClassificationServing:
-        return loaded(self._serving)
-
-    def start(self) -> None:
-        self.batcher.start()
-
-    def stop(self) -> None:
-        self.batcher.stop()
-
-    def router(self) -> APIRouter:
-        return self.serving.router()
-
-    def served_models(self) -> list[tuple[str, str | None]]:
-        return [(self.served_name, None), *((name, self.served_name) for name in self.registry.loaded_names())]
+        return self.worker
 
     def health(self) -> dict[str, Any]:
-        running, waiting = self.batcher.counts()
-        return {
-            "adapters": self.registry.snapshot(),
-            "base_head": self.serving.base_head.describe(),
-            "running": running,
-            "waiting": waiting,
-            "max_model_len": self.max_model_len,
-        }
+        return {**super().health(), "base_head": self.serving.base_head.describe()}
 
-    def load_report(self) -> ReplicaLoad:
-        if self._batcher is None or self._registry is None:
-            return ReplicaLoad()
-        running, waiting = self._batcher.counts()
-        in_service = self._registry.loaded_ids()
-        return ReplicaLoad(
-            running=running,
-            waiting=waiting,
-            device_adapters=len(in_service.intersection(self._batcher.slots.resident())),
-            host_adapters=len(in_service.intersection(self._registry.host_resident())),
-        )
-
-    def load_adapter(self, name: str, path: str) -> dict[str, Any]:
-        if name == self.served_name:
-            raise ConflictError(f"'{name}' is the base model's served name; pick another adapter name")
-        try:
-            entry = self.registry.load(name, path)
-            handle = self.registry.acquire(entry)  # just read: still in host memory
-        except AdapterLoadError as exc:
-            raise ValidationFailedError(str(exc), code="adapter_load_failed", param="path") from None
-        labels = list(handle.weights.spec.labels)  # type: ignore[attr-defined]
-        return {"name": name, "status": entry.status, "path": entry.path, "rank": entry.rank, "labels": labels}
-
-    def unload_adapter(self, name: str) -> bool:
-        return self.registry.unload(name)
+    def describe_adapter(self, entry: AdapterEntry) -> dict[str, Any]:
+        handle = self.registry.acquire(entry)  # just read: still in host memory
+        return {"labels": list(handle.weights.spec.labels)}  # type: ignore[attr-defined]
 
 
 class RegressionRunner(ClassificationRunner):

@@ -7,7 +7,7 @@ import asyncio
 import copy
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from fastapi import APIRouter
 from transformers import PreTrainedTokenizerBase

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
 
-from fastapi import APIRouter
-
-from enginehouse.errors import ConflictError, ValidationFailedError
-from enginehouse.runtime.base import ModelRunner, ReplicaLoadError, loaded
+from enginehouse.runtime.base import ReplicaLoadError
 from enginehouse.runtime.lora.layers import MultiLoRAModel
-from enginehouse.runtime.lora.peft_format import AdapterLoadError, read_lora_adapter
+from enginehouse.runtime.lora.peft_format import read_lora_adapter
 from enginehouse.runtime.lora.registry import AdapterRegistry
-from enginehouse.runtime.metrics import ReplicaLoad
-from enginehouse.runtime.options import RuntimeOptions
+from enginehouse.runtime.lora.runner import LoRARunner
 from enginehouse.runtime.textgen.loading import LoadedCausalLM, load_causal_lm
 from enginehouse.runtime.textgen.scheduler import EngineConfig, TextGenerationEngine
 from enginehouse.runtime.textgen.serving import TextGenerationServing
@@ -27,16 +22,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MODEL_LEN = 4096
 
 
-class TextGenerationRunner(ModelRunner):
+class TextGenerationRunner(LoRARunner[TextGenerationEngine, TextGenerationServing]):
     task_type = "text-generation"
-    serves_adapters = True
-
-    def __init__(self, *, base_model: str, served_name: str, options: RuntimeOptions) -> None:
-        super().__init__(base_model=base_model, served_name=served_name, options=options)
-        self._engine: TextGenerationEngine | None = None
-        self._serving: TextGenerationServing | None = None
-        self._registry: AdapterRegistry | None = None
-        self.max_model_len = 0
 
     def load(self) -> None:
         loaded = load_causal_lm(self.base_model, self.options.dtype)
@@ -57,9 +44,9 @@ class TextGenerationRunner(ModelRunner):
             max_prefill_tokens=options.max_prefill_tokens,
             eos_token_ids=loaded.eos_token_ids,
         )
-        self._engine = TextGenerationEngine(lora, tokenizer, config)
+        self._worker = TextGenerationEngine(lora, tokenizer, config)
         self._serving = TextGenerationServing(
-            engine=self._engine,
+            engine=self._worker,
             tokenizer=tokenizer,
             registry=self._registry,
             served_name=self.served_name,
@@ -70,61 +57,7 @@ class TextGenerationRunner(ModelRunner):
 
     @property
     def engine(self) -> TextGenerationEngine:
-        return loaded(self._engine)
-
-    @property
-    def registry(self) -> AdapterRegistry:
-        return loaded(self._registry)
-
-    @property
-    def serving(self) -> TextGenerationServing:
-        return loaded(self._serving)
-
-    def start(self) -> None:
-        self.engine.start()
-
-    def stop(self) -> None:
-        self.engine.stop()
-
-    def router(self) -> APIRouter:
-        return self.serving.router()
-
-    def served_models(self) -> list[tuple[str, str | None]]:
-        return [(self.served_name, None), *((name, self.served_name) for name in self.registry.loaded_names())]
-
-    def health(self) -> dict[str, Any]:
-        running, waiting = self.engine.counts()
-        return {
-            "adapters": self.registry.snapshot(),
-            "running": running,
-            "waiting": waiting,
-            "max_model_len": self.max_model_len,
-        }
-
-    def load_report(self) -> ReplicaLoad:
-        if self._engine is None or self._registry is None:
-            return ReplicaLoad()
-        running, waiting = self._engine.counts()
-        # A slot may still hold an unloaded adapter's weights until it is reused: not counted.
-        in_service = self._registry.loaded_ids()
-        return ReplicaLoad(
-            running=running,
-            waiting=waiting,
-            device_adapters=len(in_service.intersection(self._engine.slots.resident())),
-            host_adapters=len(in_service.intersection(self._registry.host_resident())),
-        )
-
-    def load_adapter(self, name: str, path: str) -> dict[str, Any]:
-        if name == self.served_name:
-            raise ConflictError(f"'{name}' is the base model's served name; pick another adapter name")
-        try:
-            entry = self.registry.load(name, path)
-        except AdapterLoadError as exc:
-            raise ValidationFailedError(str(exc), code="adapter_load_failed", param="path") from None
-        return {"name": name, "status": entry.status, "path": entry.path, "rank": entry.rank}
-
-    def unload_adapter(self, name: str) -> bool:
-        return self.registry.unload(name)
+        return self.worker
 
 
 def resolve_max_model_len(requested: int | None, model_limit: int | None) -> int:
