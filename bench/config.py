@@ -1,4 +1,4 @@
-"""What one benchmark run does: sizes, request counts and the fixed prompts."""
+"""What one benchmark run does: sizes, request counts and the fixed prompts and sentences."""
 
 from __future__ import annotations
 
@@ -9,6 +9,31 @@ from typing import Any
 
 from bench.models import AdapterShape, ModelShape
 from bench.runs import Patience
+from bench.task_models import EncoderShape
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The embedding and classification runs (``bench/task_runs.py``)."""
+
+    # Distinct sentences (6 to 20 words); every run sends them in order, cycling.
+    sentences: int = 256
+    # Embedding: inputs per request, and requests measured at each (a similar wall time for both).
+    embed_batches: tuple[int, ...] = (1, 32)
+    embed_requests: tuple[int, ...] = (600, 64)
+    embed_concurrency: int = 4
+    # Classification: one text per request from this many clients, first to the base model, then
+    # spread evenly over the LoRA deployments (each with its own head and labels).
+    classify_requests: int = 960
+    classify_concurrency: int = 16
+    classify_adapters: int = 16
+    classifier: EncoderShape = field(default_factory=EncoderShape)
+    classify_adapter: AdapterShape = field(default_factory=lambda: AdapterShape(target_modules=("query", "value")))
+
+    @property
+    def embed_warmup(self) -> int:
+        """Requests sent before each embedding run (the gateway's and the baseline's alike)."""
+        return 2 * self.embed_concurrency
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,7 @@ class BenchConfig:
     model: ModelShape = field(default_factory=ModelShape)
     adapter: AdapterShape = field(default_factory=AdapterShape)
     patience: Patience = field(default_factory=Patience)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
 
     @property
     def requests_per_run(self) -> int:
@@ -64,6 +90,9 @@ QUICK = BenchConfig(
     concurrency=4, rounds=1, max_tokens=16, warmup_max_tokens=4, adapters_b=4, adapters_c=12,
     max_loras_c=4, requests_d=4, gateway_samples=6, gateway_blocks=1,
     patience=Patience(max_wait_s=0, retries=0),
+    tasks=TaskConfig(sentences=16, embed_requests=(8, 2), embed_concurrency=2, classify_requests=8,
+                     classify_concurrency=4, classify_adapters=4,
+                     classifier=EncoderShape(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)),
 )
 
 _WORDS = (
@@ -89,3 +118,15 @@ def fixed_prompts(base_dir: Path, count: int, tokens: int, seed: int = 0) -> lis
         if len(tokenizer(text).input_ids) == tokens:  # a last word may overshoot: draw again
             prompts.append(text)
     return prompts
+
+
+def fixed_sentences(count: int, seed: int = 0) -> list[str]:
+    """``count`` distinct word-salad sentences of 6 to 20 words, for the embedding and
+    classification runs (about 15 tokens each for all-MiniLM-L6-v2)."""
+    rng = random.Random(seed)
+    sentences: list[str] = []
+    while len(sentences) < count:
+        text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(6, 20))).capitalize() + "."
+        if text not in sentences:
+            sentences.append(text)
+    return sentences

@@ -22,7 +22,8 @@ from bench.load import LoadResult, StopCheck, run_streaming_load, time_plain_req
 from bench.machine import CpuMeter, rss_bytes
 from bench.models import adapter_file_bytes
 from bench.runs import RunOutcome, measure, progress, wait_for_quiet
-from bench.server import BenchServer, Engine, create_engine, delete_engine, deploy_all, register_job
+from bench.server import (BenchServer, Engine, create_engine, delete_engine, deploy_all, register_job,
+                          running_server)
 from bench.stats import percentile_ms
 
 
@@ -46,18 +47,11 @@ def _bodies(models: list[str], prompts: list[str], count: int, max_tokens: int) 
 
 
 def run_enginehouse(work: Workload, data_dir: Path) -> ServerResults:
-    server = BenchServer(data_dir, api_key="eh-bench-key")
-    progress(f"starting enginehouse (log: {server.log_path})")
-    server.start()
-    try:
-        with server.client() as http:
-            job_id = register_job(http, "bench-adapters", work.base_dir, work.adapters)
-            runs, gateway = _runs_a_b(work, server, http, job_id)
-            run_c, memory = _run_c(work, server, http, job_id)
-            runs["c"] = run_c
-    finally:
-        progress("stopping enginehouse")
-        server.stop()
+    with running_server(data_dir) as server, server.client() as http:
+        job_id = register_job(http, "bench-adapters", work.base_dir, work.adapters)
+        runs, gateway = _runs_a_b(work, server, http, job_id)
+        run_c, memory = _run_c(work, server, http, job_id)
+        runs["c"] = run_c
     return ServerResults(runs, gateway, memory)
 
 
@@ -80,7 +74,7 @@ def _runs_a_b(work: Workload, server: BenchServer, http: httpx.Client,
     progress("engine for (a) and (b): starting its replica")
     options = {"max_loras": cfg.adapters_b}
     engine = create_engine(http, "bench-ab", work.base_dir, options)
-    auth = {"Authorization": f"Bearer {server.api_key}"}
+    auth = server.auth
     base_only = [engine.name]
     runs = {"a": measure("a", "base model only",
                          _drive(work, server.url, auth, base_only, cfg.requests_per_run), cfg.patience)}
@@ -112,7 +106,7 @@ def _run_c(work: Workload, server: BenchServer, http: httpx.Client,
     progress(f"host memory per adapter: {memory['per_adapter_bytes'] / 1024:.0f} KiB "
              f"= {memory['ratio_to_file']}× its safetensors file")
     description = f"{cfg.adapters_c} adapters, max_loras {cfg.max_loras_c}, requests spread evenly"
-    auth = {"Authorization": f"Bearer {server.api_key}"}
+    auth = server.auth
     run = measure("c", description, _drive(work, server.url, auth, names, cfg.requests_c), cfg.patience)
     delete_engine(http, engine)
     return run, memory
@@ -168,7 +162,7 @@ def gateway_overhead(server: BenchServer, engine: Engine, prompt: str, samples: 
     the gateway, alternating so drift in the machine's load hits both alike. Steady state: the
     ``warmup`` pairs before are not counted."""
     body = {"model": engine.name, "prompt": prompt, "max_tokens": 1, "temperature": 0}
-    headers = {"Authorization": f"Bearer {server.api_key}"}
+    headers = server.auth
     direct: list[float] = []
     gateway: list[float] = []
     with httpx.Client(base_url=engine.replica_url, timeout=60) as to_replica, \

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from bench.load import LoadResult, RequestRecord, StopCheck
+from bench.load import LoadResult, RequestRecord, StopCheck, one_at_a_time
 
 
 class _TokenClock(BaseStreamer):
@@ -72,17 +72,7 @@ def static_batch(base_dir: Path, warmup: list[str], batches: list[list[str]], ma
     prompts at once, batches one after another."""
     model, tokenizer = _load(base_dir)
     _generate(model, tokenizer, warmup, warmup_tokens)
-
-    def run(stop: StopCheck | None) -> LoadResult:
-        records: list[RequestRecord] = []
-        start = time.perf_counter()
-        for batch in batches:
-            if stop is not None and stop():
-                return LoadResult(records, time.perf_counter() - start, abandoned=True)
-            records += _generate(model, tokenizer, batch, max_tokens)
-        return LoadResult(records, time.perf_counter() - start)
-
-    return run
+    return one_at_a_time(batches, lambda batch: _generate(model, tokenizer, batch, max_tokens))
 
 
 def peft_sequential(base_dir: Path, adapters: dict[str, Path], requests: list[tuple[str, str]],
@@ -102,14 +92,9 @@ def peft_sequential(base_dir: Path, adapters: dict[str, Path], requests: list[tu
         _generate(peft_model, tokenizer, [requests[0][1]], 1)
     _generate(peft_model, tokenizer, [requests[0][1]], warmup_tokens)
 
-    def run(stop: StopCheck | None) -> LoadResult:
-        records: list[RequestRecord] = []
-        start = time.perf_counter()
-        for name, prompt in requests:
-            if stop is not None and stop():
-                return LoadResult(records, time.perf_counter() - start, abandoned=True)
-            peft_model.set_adapter(name)
-            records += _generate(peft_model, tokenizer, [prompt], max_tokens)
-        return LoadResult(records, time.perf_counter() - start)
+    def serve(request: tuple[str, str]) -> list[RequestRecord]:
+        name, prompt = request
+        peft_model.set_adapter(name)
+        return _generate(peft_model, tokenizer, [prompt], max_tokens)
 
-    return run
+    return one_at_a_time(requests, serve)

@@ -1,4 +1,5 @@
-"""The client side: concurrent streaming ``/v1/completions`` calls, timed chunk by chunk.
+"""The client side: concurrent streaming ``/v1/completions`` calls, timed chunk by chunk, and
+concurrent non-streamed calls (``/v1/embeddings``, ``/v1/classification``), timed whole.
 
 Every latency the benchmark reports comes from these client-side timestamps, so the servers are
 judged by what a caller sees (network, SSE framing and the gateway's relay included).
@@ -9,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 # Asked before each new request: True abandons the load (its requests in flight still finish).
 StopCheck = Callable[[], bool]
@@ -30,6 +33,8 @@ class RequestRecord:
     finish_reason: str | None = None
     error: str | None = None
     done: float = 0.0
+    # Texts in the request (a non-streamed call's batch; a completion has one prompt).
+    inputs: int = 1
 
 
 @dataclass
@@ -40,15 +45,40 @@ class LoadResult:
     abandoned: bool = False
 
 
+# Sends one body and times it.
+Send = Callable[[httpx.AsyncClient, dict[str, Any]], Awaitable[RequestRecord]]
+
+
 def run_streaming_load(base_url: str, bodies: list[dict[str, Any]], concurrency: int,
                        headers: dict[str, str] | None = None, stop: StopCheck | None = None) -> LoadResult:
     """Send ``bodies`` (streaming completions) with ``concurrency`` callers, each taking the next
     body as soon as its previous answer ends (a closed loop, like a pool of users)."""
-    return asyncio.run(_load(base_url, bodies, concurrency, headers or {}, stop))
+    return asyncio.run(_load(base_url, bodies, concurrency, headers or {}, stop, stream_one))
+
+
+def run_call_load(base_url: str, path: str, bodies: list[dict[str, Any]], concurrency: int,
+                  headers: dict[str, str] | None = None, stop: StopCheck | None = None) -> LoadResult:
+    """As ``run_streaming_load``, for non-streamed calls to ``path`` whose ``input`` is a text or
+    a list of texts (``/v1/embeddings``, ``/v1/classification``)."""
+    async def send(client: httpx.AsyncClient, body: dict[str, Any]) -> RequestRecord:
+        return await call_one(client, path, body)
+
+    return asyncio.run(_load(base_url, bodies, concurrency, headers or {}, stop, send))
+
+
+def prepared_call_load(base_url: str, path: str, warmup: list[dict[str, Any]], bodies: list[dict[str, Any]],
+                       concurrency: int, headers: dict[str, str]) -> Callable[[StopCheck | None], LoadResult]:
+    """Send ``warmup`` (not measured; a failed call fails the run), then return the measured load
+    of ``bodies`` as a callable."""
+    warmed = run_call_load(base_url, path, warmup, concurrency, headers)
+    failed = [r.error for r in warmed.records if r.error]
+    if failed:
+        raise RuntimeError(f"warm-up of {path} failed: {failed[0]}")
+    return lambda stop: run_call_load(base_url, path, bodies, concurrency, headers, stop)
 
 
 async def _load(base_url: str, bodies: list[dict[str, Any]], concurrency: int,
-                headers: dict[str, str], stop: StopCheck | None) -> LoadResult:
+                headers: dict[str, str], stop: StopCheck | None, send: Send) -> LoadResult:
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
@@ -60,7 +90,7 @@ async def _load(base_url: str, bodies: list[dict[str, Any]], concurrency: int,
 
         async def caller() -> None:
             while not queue.empty() and not (stop is not None and stop()):
-                records.append(await stream_one(client, queue.get_nowait()))
+                records.append(await send(client, queue.get_nowait()))
 
         start = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
@@ -88,6 +118,22 @@ async def stream_one(client: httpx.AsyncClient, body: dict[str, Any]) -> Request
     return record
 
 
+async def call_one(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> RequestRecord:
+    """One non-streamed call; an answer without one ``data`` item per input counts as an error."""
+    texts = body["input"]
+    record = RequestRecord(sent=time.perf_counter(), inputs=1 if isinstance(texts, str) else len(texts))
+    try:
+        response = await client.post(path, json=body)
+        if response.status_code != 200:
+            record.error = f"HTTP {response.status_code}: {response.text[:300]}"
+        elif len(response.json().get("data") or []) != record.inputs:
+            record.error = f"expected {record.inputs} results: {response.text[:300]}"
+    except httpx.HTTPError as exc:
+        record.error = f"{type(exc).__name__}: {exc}"
+    record.done = time.perf_counter()
+    return record
+
+
 def _take_event(record: RequestRecord, line: str, now: float) -> bool:
     """Fold one SSE line into ``record``; True at the end of the stream."""
     if not line.startswith("data:"):
@@ -109,6 +155,22 @@ def _take_event(record: RequestRecord, line: str, now: float) -> bool:
         record.completion_tokens = int(usage.get("completion_tokens") or 0)
         record.tokens_from_usage = True
     return False
+
+
+def one_at_a_time(items: list[T], serve: Callable[[T], list[RequestRecord]]
+                  ) -> Callable[[StopCheck | None], LoadResult]:
+    """An in-process load: ``serve`` each item in turn (one call, no concurrency), its records
+    pooled; abandoned between items when the StopCheck says so."""
+    def run(stop: StopCheck | None) -> LoadResult:
+        records: list[RequestRecord] = []
+        start = time.perf_counter()
+        for item in items:
+            if stop is not None and stop():
+                return LoadResult(records, time.perf_counter() - start, abandoned=True)
+            records += serve(item)
+        return LoadResult(records, time.perf_counter() - start)
+
+    return run
 
 
 def time_plain_request(client: httpx.Client, body: dict[str, Any]) -> float:

@@ -1,17 +1,29 @@
 """The targets, and the two files a run leaves: ``latest.json`` (everything) and ``latest.md``
-(the table a reviewer reads)."""
+(the tables a reviewer reads). Either part of the benchmark may be missing (``--only``): its tables
+and targets are then left out."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.classification_runs import BASE_KEY, MIXED_KEY
+from bench.embedding_runs import encode_key, gateway_key
 from bench.runs import RunOutcome
+from bench.stats import CallStats, RunStats
+from bench.task_runs import TaskResults, as_json
 
 RUN_ORDER = ("a", "a_direct", "b", "c", "d", "e", "f")
 CPU_ROLES = ("replica", "server", "transformers serve", "bench")
+TASK_CPU_ROLES = ("replica", "server", "bench")
+# The issue's goals for the task runs: gateway/encode by embedding batch size (batch 1 is
+# reported with no goal: the HTTP cost of one input per request is not amortised), and mixed LoRA
+# deployments over the base model alone.
+EMBED_GOALS = {32: 0.8}
+CLASSIFY_GOAL = 0.85
 
 
 def label(key: str) -> str:
@@ -23,13 +35,13 @@ class Target:
     name: str
     what: str
     value: float | None
-    goal: float
+    goal: float | None  # None: reported, with no goal
     at_least: bool  # True: value ≥ goal passes; False: value ≤ goal passes
     unit: str = ""
 
     @property
     def passed(self) -> bool | None:
-        if self.value is None:
+        if self.value is None or self.goal is None:
             return None
         return self.value >= self.goal if self.at_least else self.value <= self.goal
 
@@ -41,11 +53,13 @@ class Target:
 def _ratio(runs: dict[str, RunOutcome], top: str, bottom: str) -> float | None:
     if top not in runs or bottom not in runs:
         return None
-    a, b = runs[top].tokens_per_s, runs[bottom].tokens_per_s
+    a, b = runs[top].rate, runs[bottom].rate
     return round(a / b, 3) if a is not None and b else None
 
 
 def targets(runs: dict[str, RunOutcome], gateway: dict[str, Any], memory: dict[str, Any]) -> list[Target]:
+    if not runs:  # the text-generation part did not run
+        return []
     return [
         Target("(b)/(a)", "16 adapters vs base model, tok/s", _ratio(runs, "b", "a"), 0.85, True),
         Target("(c)/(a)", "128 adapters (max_loras 32) vs base model", _ratio(runs, "c", "a"), 0.6, True),
@@ -61,21 +75,34 @@ def targets(runs: dict[str, RunOutcome], gateway: dict[str, Any], memory: dict[s
     ]
 
 
+def task_targets(tasks: TaskResults | None) -> list[Target]:
+    if tasks is None:
+        return []
+    goals = [Target(f"embedding b{batch}", f"/v1/embeddings vs sentence-transformers encode, batch {batch}, "
+                    "inputs/s", _ratio(tasks.runs, gateway_key(batch), encode_key(batch)), EMBED_GOALS.get(batch),
+                    True) for batch in tasks.embed_batches]
+    goals.append(Target("classification LoRA", f"{tasks.adapters} LoRA deployments vs base model, inputs/s",
+                        _ratio(tasks.runs, MIXED_KEY, BASE_KEY), CLASSIFY_GOAL, True))
+    return goals
+
+
 def write_results(out_dir: Path, summary: dict[str, Any], runs: dict[str, RunOutcome],
-                  gateway: dict[str, Any], memory: dict[str, Any]) -> tuple[Path, Path]:
+                  gateway: dict[str, Any], memory: dict[str, Any],
+                  tasks: TaskResults | None = None) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    goals = targets(runs, gateway, memory)
+    goals = targets(runs, gateway, memory) + task_targets(tasks)
     document = {
         **summary,
         "runs": {key: runs[key].as_dict() for key in RUN_ORDER if key in runs},
         "gateway": gateway,
         "adapter_memory": memory,
+        "tasks": as_json(tasks) if tasks else None,
         "targets": [t.as_dict() for t in goals],
     }
     json_path, md_path = out_dir / "latest.json", out_dir / "latest.md"
     # Written next to the final name and renamed: an interrupted run never leaves half a file.
     for path, text in ((json_path, json.dumps(document, indent=2) + "\n"),
-                       (md_path, markdown(summary, runs, gateway, memory, goals))):
+                       (md_path, markdown(summary, runs, gateway, memory, goals, tasks))):
         partial = path.with_suffix(path.suffix + ".tmp")
         partial.write_text(text)
         partial.replace(path)
@@ -87,17 +114,44 @@ def _cell(value: Any) -> str:
 
 
 def _verdict(target: Target) -> str:
+    if target.goal is None:
+        return "reported"
     return {True: "**pass**", False: "**miss**", None: "n/a"}[target.passed]
 
 
 def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict[str, Any],
-             memory: dict[str, Any], goals: list[Target]) -> str:
+             memory: dict[str, Any], goals: list[Target], tasks: TaskResults | None = None) -> str:
     lines = [
         "# Serving benchmark",
         "",
         f"{summary['finished_at']} · {summary['machine']} · total {summary['total_runtime_s']:.0f} s · "
         f"`{summary['command']}`",
         "",
+    ]
+    if runs:
+        lines += [*textgen_table(summary, runs), ""]
+    if tasks:
+        lines += [*task_table(tasks), ""]
+    lines += ["| target | value | goal | result |", "|---|---:|---:|---|"]
+    for t in goals:
+        comparison = "≥" if t.at_least else "≤"
+        goal = "–" if t.goal is None else f"{comparison} {t.goal:g}{t.unit}"
+        lines.append(f"| {t.name}: {t.what} | {_cell(t.value)}{t.unit if t.value is not None else ''} "
+                     f"| {goal} | {_verdict(t)} |")
+    if runs:
+        lines += ["", *cpu_table(runs, RUN_ORDER, label, "output tokens", "the load generator, or the model "
+                                 "itself for (d) and (f)")]
+    if tasks:
+        lines += ["", *cpu_table(tasks.runs, list(tasks.runs), _task_label, "inputs", "the load generator, "
+                                 "or sentence-transformers itself for the encode runs", TASK_CPU_ROLES)]
+    lines += ["", "Details:", "", *details(runs, gateway, memory)]
+    for key, run in (tasks.runs.items() if tasks else []):
+        lines += [f"- {_task_label(key)} {note}" for note in run.notes]
+    return "\n".join(lines) + "\n"
+
+
+def textgen_table(summary: dict[str, Any], runs: dict[str, RunOutcome]) -> list[str]:
+    lines = [
         f"Model: {summary['model']}. Load: {summary['load']}.",
         "",
         "| run | what | output tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | TPOT p50 ms | requests "
@@ -109,8 +163,8 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
         if run is None:
             continue
         s = run.stats
-        share = "–" if run.others_cpu_share is None else f"{run.others_cpu_share:.0%}"
-        if s is None:
+        share = _share(run)
+        if not isinstance(s, RunStats):
             lines.append(f"| {label(key)} | {run.description} | not run: {run.error} | | | | | | {share} |")
             continue
         lines.append(
@@ -118,12 +172,38 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
             f"| {_cell(s.ttft_p99_ms)} | {_cell(s.itl_p50_ms)} | {_cell(s.tpot_p50_ms)} | {s.requests} "
             f"| {share} |"
         )
-    lines += ["", "| target | value | goal | result |", "|---|---:|---:|---|"]
-    for t in goals:
-        comparison = "≥" if t.at_least else "≤"
-        lines.append(f"| {t.name}: {t.what} | {_cell(t.value)}{t.unit if t.value is not None else ''} "
-                     f"| {comparison} {t.goal:g}{t.unit} | {_verdict(t)} |")
-    lines += ["", *cpu_table(runs), "", "Details:", ""]
+    return lines
+
+
+def _task_label(key: str) -> str:
+    return f"`{key}`"
+
+
+def task_table(tasks: TaskResults) -> list[str]:
+    lines = [
+        f"Embedding model: {tasks.info['embedding_model']}. Classification model: "
+        f"{tasks.info['classification_model']}. Load: {tasks.info['load']}.",
+        "",
+        "| run | what | requests/s | inputs/s | latency p50 ms | latency p99 ms | requests | others' CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, run in tasks.runs.items():
+        s = run.stats
+        if not isinstance(s, CallStats):
+            lines.append(f"| {_task_label(key)} | {run.description} | not run: {run.error} | | | | | {_share(run)} |")
+            continue
+        lines.append(f"| {_task_label(key)} | {run.description} | {s.requests_per_s:.1f} | {s.inputs_per_s:.1f} "
+                     f"| {_cell(s.latency_p50_ms)} | {_cell(s.latency_p99_ms)} | {s.requests} | {_share(run)} |")
+    return lines
+
+
+def _share(run: RunOutcome) -> str:
+    return "–" if run.others_cpu_share is None else f"{run.others_cpu_share:.0%}"
+
+
+def details(runs: dict[str, RunOutcome], gateway: dict[str, Any], memory: dict[str, Any]) -> list[str]:
+    """The text-generation part's footnotes: the gateway's cost, adapter memory, each run's notes."""
+    lines: list[str] = []
     if gateway:
         blocks = ", ".join(f"{b['overhead_p50_ms']}" for b in gateway["blocks"])
         p10s = ", ".join(f"{b['overhead_p10_ms']}" for b in gateway["blocks"])
@@ -141,23 +221,24 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
     for key in RUN_ORDER:
         for note in runs[key].notes if key in runs else []:
             lines.append(f"- {label(key)} {note}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def cpu_table(runs: dict[str, RunOutcome]) -> list[str]:
-    """CPU seconds per 1,000 output tokens, by process: where each run's time went."""
+def cpu_table(runs: dict[str, RunOutcome], keys: Sequence[str], name: Callable[[str], str], counted: str,
+              bench_role: str, roles: Sequence[str] = CPU_ROLES) -> list[str]:
+    """CPU seconds per 1,000 of what the runs count (output tokens, inputs), by process: where
+    each run's time went."""
     lines = [
-        "CPU seconds per 1,000 output tokens, by process (bench: the load generator, or the model "
-        "itself for (d) and (f)):",
+        f"CPU seconds per 1,000 {counted}, by process (bench: {bench_role}):",
         "",
-        "| run | " + " | ".join(CPU_ROLES) + " |",
-        "|---|" + "---:|" * len(CPU_ROLES),
+        "| run | " + " | ".join(roles) + " |",
+        "|---|" + "---:|" * len(roles),
     ]
-    for key in RUN_ORDER:
+    for key in keys:
         run = runs.get(key)
-        if run is None or run.stats is None or not run.stats.output_tokens:
+        if run is None or run.stats is None or not run.stats.counted:
             continue
-        per_k = 1000 / run.stats.output_tokens
-        cells = [f"{run.cpu_s[role] * per_k:.2f}" if role in run.cpu_s else "–" for role in CPU_ROLES]
-        lines.append(f"| {label(key)} | " + " | ".join(cells) + " |")
+        per_k = 1000 / run.stats.counted
+        cells = [f"{run.cpu_s[role] * per_k:.2f}" if role in run.cpu_s else "–" for role in roles]
+        lines.append(f"| {name(key)} | " + " | ".join(cells) + " |")
     return lines

@@ -1,11 +1,15 @@
 """``make bench`` (``python -m bench.run``): every run, one after another, then the report.
 
+Text generation (``--only textgen``):
     (a) base model only          (b) 16 adapters          (c) 128 adapters, max_loras 32
     (d) PEFT, one request at a time, the mix of (b)
     (e) transformers serve --continuous-batching           (f) static batched generate
+Tasks (``--only tasks``):
+    embeddings at batch 1 and 32 through the gateway vs sentence-transformers' encode
+    classification with 16 LoRA deployments vs the base model alone
 
-(a)–(c) and (e) are served over HTTP to concurrent streaming clients; (d) and (f) run in this
-process. Ratios between them are only meaningful within one run, on one machine.
+(a)–(c), (e) and the task runs' gateways are served over HTTP to concurrent clients; (d), (f) and
+encode run in this process. Ratios between them are only meaningful within one run, on one machine.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ import transformers
 
 from bench import inprocess
 from bench.config import QUICK, BenchConfig, Workload, fixed_prompts
-from bench.enginehouse_runs import run_enginehouse
+from bench.enginehouse_runs import ServerResults, run_enginehouse
 from bench.hf_serve import run_hf_serve
 from bench.models import adapter_file_bytes, build_adapters, build_base, count_parameters
 from bench.report import write_results
-from bench.runs import RunOutcome, measure, progress
+from bench.runs import RunOutcome, measure, progress, start_part
+from bench.task_runs import run_tasks
 
 RESULTS_DIR = Path(__file__).parent / "results"
+PARTS = ("textgen", "tasks")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a tiny smoke run of every path (its numbers mean nothing); "
                              "writes into a temporary directory unless --out-dir is given")
+    parser.add_argument("--only", choices=PARTS, help="run one part: text generation or the task runs "
+                        "(embeddings, classification); default: both. A partial run writes into a "
+                        "temporary directory unless --out-dir is given")
     parser.add_argument("--rounds", type=int, help="measured requests per run = concurrency × rounds")
     parser.add_argument("--concurrency", type=int, help="concurrent streams (and static batch size)")
     parser.add_argument("--max-tokens", type=int, help="output tokens per request")
@@ -113,36 +122,53 @@ def main(argv: list[str] | None = None) -> int:
     temporary = args.work_dir is None
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="enginehouse-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
-    # A smoke run's numbers mean nothing: they never replace the committed results.
-    quick_out = Path(tempfile.mkdtemp(prefix="enginehouse-bench-results-")) if args.quick else None
-    out_dir = args.out_dir or quick_out or RESULTS_DIR
+    # A smoke run's numbers mean nothing, and a partial run lacks half the results: neither
+    # replaces the committed ones.
+    out_dir = args.out_dir or RESULTS_DIR
+    if args.out_dir is None and (args.quick or args.only is not None):
+        out_dir = Path(tempfile.mkdtemp(prefix="enginehouse-bench-results-"))
     command = " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])])
-    run_all(cfg, work_dir, out_dir, command)
+    run_all(cfg, work_dir, out_dir, command, (args.only,) if args.only else PARTS)
     if temporary:
         # Models and logs are worth keeping only when a run failed, and then this is not reached.
         shutil.rmtree(work_dir, ignore_errors=True)
     return 0
 
 
-def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str) -> None:
-    started = time.monotonic()
+def run_textgen(cfg: BenchConfig, work_dir: Path) -> tuple[ServerResults, dict[str, Any]]:
+    """(a)–(f), the gateway's cost and adapter memory; and the model and load, in words."""
     work, model_info = prepare(cfg, work_dir)
     served = run_enginehouse(work, work_dir / "server")
-    runs = dict(served.runs)
-    runs["e"] = run_hf_serve(work, work_dir / "transformers-serve.log")
-    runs.update(run_in_process(work))
+    served.runs["e"] = run_hf_serve(work, work_dir / "transformers-serve.log")
+    served.runs.update(run_in_process(work))
+    return served, {"load": describe_load(cfg), **model_info}
+
+
+def describe_machine(parts: tuple[str, ...]) -> str:
+    libraries = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    if "tasks" in parts:
+        import sentence_transformers
+
+        libraries += f", sentence-transformers {sentence_transformers.__version__}"
+    return (f"{os.cpu_count()} CPUs, no GPU, Python {platform.python_version()}, {libraries}, "
+            f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+
+
+def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str, parts: tuple[str, ...]) -> None:
+    started = time.monotonic()
+    served, textgen_info = run_textgen(cfg, work_dir) if "textgen" in parts else (ServerResults({}, {}, {}), {})
+    start_part()
+    tasks = run_tasks(cfg, work_dir) if "tasks" in parts else None
     summary = {
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "total_runtime_s": round(time.monotonic() - started, 1),
         "command": command,
-        "machine": (f"{os.cpu_count()} CPUs, no GPU, Python {platform.python_version()}, "
-                    f"torch {torch.__version__}, transformers {transformers.__version__}, "
-                    f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}"),
-        "load": describe_load(cfg),
-        **model_info,
+        "parts": list(parts),
+        "machine": describe_machine(parts),
+        **textgen_info,
         "config": cfg.as_dict(),
     }
-    json_path, md_path = write_results(out_dir, summary, runs, served.gateway, served.memory)
+    json_path, md_path = write_results(out_dir, summary, served.runs, served.gateway, served.memory, tasks)
     print()
     print(md_path.read_text())
     progress(f"wrote {json_path} and {md_path}; total {summary['total_runtime_s']:.0f} s")

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.load import LoadResult, StopCheck
+from bench.load import LoadResult, RequestRecord, StopCheck
 from bench.machine import CpuMeter, wait_until_quiet
-from bench.stats import RunStats, summarize
+from bench.stats import Stats, summarize
 
 _T0 = time.monotonic()
+# When the current part of the benchmark began: each part gets the whole budget for itself.
+_part_started = _T0
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,18 @@ class Patience:
     quiet_share: float = 0.10
     max_wait_s: float = 60.0
     retries: int = 3
-    # No more waiting or retrying once the whole benchmark has run this long.
+    # No more waiting or retrying once the current part of the benchmark has run this long.
     budget_s: float = 600.0
 
     def allows_more(self) -> bool:
-        return time.monotonic() - _T0 < self.budget_s
+        return time.monotonic() - _part_started < self.budget_s
+
+
+def start_part() -> None:
+    """A new part of the benchmark (text generation, tasks) starts with a fresh patience budget,
+    so a long wait in one part does not leave the next measured without retries."""
+    global _part_started
+    _part_started = time.monotonic()
 
 
 PATIENCE = Patience()
@@ -46,19 +55,20 @@ def progress(message: str) -> None:
 class RunOutcome:
     key: str
     description: str
-    stats: RunStats | None = None
+    stats: Stats | None = None
     # Why there is no number: the run could not happen here.
     error: str | None = None
     others_cpu_share: float | None = None
     # CPU seconds the benchmark's own processes used during the measured attempt, by role.
     cpu_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    # Every attempt: (tokens/s, or None when abandoned; others' CPU share).
+    # Every attempt: (the stats' rate, or None when abandoned; others' CPU share).
     attempts: list[tuple[float | None, float]] = field(default_factory=list)
 
     @property
-    def tokens_per_s(self) -> float | None:
-        return self.stats.tokens_per_s if self.stats and self.stats.output_tokens else None
+    def rate(self) -> float | None:
+        """Tokens/s of a generation run, inputs/s of a run of calls; None without a number."""
+        return self.stats.rate if self.stats and self.stats.rate else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,10 +77,14 @@ class RunOutcome:
             "error": self.error,
             "others_cpu_share": self.others_cpu_share,
             "cpu_s": self.cpu_s,
-            "attempts": [{"tokens_per_s": t, "others_cpu_share": s, "abandoned": t is None}
+            "attempts": [{self._rate_key: t, "others_cpu_share": s, "abandoned": t is None}
                          for t, s in self.attempts],
             "notes": self.notes,
         }
+
+    @property
+    def _rate_key(self) -> str:
+        return self.stats.rate_key if self.stats else "rate"
 
 
 def wait_for_quiet(patience: Patience = PATIENCE) -> None:
@@ -108,9 +122,11 @@ class Watchdog:
 
 
 Load = Callable[[StopCheck | None], LoadResult]
+Summarize = Callable[[list[RequestRecord], float], Stats]
 
 
-def measure(key: str, description: str, load: Load, patience: Patience = PATIENCE) -> RunOutcome:
+def measure(key: str, description: str, load: Load, patience: Patience = PATIENCE,
+            summarize: Summarize = summarize) -> RunOutcome:
     """Run ``load`` (warm-up done by the caller) and summarise the least disturbed attempt.
 
     Every attempt but the last may be abandoned by a watchdog when others take the machine; the
@@ -123,14 +139,14 @@ def measure(key: str, description: str, load: Load, patience: Patience = PATIENC
         wait_for_quiet(patience)
         progress(f"({key}) {description}: measuring" + (f" (attempt {attempt + 1})" if attempt else ""))
         watchdog = None if last else Watchdog(2 * patience.quiet_share)
-        outcome = _measure_once(key, description, load, watchdog)
+        outcome = _measure_once(key, description, load, watchdog, summarize)
         if outcome is None:
             assert watchdog is not None
             attempts.append((None, watchdog.share))
             progress(f"({key}) abandoned: other processes took {watchdog.share:.0%} of the CPU")
             continue
         assert outcome.stats is not None and outcome.others_cpu_share is not None
-        attempts.append((outcome.stats.tokens_per_s, outcome.others_cpu_share))
+        attempts.append((outcome.stats.rate, outcome.others_cpu_share))
         if best is None or outcome.others_cpu_share < (best.others_cpu_share or 0.0):
             best = outcome
         if last or outcome.others_cpu_share <= patience.quiet_share:
@@ -139,14 +155,16 @@ def measure(key: str, description: str, load: Load, patience: Patience = PATIENC
     assert best is not None
     best.attempts = attempts
     if len(attempts) > 1:
-        best.notes.append("attempts (tok/s @ others' CPU): "
+        assert best.stats is not None
+        best.notes.append(f"attempts ({best.stats.rate_unit} @ others' CPU): "
                           + ", ".join(f"{'abandoned' if t is None else f'{t:.1f}'} @ {s:.0%}"
                                       for t, s in attempts)
                           + "; kept the least disturbed")
     return best
 
 
-def _measure_once(key: str, description: str, load: Load, stop: StopCheck | None) -> RunOutcome | None:
+def _measure_once(key: str, description: str, load: Load, stop: StopCheck | None,
+                  summarize: Summarize) -> RunOutcome | None:
     meter = CpuMeter().start()
     result = load(stop)
     cpu = meter.finish()
@@ -157,10 +175,7 @@ def _measure_once(key: str, description: str, load: Load, stop: StopCheck | None
     stats = outcome.stats
     assert stats is not None
     progress(
-        f"({key}) {stats.tokens_per_s:.1f} tok/s, "
-        f"TTFT p50 {stats.ttft_p50_ms} ms p99 {stats.ttft_p99_ms} ms, "
-        f"ITL p50 {stats.itl_p50_ms} ms, {stats.requests} requests, {stats.errors} errors, "
-        f"others' CPU {outcome.others_cpu_share:.0%}; CPU s: "
+        f"({key}) {stats.summary_line()}, others' CPU {outcome.others_cpu_share:.0%}; CPU s: "
         + ", ".join(f"{role} {seconds:.1f}" for role, seconds in outcome.cpu_s.items())
     )
     if stats.errors:

@@ -6,6 +6,8 @@ The server process itself is the integration tests' ``ServerProcess`` (one way t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,16 @@ from typing import Any
 import httpx
 
 from bench.machine import pid_with_argument
+from bench.runs import progress
 from tests.integration.harness import ServerProcess, wait_deployments, wait_engine, wait_for
 
 
 class BenchServer(ServerProcess):
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers of an inference call through the gateway."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
     def env(self) -> dict[str, str]:
         env = super().env()
         # The tests pin replicas to one thread and reconcile fast to finish sooner; a benchmark
@@ -24,6 +32,19 @@ class BenchServer(ServerProcess):
         env.pop("ENGINEHOUSE_REPLICA_THREADS", None)
         env.pop("ENGINEHOUSE_RECONCILE_INTERVAL_S", None)
         return env
+
+
+@contextmanager
+def running_server(data_dir: Path) -> Iterator[BenchServer]:
+    """``enginehouse up`` for the runs inside the block; stopped, replicas and all, after it."""
+    server = BenchServer(data_dir, api_key="eh-bench-key")
+    progress(f"starting enginehouse (log: {server.log_path})")
+    server.start()
+    try:
+        yield server
+    finally:
+        progress("stopping enginehouse")
+        server.stop()
 
 
 @dataclass(frozen=True)
@@ -48,17 +69,18 @@ def _ok(response: httpx.Response, status: int) -> dict[str, Any]:
     return response.json()
 
 
-def register_job(http: httpx.Client, name: str, base_dir: Path, adapters: list[Path]) -> str:
+def register_job(http: httpx.Client, name: str, base_dir: Path, adapters: list[Path],
+                 task_type: str = "text-generation") -> str:
     body = {
-        "name": name, "task_type": "text-generation", "base_model": str(base_dir),
+        "name": name, "task_type": task_type, "base_model": str(base_dir),
         "checkpoints": [{"checkpoint": i + 1, "path": str(p)} for i, p in enumerate(adapters)],
     }
     return str(_ok(http.post("/v1/training-jobs", json=body), 201)["id"])
 
 
 def create_engine(http: httpx.Client, name: str, base_dir: Path, runtime_options: dict[str, Any],
-                  timeout: float = 300) -> Engine:
-    body = {"name": name, "base_model": str(base_dir), "task_type": "text-generation",
+                  timeout: float = 300, task_type: str = "text-generation") -> Engine:
+    body = {"name": name, "base_model": str(base_dir), "task_type": task_type,
             "runtime_options": runtime_options}
     engine_id = str(_ok(http.post("/v1/engines", json=body), 201)["id"])
     engine = wait_engine(http, engine_id, "Active", timeout=timeout)
