@@ -138,3 +138,16 @@ def test_request_model_validates_input_and_ignores_unknown_fields() -> None:
                        ({"input": ["a"] * 2049}, "at most 2048"), ({"input": "a", "data_format": "x"}, "logits")]:
         with pytest.raises(ValidationError, match=words.replace("[", r"\[").replace("]", r"\]")):
             ClassificationRequest.model_validate({"model": "m", **bad})
+
+
+def test_heads_carry_no_probe_hooks(tiny_berts: TinyBerts) -> None:
+    # The probe that finds the heads hooks the model; neither it nor the head copies keep a hook
+    # (a kept hook copied the head again on every call, and kept every copy).
+    runner = make_runner(tiny_berts.base)
+    runner.load_adapter("two", str(tiny_berts.adapters["two"]))
+    model = runner.worker.lora.model
+    heads = [module for module in model.modules() if module._forward_hooks]
+    assert heads == []
+    handle = runner.registry.acquire(runner.registry.get("two"))
+    assert all(not m._forward_hooks for head in handle.weights.heads.values()  # type: ignore[attr-defined]
+               for m in head.modules())

@@ -145,14 +145,13 @@ def discover_heads(model: nn.Module, probe_ids: torch.Tensor) -> HeadLayout:
         for name, child in model.named_children()
         if child is not backbone and any(True for _ in child.parameters())
     }
-    seen: list[HeadModule] = []
+    seen: list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]] = []
 
     def observer(name: str, child: nn.Module):  # type: ignore[no-untyped-def]
         def hook(_: nn.Module, args: tuple[object, ...], output: object) -> None:
             x = args[0] if args else None
             if isinstance(x, torch.Tensor) and isinstance(output, torch.Tensor):
-                template = copy.deepcopy(child).to("cpu").eval().requires_grad_(False)
-                seen.append(HeadModule(name, template, tuple(x.shape[1:]), tuple(output.shape[1:])))
+                seen.append((name, child, tuple(x.shape[1:]), tuple(output.shape[1:])))
 
         return hook
 
@@ -165,7 +164,12 @@ def discover_heads(model: nn.Module, probe_ids: torch.Tensor) -> HeadLayout:
             hook.remove()
     if not seen:
         raise ValueError(f"{type(model).__name__} has no head module that takes the backbone's output")
-    return HeadLayout(seen)
+    # Copied only now that the probe's hooks are gone: a copy taken inside the hook would carry
+    # the hook along, and every adapter head made from it would copy itself again on each call.
+    return HeadLayout([
+        HeadModule(name, copy.deepcopy(child).to("cpu").eval().requires_grad_(False), in_shape, out_shape)
+        for name, child, in_shape, out_shape in seen
+    ])
 
 
 class RoutedHead(nn.Module):
