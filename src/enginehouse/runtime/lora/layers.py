@@ -1,8 +1,9 @@
 """Batched multi-adapter LoRA: one forward pass serves rows that use different adapters.
 
 Each targeted linear layer of the base model is wrapped in a ``BatchedLoRALinear`` that holds
-the weights of every resident adapter stacked by *slot*: ``A[slot]`` is ``[in, r_max]`` and
-``B[slot]`` is ``[r_max, out]``. Slot 0 means "no adapter" and stays all zeros. For a batch whose
+the weights of every resident adapter stacked by *slot*: ``A[slot]`` is ``[r_max, in]`` (PEFT's
+own layout) and ``B[slot]`` is ``[r_max, out]``, so the first ``r`` rows of a slot are one
+contiguous block and gathering a batch's matrices is a plain ``index_select``. Slot 0 means "no adapter" and stays all zeros. For a batch whose
 row ``i`` uses slot ``s_i`` the layer computes
 
     y_i = base(x_i) + scaling[s_i] * (x_i @ A[s_i]) @ B[s_i]
@@ -96,7 +97,7 @@ class BatchedLoRALinear(nn.Module):
         self.base = base
         self.routing = routing
         weight = _weight_of(base)
-        shape_a = (num_slots, info.in_features, max_rank)
+        shape_a = (num_slots, max_rank, info.in_features)
         shape_b = (num_slots, max_rank, info.out_features)
         opts = {"dtype": weight.dtype, "device": weight.device}
         # Buffers, not parameters: they are state we write, never something to train.
@@ -110,7 +111,7 @@ class BatchedLoRALinear(nn.Module):
         r = weights.rank
         self.clear_slot(slot)
         self._gathered = None
-        self.lora_a[slot, :, :r] = weights.lora_a.t().to(self.lora_a)
+        self.lora_a[slot, :r, :] = weights.lora_a.to(self.lora_a)
         self.lora_b[slot, :r, :] = weights.lora_b.t().to(self.lora_b)
         self.scaling[slot] = weights.scaling
         self.ranks[slot] = r
@@ -138,7 +139,7 @@ class BatchedLoRALinear(nn.Module):
             raise RuntimeError(f"LoRA layer got input {tuple(x.shape)} for a batch of {rows} rows")
         flat = x.reshape(rows, -1, x.shape[-1]).to(gathered.lora_a.dtype)
         # PEFT's order: (x @ A) @ B, then the scaling, then added to the base output.
-        delta = torch.bmm(torch.bmm(flat, gathered.lora_a), gathered.lora_b) * gathered.scaling
+        delta = torch.bmm(torch.bmm(flat, gathered.lora_a.transpose(1, 2)), gathered.lora_b) * gathered.scaling
         return result + delta.reshape(result.shape).to(result.dtype)
 
     def _gather(self, routing: LoRARouting) -> _Gathered:
@@ -152,9 +153,9 @@ class BatchedLoRALinear(nn.Module):
         self._gathered = _Gathered(
             version=routing.version,
             rank=rank,
-            lora_a=self.lora_a[:, :, :rank][idx],
-            lora_b=self.lora_b[:, :rank, :][idx],
-            scaling=self.scaling[idx].view(-1, 1, 1),
+            lora_a=self.lora_a[:, :rank, :].index_select(0, idx),
+            lora_b=self.lora_b[:, :rank, :].index_select(0, idx),
+            scaling=self.scaling.index_select(0, idx).view(-1, 1, 1),
         )
         return self._gathered
 
@@ -165,7 +166,7 @@ class _Gathered:
 
     version: int
     rank: int
-    lora_a: torch.Tensor  # [rows, in, rank]
+    lora_a: torch.Tensor  # [rows, rank, in]
     lora_b: torch.Tensor  # [rows, rank, out]
     scaling: torch.Tensor  # [rows, 1, 1]
 
