@@ -110,7 +110,7 @@ class ClassificationServing:
             raise ModelNotFoundError(f"the model '{name}' failed to load: {entry.reason}", param="model")
         try:
             # Usually a dictionary lookup; a read from disk when host memory let the weights go.
-            handle = await asyncio.to_thread(self.registry.acquire, entry)
+            handle = await self.registry.acquire_async(entry)
         except AdapterLoadError as exc:
             raise ModelNotFoundError(f"the model '{name}' is no longer loadable: {exc}", param="model") from None
         return handle, handle.weights.spec  # type: ignore[attr-defined]

@@ -138,9 +138,15 @@ class BatchedLoRALinear(nn.Module):
             # experts) cannot be told which adapter each token belongs to.
             raise RuntimeError(f"LoRA layer got input {tuple(x.shape)} for a batch of {rows} rows")
         flat = x.reshape(rows, -1, x.shape[-1]).to(gathered.lora_a.dtype)
-        # PEFT's order: (x @ A) @ B, then the scaling, then added to the base output.
-        delta = torch.bmm(torch.bmm(flat, gathered.lora_a.transpose(1, 2)), gathered.lora_b) * gathered.scaling
-        return result + delta.reshape(result.shape).to(result.dtype)
+        # The scaling goes on the rank-wide middle product (the smallest tensor here), and the
+        # second product adds straight into the base output: three kernels where the textbook
+        # form takes five, and no [rows, tokens, out] temporary. Against PEFT's order (scaling
+        # after B) this differs only in rounding, and not at all for power-of-two scalings.
+        hidden = torch.bmm(flat, gathered.lora_a.transpose(1, 2)).mul_(gathered.scaling)
+        if result.dtype == hidden.dtype and result.is_contiguous():
+            result.view(rows, -1, result.shape[-1]).baddbmm_(hidden, gathered.lora_b)
+            return result
+        return result + torch.bmm(hidden, gathered.lora_b).reshape(result.shape).to(result.dtype)
 
     def _gather(self, routing: LoRARouting) -> _Gathered:
         cached = self._gathered

@@ -12,6 +12,7 @@ engine thread only ever sees ``AdapterHandle`` objects that requests carry.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -101,16 +102,28 @@ class AdapterRegistry:
         with self._lock:
             return self._entries.get(name)
 
+    def acquire_resident(self, entry: AdapterEntry) -> AdapterHandle | None:
+        """The weights of a loaded entry if host memory holds them (never blocks on disk)."""
+        with self._lock:
+            weights = self._host.get(entry.load_id)
+            if weights is None:
+                return None
+            self._host.move_to_end(entry.load_id)
+            return AdapterHandle(entry.name, entry.load_id, weights)
+
+    async def acquire_async(self, entry: AdapterEntry) -> AdapterHandle:
+        """``acquire`` for the event loop: a dictionary lookup inline, a read from disk in a
+        worker thread (so the loop keeps serving the others meanwhile)."""
+        return self.acquire_resident(entry) or await asyncio.to_thread(self.acquire, entry)
+
     def acquire(self, entry: AdapterEntry) -> AdapterHandle:
         """The weights of a loaded entry, re-read from disk when host memory let them go.
 
         Blocking when it has to read; raises ``AdapterLoadError`` if the files went bad since.
         """
-        with self._lock:
-            weights = self._host.get(entry.load_id)
-            if weights is not None:
-                self._host.move_to_end(entry.load_id)
-                return AdapterHandle(entry.name, entry.load_id, weights)
+        handle = self.acquire_resident(entry)
+        if handle is not None:
+            return handle
         try:
             weights = self._reader(entry.path)
         except AdapterLoadError as exc:

@@ -101,7 +101,7 @@ class TextGenerationServing:
             raise ModelNotFoundError(f"the model '{name}' failed to load: {entry.reason}", param="model")
         try:
             # Usually a dictionary lookup; a read from disk when host memory let the weights go.
-            return await asyncio.to_thread(self.registry.acquire, entry)
+            return await self.registry.acquire_async(entry)
         except AdapterLoadError as exc:
             raise ModelNotFoundError(f"the model '{name}' is no longer loadable: {exc}", param="model") from None
 
