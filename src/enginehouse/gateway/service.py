@@ -181,33 +181,57 @@ class Gateway:
                 self.balancer.finished(replica_id)
             timer.finish(upstream.status)
             return Response(content, status_code=upstream.status, media_type="application/json")
-        return StreamingResponse(
-            self._relay(replica_id, upstream, timer), media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
+        relay = _Relay(upstream, lambda: self.balancer.finished(replica_id), timer)
+        return _RelayResponse(relay)
 
-    async def _relay(
-        self, replica_id: str, upstream: aiohttp.ClientResponse, timer: RequestTimer
-    ) -> AsyncIterator[bytes]:
-        """Pass the replica's events through; closing the connection to the replica when the
-        client goes away tells it to drop the sequence. The call's latency runs to the stream's
-        end."""
-        complete = False
+
+class _Relay:
+    """One replica stream passed through to a client. ``close`` runs exactly once, however the
+    stream ends: to its end, the replica failing, or the client leaving (even before the first
+    event, when the response's body is never iterated and a generator's ``finally`` never runs)."""
+
+    def __init__(self, upstream: aiohttp.ClientResponse, on_close: Callable[[], None], timer: RequestTimer) -> None:
+        self.upstream = upstream
+        self._on_close = on_close
+        self._timer = timer
+        self._complete = False
+        self._closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The replica's events as they come; the call's latency runs to the stream's end."""
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in self.upstream.content.iter_any():
                 yield chunk
-            complete = True
+            self._complete = True
         except (aiohttp.ClientError, asyncio.TimeoutError):
             error = {"error": {"message": "the replica stopped answering", "type": "server_error",
                                "code": "replica_lost", "param": None}}
             yield f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
         finally:
-            if complete:
-                upstream.release()  # the connection goes back to the pool
-            else:
-                upstream.close()  # a stream cut short: the replica must see its client leave
-            self.balancer.finished(replica_id)
-            timer.finish(200)
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._complete:
+            self.upstream.release()  # the connection goes back to the pool
+        else:
+            self.upstream.close()  # a stream cut short: the replica must see its client leave
+        self._on_close()
+        self._timer.finish(200)
+
+
+class _RelayResponse(StreamingResponse):
+    def __init__(self, relay: _Relay) -> None:
+        super().__init__(relay.chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        self.relay = relay
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.relay.close()
 
 
 _JSON = {"content-type": "application/json"}

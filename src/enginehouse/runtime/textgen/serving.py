@@ -7,7 +7,6 @@ one engine request per prompt and answers in one piece or as server-sent events.
 
 from __future__ import annotations
 
-import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
