@@ -311,3 +311,20 @@ def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(textgen: Te
     # The engine goes on serving.
     reply = textgen.openai.completions.create(model="tiny-ft2", prompt=PROMPTS[0], max_tokens=3)
     assert reply.usage is not None and reply.usage.completion_tokens == 3
+
+
+def test_a_client_giving_up_on_a_plain_request_frees_its_sequence(textgen: TextgenSetup) -> None:
+    """A non-streamed call writes nothing until its end; its client timing out must still stop
+    the generation (the gateway closes its call to the replica, the replica cancels the run)."""
+    replica = textgen.engine["replicas"][0]["url"]
+
+    def aborted() -> float:
+        page = Scrape.parse(httpx.get(f"{replica}/metrics").text)
+        return page.value("enginehouse_requests_total", deployment="tiny-ft3", status="aborted")
+
+    before = aborted()
+    body = {"model": "tiny-ft3", "prompt": PROMPTS[1], "max_tokens": 480, "temperature": 0, "ignore_eos": True}
+    with textgen.server.client() as http, pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/completions", json=body, timeout=httpx.Timeout(30, read=0.2))
+    wait_for(lambda: aborted() == before + 1, timeout=30, what="the replica to count the call as aborted")
+    assert httpx.get(f"{replica}/health").json()["running"] == 0

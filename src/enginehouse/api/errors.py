@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from enginehouse.disconnect import ClientLeft, client_left_response
 from enginehouse.errors import BadRequestError, ConflictError, EnginehouseError, ValidationFailedError
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,10 @@ async def _on_integrity_error(_request: Request, _exc: IntegrityError) -> JSONRe
     return error_response(ConflictError("that name is already taken", code="name_taken"))
 
 
+async def _on_client_left(_request: Request, _exc: Exception) -> Response:
+    return client_left_response()  # nobody reads it; the access log and metrics do
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     error = EnginehouseError("internal error; the server log has the details")
@@ -85,4 +90,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http_error)  # type: ignore[arg-type]
     app.add_exception_handler(IntegrityError, _on_integrity_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientLeft, _on_client_left)
     app.add_exception_handler(Exception, _on_unexpected)

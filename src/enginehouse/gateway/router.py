@@ -38,19 +38,19 @@ def _gateway(request: Request) -> Gateway:
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, org: OrgDep) -> Response:
     body = await request.body()
-    return await _gateway(request).serve(org, "/v1/chat/completions", body, ChatCompletionRequest)
+    return await _gateway(request).serve(request, org, "/v1/chat/completions", body, ChatCompletionRequest)
 
 
 @router.post("/v1/completions")
 async def completions(request: Request, org: OrgDep) -> Response:
     body = await request.body()
-    return await _gateway(request).serve(org, "/v1/completions", body, CompletionRequest)
+    return await _gateway(request).serve(request, org, "/v1/completions", body, CompletionRequest)
 
 
 def _forward_to(endpoint: str, request_model: type[BaseModel]):  # type: ignore[no-untyped-def]
     async def forward(request: Request, org: OrgDep) -> Response:
         body = await request.body()
-        return await _gateway(request).serve(org, endpoint, body, request_model)
+        return await _gateway(request).serve(request, org, endpoint, body, request_model)
 
     return forward
 

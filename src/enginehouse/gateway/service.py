@@ -11,9 +11,11 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from enginehouse.db.models import OrganizationModel
+from enginehouse.disconnect import CLIENT_CLOSED_REQUEST, ClientLeft, unless_client_leaves
 from enginehouse.db.session import Database
 from enginehouse.errors import BadRequestError, EnginehouseError, ServiceUnavailableError
 from enginehouse.gateway.balancer import LeastInFlight
@@ -75,8 +77,9 @@ class Gateway:
         return self.balancer.snapshot()
 
     async def serve(
-        self, org_id: str, endpoint: str, raw_body: bytes, request_model: type[BaseModel]
+        self, client: Request, org_id: str, endpoint: str, raw_body: bytes, request_model: type[BaseModel]
     ) -> Response:
+        """Forward ``client``'s call (whose body is ``raw_body``) to a replica of its deployment."""
         started = time.perf_counter()
         body = parse_body(raw_body, request_model)
         target = await self._target(org_id, str(body["model"]), endpoint)
@@ -89,7 +92,10 @@ class Gateway:
             url = f"{target.replicas[replica_id]}{endpoint}"
             if body.get("stream"):
                 return await self._forward_stream(replica_id, url, raw_body, timer)
-            return await self._forward(replica_id, url, raw_body, timer)
+            return await self._forward(client, replica_id, url, raw_body, timer)
+        except ClientLeft:
+            timer.finish(CLIENT_CLOSED_REQUEST)
+            raise
         except EnginehouseError as exc:
             timer.finish(exc.status_code)
             raise
@@ -147,13 +153,20 @@ class Gateway:
         with self.database.session() as session:
             engine_service.touch_engine(session, engine_id)
 
-    async def _forward(self, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer) -> Response:
-        assert self._client is not None
+    async def _forward(
+        self, client: Request, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
+    ) -> Response:
+        session = self.http
+
+        async def call() -> tuple[bytes, int, str]:
+            async with session.post(url, data=raw_body, headers=_JSON) as upstream:
+                content = await upstream.read()
+                return content, upstream.status, upstream.headers.get("content-type", "application/json")
+
         self.balancer.started(replica_id)
         try:
-            async with self._client.post(url, data=raw_body, headers=_JSON) as upstream:
-                content = await upstream.read()
-                status, media_type = upstream.status, upstream.headers.get("content-type", "application/json")
+            # A client leaving cancels the call, which closes the connection: the replica stops too.
+            content, status, media_type = await unless_client_leaves(client, call())
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _replica_unreachable(exc) from None
         finally:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from enginehouse.disconnect import ClientLeft, client_left_response
 from enginehouse.errors import BadRequestError, EnginehouseError, ValidationFailedError
 from enginehouse.protocol.openai import describe_validation_error
 
@@ -50,10 +51,25 @@ def sse_event(payload: BaseModel | dict[str, Any]) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
-def sse_response(chunks: AsyncIterator[str]) -> StreamingResponse:
+def sse_response(chunks: AsyncIterator[str], on_close: Callable[[], None] | None = None) -> StreamingResponse:
+    """An event stream; ``on_close`` runs when the response ends however it ends, including a
+    client that left before the first event (when ``chunks`` is never iterated at all)."""
     # no-cache and no proxy buffering: each token should reach the client as it is made.
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+    return _EventStream(chunks, on_close, media_type="text/event-stream", headers=headers)
+
+
+class _EventStream(StreamingResponse):
+    def __init__(self, chunks: AsyncIterator[str], on_close: Callable[[], None] | None, **kwargs: Any) -> None:
+        super().__init__(chunks, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self._on_close is not None:
+                self._on_close()
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -77,6 +93,10 @@ def install_error_handlers(app: FastAPI) -> None:
         error.status_code = exc.status_code
         error.error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return error_response(error)
+
+    @app.exception_handler(ClientLeft)
+    async def _client_left(_: Request, __: ClientLeft) -> Response:
+        return client_left_response()  # nobody reads it; the access log and metrics do
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

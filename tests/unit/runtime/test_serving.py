@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -15,6 +17,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.server import create_app
 from enginehouse.runtime.textgen.runner import TextGenerationRunner
+from tests.integration.harness import wait_for
+from tests.prometheus import Scrape
 from tests.unit.runtime.support import PROMPTS
 
 Reference = Callable[[Path | None, str, int], list[int]]
@@ -217,3 +221,38 @@ def test_model_without_chat_template(tiny_llama_dir: Path, tmp_path: Path) -> No
         error = _error(bare.post("/v1/chat/completions", json=chat), 400)
         assert "no chat template" in error["message"]
         assert bare.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2}).status_code == 200
+
+
+def test_a_stream_whose_client_left_before_the_first_event_is_aborted(client: TestClient) -> None:
+    # The response's body is never iterated when sending its headers already fails; the run must
+    # still be aborted (its sequence would otherwise hold a batch row to its last token).
+    def aborted() -> float:
+        return Scrape.parse(client.get("/metrics").text).value("enginehouse_requests_total", status="aborted")
+
+    before = aborted()
+    body = json.dumps({"model": "tiny", "prompt": PROMPTS[0], "max_tokens": 50, "stream": True,
+                       "ignore_eos": True}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/completions", "raw_path": b"/v1/completions", "query_string": b"",
+             "root_path": "", "headers": [(b"content-type", b"application/json")],
+             "server": ("testserver", 80), "client": ("testclient", 50000)}
+
+    async def call() -> None:
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                raise OSError("the client went away")
+
+        with contextlib.suppress(OSError):
+            await client.app(scope, receive, send)
+
+    client.portal.call(call)  # type: ignore[union-attr]
+    assert aborted() == before + 1
+    wait_for(lambda: client.get("/health").json()["running"] == 0, timeout=30, what="the sequence to leave")

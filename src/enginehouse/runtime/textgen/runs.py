@@ -67,8 +67,11 @@ class GenerationRun:
         self._first_token_at: float | None = None
         self._tokens: dict[int, int] = {}  # choice index → tokens generated so far
         self._reported = False
+        self._remaining = 0  # choices still waiting for their final event
+        self._finished = False
         self.prompt_tokens = sum(len(p) for p in prompts)
         self.choice_count = sum(p.n for p in params)
+        self._remaining = self.choice_count
         self._requests: list[GenerationRequest] = []
         offset = 0
         for prompt, prompt_params in zip(prompts, params):
@@ -93,21 +96,30 @@ class GenerationRun:
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
         """Every event until each choice has its final one; aborts the rest if left early."""
-        remaining = self.choice_count
         failed = False
         try:
-            while remaining:
+            while self._remaining:
                 event = await self._queue.get()
                 self._tokens[event.index] = event.completion_tokens
                 failed = failed or event.error is not None
                 if event.final:
-                    remaining -= 1
+                    self._remaining -= 1
                 yield event
         finally:
-            if remaining:
-                self.abort()
-            status = STATUS_ERROR if failed else STATUS_ABORTED if remaining else STATUS_OK
-            self._report(status)
+            self._finish(failed)
+
+    def close(self) -> None:
+        """Whatever ``events()`` did not see through is aborted; for a response that may end
+        without reading them all (its client left, even before the first event was asked for)."""
+        self._finish(failed=False)
+
+    def _finish(self, failed: bool) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._remaining:
+            self.abort()
+        self._report(STATUS_ERROR if failed else STATUS_ABORTED if self._remaining else STATUS_OK)
 
     async def collect(self) -> RunResult:
         """Wait for the whole answer; raises ``GenerationFailed`` if the engine failed it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from enginehouse.disconnect import unless_client_leaves
 from enginehouse.errors import BadRequestError, ModelNotFoundError
 from enginehouse.protocol.openai import (
     ChatCompletionRequest,
@@ -71,8 +72,8 @@ class TextGenerationServing:
         run = self._start(prompts, params, adapter)
         answer = {"response_id": new_completion_id(), "model": body.model}
         if body.stream:
-            return sse_response(completion_stream(run, include_usage=body.include_usage, **answer))
-        result = await run.collect()
+            return sse_response(completion_stream(run, include_usage=body.include_usage, **answer), on_close=run.close)
+        result = await unless_client_leaves(request, run.collect())
         return JSONResponse(completion_body(result, prompt_tokens=run.prompt_tokens, **answer))
 
     async def chat_completions(self, request: Request) -> Response:
@@ -85,8 +86,8 @@ class TextGenerationServing:
         run = self._start([prompt], params, adapter)
         answer = {"response_id": new_chat_completion_id(), "model": body.model}
         if body.stream:
-            return sse_response(chat_stream(run, include_usage=body.include_usage, **answer))
-        result = await run.collect()
+            return sse_response(chat_stream(run, include_usage=body.include_usage, **answer), on_close=run.close)
+        result = await unless_client_leaves(request, run.collect())
         return JSONResponse(chat_body(result, prompt_tokens=run.prompt_tokens, **answer))
 
     async def resolve_model(self, name: str) -> AdapterHandle | None:

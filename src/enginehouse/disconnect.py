@@ -1,0 +1,57 @@
+"""Stop work for a client that has gone away.
+
+A streamed answer notices its client leaving when a write fails. A non-streamed one writes
+nothing until the end, so a generation whose caller timed out would otherwise hold its batch slot
+to the last token. ``unless_client_leaves`` awaits the work while watching the connection, and
+cancels the work when the client disconnects first. The gateway uses it too: cancelling its call
+closes the connection to the replica, and the replica then cancels its own work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+T = TypeVar("T")
+
+# nginx's "client closed request": logged and counted, never seen by the client.
+CLIENT_CLOSED_REQUEST = 499
+
+
+class ClientLeft(Exception):
+    """The client disconnected before its answer was ready; the work was cancelled."""
+
+
+async def unless_client_leaves(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """``await work``, unless ``request``'s client disconnects first (``ClientLeft``). The body
+    must have been read already: after it, the connection's next message is the disconnect."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    try:
+        await task  # let its cleanup (an abort, closing a connection) run before answering
+    except (asyncio.CancelledError, Exception):
+        pass
+    raise ClientLeft()
+
+
+def client_left_response() -> Response:
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
