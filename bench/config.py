@@ -53,7 +53,7 @@ class BenchConfig:
     requests_d: int = 16
     # The gateway's cost: this many blocks of this many request pairs; the median block counts.
     gateway_samples: int = 40
-    gateway_blocks: int = 3
+    gateway_blocks: int = 5
     # torch threads for the in-process baselines (d) and (f); the replica and transformers serve
     # use torch's default, which is every core.
     threads: int = 0

@@ -91,6 +91,10 @@ def _runs_a_b(work: Workload, server: BenchServer, http: httpx.Client,
     deploy_all(http, engine, job_id, names)
     runs["b"] = measure("b", f"{cfg.adapters_b} adapters, requests spread evenly",
                         _drive(work, server.url, auth, names, cfg.requests_per_run), cfg.patience)
+    # (a) again, right after (b): this machine's speed drifts by tens of percent over minutes, and
+    # (b)/(a) is taken against the mean of the (a) before and after (b), which cancels a steady drift.
+    runs["a_after"] = measure("a_after", "(a) again, after (b), its adapters deployed and idle",
+                              _drive(work, server.url, auth, base_only, cfg.requests_per_run), cfg.patience)
     delete_engine(http, engine)
     return runs, gateway
 
