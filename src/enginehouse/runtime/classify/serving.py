@@ -15,7 +15,7 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from enginehouse.errors import BadRequestError, ConflictError, EnginehouseError, ModelNotFoundError
+from enginehouse.errors import BadRequestError, ConflictError, EnginehouseError
 from enginehouse.protocol.classification import (
     ClassificationData,
     ClassificationRequest,
@@ -27,7 +27,6 @@ from enginehouse.runtime.classify.batcher import ClassificationBatcher, Classifi
 from enginehouse.runtime.classify.labels import HeadSpec
 from enginehouse.runtime.classify.loading import InputEncoder
 from enginehouse.runtime.http import parse_body
-from enginehouse.runtime.lora.peft_format import AdapterLoadError
 from enginehouse.runtime.lora.registry import AdapterHandle, AdapterRegistry
 from enginehouse.runtime.metrics import STATUS_ABORTED, STATUS_ERROR, STATUS_OK, ReplicaMetrics, RequestRecord
 
@@ -103,16 +102,7 @@ class ClassificationServing:
             if self.base_head.spec is None:
                 raise ConflictError(str(self.base_head.reason), code="no_classification_head", param="model")
             return None, self.base_head.spec
-        entry = self.registry.get(name)
-        if entry is None:
-            raise ModelNotFoundError(f"the model '{name}' does not exist on this replica", param="model")
-        if entry.status != "loaded":
-            raise ModelNotFoundError(f"the model '{name}' failed to load: {entry.reason}", param="model")
-        try:
-            # Usually a dictionary lookup; a read from disk when host memory let the weights go.
-            handle = await self.registry.acquire_async(entry)
-        except AdapterLoadError as exc:
-            raise ModelNotFoundError(f"the model '{name}' is no longer loadable: {exc}", param="model") from None
+        handle = await self.registry.resolve(name)
         return handle, handle.weights.spec  # type: ignore[attr-defined]
 
     def encode(self, texts: list[str], truncate: bool) -> list[list[int]]:

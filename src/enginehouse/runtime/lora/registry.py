@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from enginehouse.errors import ModelNotFoundError
 from enginehouse.runtime.lora.peft_format import AdapterLoadError, LoRAWeights
 
 log = logging.getLogger(__name__)
@@ -111,10 +112,19 @@ class AdapterRegistry:
             self._host.move_to_end(entry.load_id)
             return AdapterHandle(entry.name, entry.load_id, weights)
 
-    async def acquire_async(self, entry: AdapterEntry) -> AdapterHandle:
-        """``acquire`` for the event loop: a dictionary lookup inline, a read from disk in a
-        worker thread (so the loop keeps serving the others meanwhile)."""
-        return self.acquire_resident(entry) or await asyncio.to_thread(self.acquire, entry)
+    async def resolve(self, name: str) -> AdapterHandle:
+        """The adapter a request names, for the event loop: 404 (``ModelNotFoundError``) when it
+        is unknown or unusable. Usually a dictionary lookup; a read from disk, when host memory
+        let the weights go, runs in a worker thread so the loop keeps serving the others."""
+        entry = self.get(name)
+        if entry is None:
+            raise ModelNotFoundError(f"the model '{name}' does not exist on this replica", param="model")
+        if entry.status != "loaded":
+            raise ModelNotFoundError(f"the model '{name}' failed to load: {entry.reason}", param="model")
+        try:
+            return self.acquire_resident(entry) or await asyncio.to_thread(self.acquire, entry)
+        except AdapterLoadError as exc:
+            raise ModelNotFoundError(f"the model '{name}' is no longer loadable: {exc}", param="model") from None
 
     def acquire(self, entry: AdapterEntry) -> AdapterHandle:
         """The weights of a loaded entry, re-read from disk when host memory let them go.

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from enginehouse.disconnect import unless_client_leaves
-from enginehouse.errors import BadRequestError, ModelNotFoundError
+from enginehouse.errors import BadRequestError
 from enginehouse.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -21,7 +21,6 @@ from enginehouse.protocol.openai import (
 )
 from enginehouse.protocol.sampling import SamplingParams
 from enginehouse.runtime.http import parse_body, sse_response
-from enginehouse.runtime.lora.peft_format import AdapterLoadError
 from enginehouse.runtime.lora.registry import AdapterHandle, AdapterRegistry
 from enginehouse.runtime.metrics import ReplicaMetrics
 from enginehouse.runtime.textgen.responses import chat_body, chat_stream, completion_body, completion_stream
@@ -94,16 +93,7 @@ class TextGenerationServing:
         """None for the base model, the adapter's handle otherwise; 404 when unknown."""
         if name == self.served_name:
             return None
-        entry = self.registry.get(name)
-        if entry is None:
-            raise ModelNotFoundError(f"the model '{name}' does not exist on this replica", param="model")
-        if entry.status != "loaded":
-            raise ModelNotFoundError(f"the model '{name}' failed to load: {entry.reason}", param="model")
-        try:
-            # Usually a dictionary lookup; a read from disk when host memory let the weights go.
-            return await self.registry.acquire_async(entry)
-        except AdapterLoadError as exc:
-            raise ModelNotFoundError(f"the model '{name}' is no longer loadable: {exc}", param="model") from None
+        return await self.registry.resolve(name)
 
     def _start(
         self, prompts: list[list[int]], params: list[SamplingParams], adapter: AdapterHandle | None
