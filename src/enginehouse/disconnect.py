@@ -1,5 +1,9 @@
 """Stop work for a client that has gone away.
 
+A stream's body may never be iterated at all: when sending its headers already fails, Starlette
+gives up before asking for the first chunk, so a generator's ``finally`` never runs.
+``ClosingStreamingResponse`` runs its ``on_close`` however the response ends.
+
 A streamed answer notices its client leaving when a write fails. A non-streamed one writes
 nothing until the end, so a generation whose caller timed out would otherwise hold its batch slot
 to the last token. ``unless_client_leaves`` awaits the work while watching the connection, and
@@ -10,11 +14,11 @@ closes the connection to the replica, and the replica then cancels its own work.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 T = TypeVar("T")
 
@@ -55,3 +59,17 @@ def client_left_response() -> Response:
 async def _disconnected(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A stream whose ``on_close`` runs when the response ends, whichever way it ends."""
+
+    def __init__(self, content: AsyncIterable[Any], on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()

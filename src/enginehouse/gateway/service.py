@@ -12,10 +12,10 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from enginehouse.db.models import OrganizationModel
-from enginehouse.disconnect import CLIENT_CLOSED_REQUEST, ClientLeft, unless_client_leaves
+from enginehouse.disconnect import CLIENT_CLOSED_REQUEST, ClientLeft, ClosingStreamingResponse, unless_client_leaves
 from enginehouse.db.session import Database
 from enginehouse.errors import BadRequestError, EnginehouseError, ServiceUnavailableError
 from enginehouse.gateway.balancer import LeastInFlight
@@ -194,8 +194,7 @@ class Gateway:
                 self.balancer.finished(replica_id)
             timer.finish(upstream.status)
             return Response(content, status_code=upstream.status, media_type="application/json")
-        relay = _Relay(upstream, lambda: self.balancer.finished(replica_id), timer)
-        return _RelayResponse(relay)
+        return _relay_response(_Relay(upstream, lambda: self.balancer.finished(replica_id), timer))
 
 
 class _Relay:
@@ -235,16 +234,9 @@ class _Relay:
         self._timer.finish(200)
 
 
-class _RelayResponse(StreamingResponse):
-    def __init__(self, relay: _Relay) -> None:
-        super().__init__(relay.chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        self.relay = relay
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.relay.close()
+def _relay_response(relay: _Relay) -> ClosingStreamingResponse:
+    return ClosingStreamingResponse(relay.chunks(), relay.close, media_type="text/event-stream",
+                                    headers={"Cache-Control": "no-cache"})
 
 
 _JSON = {"content-type": "application/json"}

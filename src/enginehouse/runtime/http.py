@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from enginehouse.disconnect import ClientLeft, client_left_response
+from enginehouse.disconnect import ClientLeft, ClosingStreamingResponse, client_left_response
 from enginehouse.errors import BadRequestError, EnginehouseError, ValidationFailedError
 from enginehouse.protocol.openai import describe_validation_error
 
@@ -51,25 +51,12 @@ def sse_event(payload: BaseModel | dict[str, Any]) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
-def sse_response(chunks: AsyncIterator[str], on_close: Callable[[], None] | None = None) -> StreamingResponse:
+def sse_response(chunks: AsyncIterator[str], on_close: Callable[[], None] = lambda: None) -> StreamingResponse:
     """An event stream; ``on_close`` runs when the response ends however it ends, including a
     client that left before the first event (when ``chunks`` is never iterated at all)."""
     # no-cache and no proxy buffering: each token should reach the client as it is made.
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return _EventStream(chunks, on_close, media_type="text/event-stream", headers=headers)
-
-
-class _EventStream(StreamingResponse):
-    def __init__(self, chunks: AsyncIterator[str], on_close: Callable[[], None] | None, **kwargs: Any) -> None:
-        super().__init__(chunks, **kwargs)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if self._on_close is not None:
-                self._on_close()
+    return ClosingStreamingResponse(chunks, on_close, media_type="text/event-stream", headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

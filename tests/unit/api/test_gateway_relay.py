@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from enginehouse.gateway.service import _Relay, _RelayResponse
+from enginehouse.gateway.service import _Relay, _relay_response
 from enginehouse.observability.gateway import GatewayMetrics, RouteLabels
 
 
@@ -56,7 +56,7 @@ async def _relay_to(send: Any, stream: SlowStream) -> tuple[bool, aiohttp.Client
                 return {"type": "http.disconnect"}
 
             with pytest.raises(OSError):
-                await _RelayResponse(relay)(scope, receive, send)
+                await _relay_response(relay)(scope, receive, send)
             await asyncio.wait_for(stream.client_left.wait(), timeout=10)
             return closed == [True], upstream, metrics
     finally:

@@ -67,17 +67,16 @@ class LoRARouting:
     slot_ids: torch.Tensor | None = None
     active: frozenset[int] = field(default_factory=frozenset)
     version: int = 0
-    _last_slots: list[int] = field(default_factory=list)
-    _last_ids: torch.Tensor | None = None
+    # The last rows set, and what was derived from them: reused while the rows stay the same.
+    _last: tuple[list[int], torch.Tensor | None, frozenset[int]] = ([], None, frozenset())
 
     def set_rows(self, slots: list[int], device: torch.device) -> None:
-        if slots != self._last_slots:
+        if slots != self._last[0]:
             self.version += 1
-            self._last_slots = list(slots)
             active = frozenset(s for s in slots if s != 0)
-            self._last_ids = torch.tensor(slots, dtype=torch.long, device=device) if active else None
-        self.slot_ids = self._last_ids
-        self.active = frozenset(s for s in self._last_slots if s != 0) if self._last_ids is not None else frozenset()
+            ids = torch.tensor(slots, dtype=torch.long, device=device) if active else None
+            self._last = (list(slots), ids, active)
+        _, self.slot_ids, self.active = self._last
 
     def clear(self) -> None:
         self.slot_ids = None

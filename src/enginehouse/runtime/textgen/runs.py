@@ -66,7 +66,6 @@ class GenerationRun:
         # Written once by the engine thread; read on the loop after the events that follow it.
         self._first_token_at: float | None = None
         self._tokens: dict[int, int] = {}  # choice index → tokens generated so far
-        self._reported = False
         self._remaining = 0  # choices still waiting for their final event
         self._finished = False
         self.prompt_tokens = sum(len(p) for p in prompts)
@@ -142,9 +141,9 @@ class GenerationRun:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
     def _report(self, status: str) -> None:
-        if self._metrics is None or self._reported:
+        # Called once, by _finish.
+        if self._metrics is None:
             return
-        self._reported = True
         admitted = [r.admitted for r in self._requests if r.admitted is not None]
         self._metrics.record(RequestRecord(
             deployment=self._deployment,
