@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 
@@ -19,34 +19,41 @@ from enginehouse.runtime.vision.executor import ImageExecutor
 from enginehouse.settings import Settings
 
 
-class _ImageRunner:
-    """The image thread and the local-files setting, shared by the three runners."""
+M = TypeVar("M", ClipModel, DetectionModel)
 
-    images: ImageExecutor
-    allow_local_files: bool
 
-    def _init_images(self) -> None:
+class ImageRunner(SingleModelRunner[M]):
+    """A single-model runner with an image thread beside its batch worker, and the local-files
+    setting its requests are checked against. Subclasses open their models and give the routes."""
+
+    def __init__(self, *, base_model: str, served_name: str, options: RuntimeOptions) -> None:
+        super().__init__(base_model=base_model, served_name=served_name, options=options)
         self.images = ImageExecutor()
         # Replicas inherit the server's environment, so the server's setting applies here.
         self.allow_local_files = Settings().allow_local_files
 
-    def _image_health(self) -> dict[str, Any]:
-        running, waiting = self.images.counts()
-        return {"image_running": running, "image_waiting": waiting}
+    def start(self) -> None:
+        super().start()
+        self.images.start()
 
-    def _with_images(self, load: ReplicaLoad) -> ReplicaLoad:
+    def stop(self) -> None:
+        self.images.stop()
+        super().stop()
+
+    def describe(self, model: M) -> dict[str, Any]:
+        running, waiting = self.images.counts()
+        return {**model.describe(), "image_running": running, "image_waiting": waiting}
+
+    def load_report(self) -> ReplicaLoad:
         """The batch worker's load plus the image thread's, so the autoscaler sees image traffic."""
+        load = super().load_report()
         running, waiting = self.images.counts()
         return ReplicaLoad(running=load.running + running, waiting=load.waiting + waiting)
 
 
-class ClipEmbeddingRunner(SingleModelRunner[ClipModel], _ImageRunner):
+class ClipEmbeddingRunner(ImageRunner[ClipModel]):
     task_type = "clip-embedding"
     _base: clip.BaseTraits | None = None
-
-    def __init__(self, *, base_model: str, served_name: str, options: RuntimeOptions) -> None:
-        super().__init__(base_model=base_model, served_name=served_name, options=options)
-        self._init_images()
 
     def open_base(self) -> ClipModel:
         model = open_clip_model(self.base_model, self.options, task=self.task_type)
@@ -60,20 +67,6 @@ class ClipEmbeddingRunner(SingleModelRunner[ClipModel], _ImageRunner):
     def routes(self, slot: ModelSlot[ClipModel]) -> APIRouter:
         return ClipEmbeddingServing(slot, self.worker, self.images, allow_local_files=self.allow_local_files).router()
 
-    def start(self) -> None:
-        super().start()
-        self.images.start()
-
-    def stop(self) -> None:
-        self.images.stop()
-        super().stop()
-
-    def describe(self, model: ClipModel) -> dict[str, Any]:
-        return {**model.describe(), **self._image_health()}
-
-    def load_report(self) -> ReplicaLoad:
-        return self._with_images(super().load_report())
-
 
 class ClipClassificationRunner(ClipEmbeddingRunner):
     task_type = "clip-classification"
@@ -83,13 +76,9 @@ class ClipClassificationRunner(ClipEmbeddingRunner):
                                          allow_local_files=self.allow_local_files).router()
 
 
-class DetectionRunner(SingleModelRunner[DetectionModel], _ImageRunner):
+class DetectionRunner(ImageRunner[DetectionModel]):
     task_type = "image-detection"
     _base: detection.BaseTraits | None = None
-
-    def __init__(self, *, base_model: str, served_name: str, options: RuntimeOptions) -> None:
-        super().__init__(base_model=base_model, served_name=served_name, options=options)
-        self._init_images()
 
     def open_base(self) -> DetectionModel:
         model = open_detection_model(self.base_model, self.options)
@@ -102,17 +91,3 @@ class DetectionRunner(SingleModelRunner[DetectionModel], _ImageRunner):
 
     def routes(self, slot: ModelSlot[DetectionModel]) -> APIRouter:
         return DetectionServing(slot, self.worker, self.images, allow_local_files=self.allow_local_files).router()
-
-    def start(self) -> None:
-        super().start()
-        self.images.start()
-
-    def stop(self) -> None:
-        self.images.stop()
-        super().stop()
-
-    def describe(self, model: DetectionModel) -> dict[str, Any]:
-        return {**model.describe(), **self._image_health()}
-
-    def load_report(self) -> ReplicaLoad:
-        return self._with_images(super().load_report())
