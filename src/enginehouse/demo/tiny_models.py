@@ -28,10 +28,27 @@ VOCAB_SIZE = 1000
 
 # Zephyr-like: one block per message, then the assistant header when a reply is wanted. The role
 # markers are ordinary text for this tokenizer, which is fine: the template only has to be stable.
+# Tools are rendered the Hermes way (a <tools> system block, <tool_call> and <tool_response>
+# blocks), as Qwen-style templates do, so the tiny model exercises tool calling like a real one.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
+    "{% if tools %}"
+    "{{ '<|system|>\nYou may call these functions. Answer with <tool_call>{\"name\": ..., "
+    "\"arguments\": ...}</tool_call> for each call.\n<tools>\n' }}"
+    "{% for tool in tools %}{{ tool | tojson }}{{ '\n' }}{% endfor %}"
+    "{{ '</tools>' + eos_token + '\n' }}"
+    "{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% if message['role'] == 'tool' %}"
+    "{{ '<|user|>\n<tool_response>\n' + message['content'] + '\n</tool_response>' + eos_token + '\n' }}"
+    "{% else %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] }}"
+    "{% for call in message.get('tool_calls') or [] %}"
+    "{{ '<tool_call>\n' + {'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson"
+    " + '\n</tool_call>' }}"
+    "{% endfor %}"
+    "{{ eos_token + '\n' }}"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )

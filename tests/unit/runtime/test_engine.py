@@ -161,7 +161,8 @@ def test_eos_stops_unless_ignored(make_harness: Callable[..., Harness], peft_gre
     # Pretend the 4th greedy token is the end-of-sequence token.
     eos = free[3]
     harness.engine.config = type(harness.engine.config)(
-        max_batch_size=4, max_prefill_tokens=256, eos_token_ids=frozenset({eos})
+        max_batch_size=4, max_prefill_tokens=256, eos_token_ids=frozenset({eos}),
+        vocab_size=harness.engine.config.vocab_size,
     )
     stopped = harness.request(PROMPTS[3], max_tokens=10)
     ignoring = harness.request(PROMPTS[3], max_tokens=10, ignore_eos=True)

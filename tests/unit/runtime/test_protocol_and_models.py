@@ -29,7 +29,8 @@ def test_completion_request_to_sampling_params() -> None:
         "top_p": 0.5, "top_k": -1, "seed": 3, "stop": "x", "n": 2, "ignore_eos": True, "logit_bias": {"1": 2},
     })
     assert request.to_sampling_params() == SamplingParams(
-        max_tokens=7, temperature=0.0, top_p=0.5, top_k=0, seed=3, stop=("x",), n=2, ignore_eos=True
+        max_tokens=7, temperature=0.0, top_p=0.5, top_k=0, seed=3, stop=("x",), n=2, ignore_eos=True,
+        logit_bias=((1, 2.0),),
     )
     assert request.to_sampling_params().greedy
     defaults = CompletionRequest.model_validate({"model": "m", "prompt": "hi"}).to_sampling_params()

@@ -31,13 +31,17 @@ class TextAccumulator:
         """Everything emitted so far."""
         return self._text[: self._emitted]
 
-    def add(self, token_id: int) -> str:
+    def add(self, token_id: int, *, check_stops: bool = True) -> str:
         """Add one token; return the text that is now safe to show (may be empty).
 
-        After a stop string appears, ``stopped`` is True and the text ends just before it.
+        After a stop string appears, ``stopped`` is True and the text ends just before it. With
+        ``check_stops`` false (the request's minimum length is not reached yet) stop strings are
+        ordinary text.
         """
         self._ids.append(token_id)
         self._text = self._decode(self._ids)
+        if not check_stops:
+            return self._emit_until(len(self._text) - self._incomplete_tail())
         cut = self._find_stop()
         if cut is not None:
             self.stopped = True
@@ -68,9 +72,12 @@ class TextAccumulator:
                 best = at
         return best
 
+    def _incomplete_tail(self) -> int:
+        return len(self._text) - len(self._text.rstrip(REPLACEMENT_CHAR))
+
     def _held_back(self) -> int:
         text = self._text
-        hold = len(text) - len(text.rstrip(REPLACEMENT_CHAR))
+        hold = self._incomplete_tail()
         for stop in self._stops:
             for k in range(min(len(stop) - 1, len(text)), 0, -1):
                 if text.endswith(stop[:k]):

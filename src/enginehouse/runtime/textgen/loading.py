@@ -32,6 +32,8 @@ class LoadedCausalLM:
     max_position_embeddings: int | None
     eos_token_ids: frozenset[int]
     vocab_size: int
+    # Width of the logits (the output embedding's rows; usually vocab_size).
+    logits_size: int
 
 
 def pick_device() -> torch.device:
@@ -72,6 +74,7 @@ def load_causal_lm(base_model: str, dtype_option: DtypeOption = "auto") -> Loade
         max_position_embeddings=getattr(config, "max_position_embeddings", None),
         eos_token_ids=_eos_ids(model, tokenizer),
         vocab_size=int(model.get_input_embeddings().num_embeddings),
+        logits_size=_logits_size(model),
     )
     log.info("loaded %s on %s (%s)", base_model, device, loaded.dtype)
     return loaded
@@ -96,6 +99,14 @@ def _eos_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> frozenset[
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     return frozenset(ids)
+
+
+def _logits_size(model: nn.Module) -> int:
+    output = model.get_output_embeddings()
+    weight = getattr(output, "weight", None)
+    if weight is not None:
+        return int(weight.shape[0])
+    return int(model.get_input_embeddings().num_embeddings)
 
 
 def _short(exc: Exception) -> str:

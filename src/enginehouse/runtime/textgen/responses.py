@@ -1,92 +1,144 @@
-"""OpenAI response bodies and SSE streams built from a ``GenerationRun``."""
+"""``/v1/completions`` answers built from a ``GenerationRun``: in one piece or as server-sent
+events, with the prompt echoed and OpenAI's legacy log-probabilities when asked."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import Any, cast
 
-from enginehouse.protocol.openai import (
-    AssistantMessage,
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletionChunk,
-    ChatCompletionResponse,
+from enginehouse.protocol.responses import (
+    ChatLogprobs,
+    ChatTokenLogprob,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionResponse,
-    DeltaMessage,
     FinishReason,
+    TopLogprob,
     Usage,
 )
 from enginehouse.runtime.http import SSE_DONE, sse_event
+from enginehouse.runtime.textgen.logits import TokenLogprob
 from enginehouse.runtime.textgen.runs import GenerationFailed, GenerationRun, RunResult
 
 
-def completion_body(result: RunResult, *, response_id: str, model: str, prompt_tokens: int) -> dict[str, Any]:
-    choices = [
-        CompletionChoice(index=i, text=c.text, finish_reason=_reason(c.finish_reason))
-        for i, c in sorted(result.choices.items())
-    ]
+@dataclass(frozen=True)
+class TokenRenderer:
+    """How log-probabilities name tokens: their text (special tokens by name) and exact bytes
+    (a token may hold part of a character, whose text alone cannot show it)."""
+
+    text: Callable[[int], str]
+    raw_bytes: Callable[[int], bytes]
+
+    def top(self, entry: TokenLogprob) -> dict[str, float]:
+        """The legacy shape's alternatives, the chosen token among them (as vLLM answers)."""
+        alternatives = {self.text(token): logprob for token, logprob in entry.top}
+        if entry.logprob is not None:
+            alternatives.setdefault(self.text(entry.token_id), entry.logprob)
+        return alternatives
+
+    def chat(self, entries: Sequence[TokenLogprob]) -> ChatLogprobs:
+        return ChatLogprobs(content=[
+            ChatTokenLogprob(
+                token=self.text(entry.token_id),
+                logprob=entry.logprob if entry.logprob is not None else 0.0,
+                bytes=list(self.raw_bytes(entry.token_id)),
+                top_logprobs=[
+                    TopLogprob(token=self.text(token), logprob=logprob, bytes=list(self.raw_bytes(token)))
+                    for token, logprob in entry.top
+                ],
+            )
+            for entry in entries
+        ])
+
+
+@dataclass
+class LegacyLogprobs:
+    """Builds completions' column-wise log-probabilities, one token at a time; each token's
+    ``text_offset`` is where it starts in the choice's text."""
+
+    renderer: TokenRenderer
+    offset: int = 0
+    columns: CompletionLogprobs = field(default_factory=CompletionLogprobs)
+
+    def add(self, entries: Sequence[TokenLogprob]) -> CompletionLogprobs:
+        """Append ``entries``; the columns of just these (for a stream's chunk)."""
+        chunk = CompletionLogprobs()
+        for entry in entries:
+            text = self.renderer.text(entry.token_id)
+            for columns in (self.columns, chunk):
+                columns.tokens.append(text)
+                columns.token_logprobs.append(entry.logprob)
+                columns.top_logprobs.append(self.renderer.top(entry) if entry.logprob is not None else None)
+                columns.text_offset.append(self.offset)
+            self.offset += len(text)
+        return chunk
+
+
+@dataclass(frozen=True)
+class CompletionShape:
+    """What a completion answer looks like beyond its generated text."""
+
+    response_id: str
+    model: str
+    # Choices per prompt; choice i answers prompt i // n.
+    n: int
+    # The prompts' texts when echoed, else None.
+    echo: list[str] | None
+    # How tokens are shown when log-probabilities were asked for, else None.
+    renderer: TokenRenderer | None
+
+    def prefix(self, index: int) -> str:
+        return self.echo[index // self.n] if self.echo is not None else ""
+
+
+def completion_body(result: RunResult, shape: CompletionShape, prompt_tokens: int) -> dict[str, Any]:
+    choices = []
+    for index, choice in sorted(result.choices.items()):
+        logprobs = None
+        if shape.renderer is not None:
+            columns = LegacyLogprobs(shape.renderer)
+            columns.add([*(choice.prompt_logprobs or ()), *choice.logprobs])
+            logprobs = columns.columns
+        text = shape.prefix(index) + choice.text
+        choices.append(CompletionChoice(index=index, text=text, logprobs=logprobs,
+                                        finish_reason=finish_reason(choice.finish_reason)))
     usage = Usage.of(prompt_tokens, result.completion_tokens)
-    return CompletionResponse(id=response_id, model=model, choices=choices, usage=usage).model_dump()
+    return CompletionResponse(id=shape.response_id, model=shape.model, choices=choices, usage=usage).model_dump()
 
 
-def chat_body(result: RunResult, *, response_id: str, model: str, prompt_tokens: int) -> dict[str, Any]:
-    choices = [
-        ChatChoice(index=i, message=AssistantMessage(content=c.text), finish_reason=_reason(c.finish_reason))
-        for i, c in sorted(result.choices.items())
-    ]
-    usage = Usage.of(prompt_tokens, result.completion_tokens)
-    return ChatCompletionResponse(id=response_id, model=model, choices=choices, usage=usage).model_dump()
-
-
-async def completion_stream(
-    run: GenerationRun, *, response_id: str, model: str, include_usage: bool
-) -> AsyncIterator[str]:
+async def completion_stream(run: GenerationRun, shape: CompletionShape, include_usage: bool) -> AsyncIterator[str]:
     completion_tokens: dict[int, int] = {}
+    columns: dict[int, LegacyLogprobs] = {}
+    pending: dict[int, list[TokenLogprob]] = {}
     async with aclosing(run.events()) as events:
         async for event in events:
             if event.error is not None:
                 yield sse_event(GenerationFailed(event.error).to_body())
                 break
-            completion_tokens[event.index] = event.completion_tokens
-            if not event.text and event.finish_reason is None:
-                continue
-            reason = _reason(event.finish_reason)
-            choice = CompletionChoice(index=event.index, text=event.text, finish_reason=reason)
-            yield sse_event(CompletionResponse(id=response_id, model=model, choices=[choice]))
+            index = event.index
+            first = index not in completion_tokens
+            completion_tokens[index] = event.completion_tokens
+            waiting = pending.setdefault(index, [])
+            waiting.extend(event.prompt_logprobs or ())
+            if event.logprob is not None:
+                waiting.append(event.logprob)
+            text = (shape.prefix(index) if first else "") + event.text
+            if not text and event.finish_reason is None:
+                continue  # its log-probabilities go out with the next text
+            logprobs = None
+            if shape.renderer is not None:
+                logprobs = columns.setdefault(index, LegacyLogprobs(shape.renderer)).add(waiting)
+            waiting.clear()
+            choice = CompletionChoice(index=index, text=text, logprobs=logprobs,
+                                      finish_reason=finish_reason(event.finish_reason))
+            yield sse_event(CompletionResponse(id=shape.response_id, model=shape.model, choices=[choice]))
     if include_usage:
         usage = Usage.of(run.prompt_tokens, sum(completion_tokens.values()))
-        yield sse_event(CompletionResponse(id=response_id, model=model, choices=[], usage=usage))
+        yield sse_event(CompletionResponse(id=shape.response_id, model=shape.model, choices=[], usage=usage))
     yield SSE_DONE
 
 
-async def chat_stream(
-    run: GenerationRun, *, response_id: str, model: str, include_usage: bool
-) -> AsyncIterator[str]:
-    # As OpenAI does: each choice opens with an empty assistant delta that carries the role.
-    for index in range(run.choice_count):
-        opening = ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content=""))
-        yield sse_event(ChatCompletionChunk(id=response_id, model=model, choices=[opening]))
-    completion_tokens: dict[int, int] = {}
-    async with aclosing(run.events()) as events:
-        async for event in events:
-            if event.error is not None:
-                yield sse_event(GenerationFailed(event.error).to_body())
-                break
-            completion_tokens[event.index] = event.completion_tokens
-            if event.text:
-                delta = ChatChunkChoice(index=event.index, delta=DeltaMessage(content=event.text))
-                yield sse_event(ChatCompletionChunk(id=response_id, model=model, choices=[delta]))
-            if event.finish_reason is not None:
-                reason = _reason(event.finish_reason)
-                end = ChatChunkChoice(index=event.index, delta=DeltaMessage(), finish_reason=reason)
-                yield sse_event(ChatCompletionChunk(id=response_id, model=model, choices=[end]))
-    if include_usage:
-        usage = Usage.of(run.prompt_tokens, sum(completion_tokens.values()))
-        yield sse_event(ChatCompletionChunk(id=response_id, model=model, choices=[], usage=usage))
-    yield SSE_DONE
-
-
-def _reason(reason: str | None) -> FinishReason | None:
+def finish_reason(reason: str | None) -> FinishReason | None:
     return cast(FinishReason | None, reason)

@@ -10,6 +10,7 @@ from enginehouse.runtime.lora.layers import MultiLoRAModel
 from enginehouse.runtime.lora.peft_format import read_lora_adapter
 from enginehouse.runtime.lora.registry import AdapterRegistry
 from enginehouse.runtime.lora.runner import LoRARunner
+from enginehouse.runtime.textgen.grammar import try_grammar_engine
 from enginehouse.runtime.textgen.loading import LoadedCausalLM, load_causal_lm
 from enginehouse.runtime.textgen.scheduler import EngineConfig, TextGenerationEngine
 from enginehouse.runtime.textgen.serving import TextGenerationServing
@@ -43,8 +44,10 @@ class TextGenerationRunner(LoRARunner[TextGenerationEngine, TextGenerationServin
             max_batch_size=options.max_batch_size,
             max_prefill_tokens=options.max_prefill_tokens,
             eos_token_ids=loaded.eos_token_ids,
+            vocab_size=loaded.logits_size,
         )
-        self._worker = TextGenerationEngine(lora, tokenizer, config)
+        grammar, no_grammar_reason = try_grammar_engine(loaded.tokenizer, loaded.logits_size, loaded.eos_token_ids)
+        self._worker = TextGenerationEngine(lora, tokenizer, config, grammar)
         self._serving = TextGenerationServing(
             engine=self._worker,
             tokenizer=tokenizer,
@@ -53,6 +56,8 @@ class TextGenerationRunner(LoRARunner[TextGenerationEngine, TextGenerationServin
             max_model_len=self.max_model_len,
             vocab_size=loaded.vocab_size,
             metrics=self.metrics,
+            grammar=grammar,
+            no_grammar_reason=no_grammar_reason,
         )
 
     @property

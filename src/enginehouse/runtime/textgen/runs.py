@@ -15,10 +15,13 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+import llguidance
+
 from enginehouse.errors import EnginehouseError
 from enginehouse.protocol.sampling import SamplingParams
 from enginehouse.runtime.lora.registry import AdapterHandle
 from enginehouse.runtime.metrics import STATUS_ABORTED, STATUS_ERROR, STATUS_OK, ReplicaMetrics, RequestRecord
+from enginehouse.runtime.textgen.logits import TokenLogprob
 from enginehouse.runtime.textgen.scheduler import TextGenerationEngine
 from enginehouse.runtime.textgen.sequence import GenerationEvent, GenerationRequest
 
@@ -36,6 +39,8 @@ class ChoiceResult:
     text: str = ""
     finish_reason: str | None = None
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass
@@ -57,6 +62,8 @@ class GenerationRun:
         *,
         deployment: str = "",
         metrics: ReplicaMetrics | None = None,
+        grammar: llguidance.LLMatcher | None = None,
+        keep_special_tokens: bool = False,
     ) -> None:
         self._engine = engine
         self._loop = asyncio.get_running_loop()
@@ -81,6 +88,8 @@ class GenerationRun:
                 emit=self._emit,
                 adapter=adapter,
                 index_offset=offset,
+                grammar=grammar,
+                keep_special_tokens=keep_special_tokens,
             )
             self._requests.append(request)
             offset += prompt_params.n
@@ -131,6 +140,10 @@ class GenerationRun:
                 choice.text += event.text
                 choice.completion_tokens = event.completion_tokens
                 choice.finish_reason = event.finish_reason or choice.finish_reason
+                if event.logprob is not None:
+                    choice.logprobs.append(event.logprob)
+                if event.prompt_logprobs is not None:
+                    choice.prompt_logprobs = event.prompt_logprobs
         return result
 
     def _emit(self, event: GenerationEvent) -> None:

@@ -37,6 +37,8 @@ def choose_tokens(
 
 def _sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     scores = logits / params.temperature
+    if params.min_p > 0.0:
+        scores = _min_p_filter(scores, params.min_p)
     if 0 < params.top_k < scores.shape[-1]:
         kth = torch.topk(scores, params.top_k).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -44,6 +46,12 @@ def _sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         scores = _top_p_filter(scores, params.top_p)
     probs = torch.softmax(scores, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def _min_p_filter(scores: torch.Tensor, min_p: float) -> torch.Tensor:
+    # Keep the tokens at least min_p times as likely as the most likely one (which always stays).
+    probs = torch.softmax(scores, dim=-1)
+    return scores.masked_fill(probs < min_p * probs.max(), float("-inf"))
 
 
 def _top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -29,7 +29,10 @@ from transformers import DynamicCache
 from enginehouse.runtime.lora.layers import MultiLoRAModel
 from enginehouse.runtime.lora.slots import SlotTable
 from enginehouse.runtime.textgen.batch import KVBatch, left_pad
-from enginehouse.runtime.textgen.sampling import choose_tokens, make_generator
+from enginehouse.runtime.textgen.chooser import TokenChooser
+from enginehouse.runtime.textgen.grammar import GrammarEngine
+from enginehouse.runtime.textgen.logits import LogitAdjuster, TokenLogprob, prompt_logprobs
+from enginehouse.runtime.textgen.sampling import make_generator
 from enginehouse.runtime.textgen.sequence import GenerationEvent, GenerationRequest, Sequence
 from enginehouse.runtime.textgen.tokenizer import SafeTokenizer
 
@@ -44,12 +47,20 @@ class EngineConfig:
     max_batch_size: int
     max_prefill_tokens: int
     eos_token_ids: frozenset[int]
+    # Width of the model's logits (penalty state is kept per token id).
+    vocab_size: int
     # How long a request may wait for an adapter slot while others' adapters keep the slots busy.
     slot_patience_s: float = 2.0
 
 
 class TextGenerationEngine:
-    def __init__(self, lora: MultiLoRAModel, tokenizer: SafeTokenizer, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        lora: MultiLoRAModel,
+        tokenizer: SafeTokenizer,
+        config: EngineConfig,
+        grammar: GrammarEngine | None = None,
+    ) -> None:
         self.lora = lora
         self.model: nn.Module = lora.model
         self.tokenizer = tokenizer
@@ -57,6 +68,7 @@ class TextGenerationEngine:
         self.slots = SlotTable(lora.num_slots - 1)
         self.device = next(self.model.parameters()).device
         self._forward_kwargs = _forward_style(self.model)
+        self.chooser = TokenChooser(grammar)
         self._cond = threading.Condition()
         self._inbox: deque[GenerationRequest] = deque()
         self._aborted: set[str] = set()
@@ -155,6 +167,8 @@ class TextGenerationEngine:
                 break  # keep arrival order for rows; a big request is not starved by small ones
             if starving and request.adapter is not None:
                 continue  # let pinned slots drain so the starving adapter gets one
+            if admitted and request.params.prompt_logprobs is not None:
+                break  # its prefill keeps every position's logits: it goes in a prefill of its own
             cost = max(longest, len(request.prompt_ids)) * (len(admitted) + 1)
             if admitted and cost > self.config.max_prefill_tokens:
                 break
@@ -174,6 +188,8 @@ class TextGenerationEngine:
             admitted.append((request, slot))
             free_rows -= n
             longest = max(longest, len(request.prompt_ids))
+            if request.params.prompt_logprobs is not None:
+                break
         return admitted
 
     def _pin_adapter(self, request: GenerationRequest) -> int | None:
@@ -190,8 +206,16 @@ class TextGenerationEngine:
                 raise
         return grant.slot
 
-    def _generator(self, request: GenerationRequest, choice: int) -> torch.Generator | None:
-        return make_generator(request.params, choice, self.device)
+    def _sequence(self, request: GenerationRequest, choice: int, slot: int) -> Sequence:
+        params = request.params
+        adjuster = None
+        if params.adjusts_logits:
+            adjuster = LogitAdjuster(
+                params, request.prompt_ids, self.config.vocab_size, self.config.eos_token_ids, self.device
+            )
+        generator = make_generator(params, choice, self.device)
+        decode = self.tokenizer.decode_keeping_special if request.keep_special_tokens else self.tokenizer.decode
+        return Sequence(request, choice, slot, decode, generator, adjuster)
 
     def _prefill_new(self) -> bool:
         admitted = self._admit()
@@ -201,19 +225,17 @@ class TextGenerationEngine:
         for request, _ in admitted:
             request.admitted = now
         sequences = [
-            Sequence(request, choice, slot, self.tokenizer.decode, self._generator(request, choice))
-            for request, slot in admitted
-            for choice in range(request.params.n)
+            self._sequence(request, choice, slot) for request, slot in admitted for choice in range(request.params.n)
         ]
         try:
-            batch, tokens = self._prefill(admitted, sequences)
+            batch, (tokens, logprobs) = self._prefill(admitted, sequences)
         except Exception:
             log.exception("prefill failed; failing the requests it was admitting")
             for seq in sequences:
                 self.slots.release(seq.slot)
                 _deliver(seq.request, seq.failed("the engine failed while reading the prompt; please retry"))
             return True
-        keep = self._advance(sequences, tokens)
+        keep = self._advance(sequences, tokens, logprobs)
         if keep:
             joined = batch.select(keep)
             self._batch = joined if self._batch is None else self._batch.merge(joined)
@@ -222,17 +244,27 @@ class TextGenerationEngine:
 
     def _prefill(
         self, admitted: list[tuple[GenerationRequest, int]], sequences: list[Sequence]
-    ) -> tuple[KVBatch, list[int]]:
+    ) -> tuple[KVBatch, tuple[list[int], list[TokenLogprob | None]]]:
         prompts = [request.prompt_ids for request, _ in admitted]
         ids, mask, positions = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
         cache = DynamicCache()
-        logits = self._forward(ids, mask, positions, cache, [slot for _, slot in admitted])
+        # A request that wants its prompt's log-probabilities is prefilled alone (see _admit);
+        # its prompt sits in the last columns (left padding), so those are the logits kept.
+        wants_prompt = admitted[0][0].params.prompt_logprobs is not None
+        keep = len(prompts[0]) if wants_prompt else 1
+        logits = self._forward(ids, mask, positions, cache, [slot for _, slot in admitted], keep)
         batch = KVBatch(cache, mask)
+        if wants_prompt:
+            request = admitted[0][0]
+            values = prompt_logprobs(logits[0, :-1], request.prompt_ids, request.params.prompt_logprobs or 0)
+            for seq in sequences:
+                seq.prompt_logprobs = values
+        logits = logits[:, -1, :]
         if len(sequences) != len(admitted):  # n > 1: the choices share one prefill
             rows = [row for row, (request, _) in enumerate(admitted) for _ in range(request.params.n)]
             batch = batch.select(rows)
             logits = logits[rows]
-        return batch, self._sample(sequences, logits)
+        return batch, self.chooser.choose(sequences, logits)
 
     def _decode(self) -> bool:
         if not self._running or self._batch is None:
@@ -244,12 +276,12 @@ class TextGenerationEngine:
             positions = batch.next_positions()
             logits = self._forward(tokens, mask, positions, batch.cache, [s.slot for s in self._running])
             batch.mask = mask
-            chosen = self._sample(self._running, logits)
+            chosen, logprobs = self.chooser.choose(self._running, logits[:, -1, :])
         except Exception:
             log.exception("decode step failed; failing the running requests")
             self._fail_running("the engine failed while generating; please retry")
             return True
-        self._keep_rows(self._advance(self._running, chosen))
+        self._keep_rows(self._advance(self._running, chosen, logprobs))
         return True
 
     def _forward(
@@ -259,30 +291,29 @@ class TextGenerationEngine:
         positions: torch.Tensor,
         cache: DynamicCache,
         slots: list[int],
+        keep: int = 1,
     ) -> torch.Tensor:
-        """Last-position logits ``[rows, vocab]`` in float32; ``cache`` grows in place."""
+        """The last ``keep`` positions' logits ``[rows, keep, vocab]`` in float32; ``cache`` grows
+        in place."""
         self.lora.routing.set_rows(slots, self.device)
         try:
             kwargs = {self._forward_kwargs.cache_arg: cache}
             if self._forward_kwargs.logits_to_keep:
-                kwargs["logits_to_keep"] = 1
+                kwargs["logits_to_keep"] = keep
             out = self.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
             )
         finally:
             self.lora.routing.clear()
-        return out.logits[:, -1, :].float()
+        return out.logits[:, -keep:, :].float()
 
-    @staticmethod
-    def _sample(sequences: list[Sequence], logits: torch.Tensor) -> list[int]:
-        params = [seq.request.params for seq in sequences]
-        return choose_tokens(logits, params, [seq.generator for seq in sequences])
-
-    def _advance(self, sequences: list[Sequence], tokens: list[int]) -> list[int]:
+    def _advance(
+        self, sequences: list[Sequence], tokens: list[int], logprobs: list[TokenLogprob | None]
+    ) -> list[int]:
         """Give each sequence its token and emit what changed; the indexes still running."""
         keep: list[int] = []
-        for index, (seq, token) in enumerate(zip(sequences, tokens)):
-            event = seq.append(token, self.config.eos_token_ids)
+        for index, (seq, token, logprob) in enumerate(zip(sequences, tokens, logprobs)):
+            event = seq.append(token, self.config.eos_token_ids, logprob)
             _deliver(seq.request, event)
             if seq.finished:
                 self.slots.release(seq.slot)
