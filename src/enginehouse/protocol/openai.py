@@ -172,6 +172,9 @@ class _GenerationRequest(StrictWire):
         limit = self.max_completion_tokens or self.max_tokens
         if self.min_tokens and limit is not None and self.min_tokens > limit:
             raise refuse("min_tokens", f"min_tokens ({self.min_tokens}) exceeds max_tokens ({limit})")
+        if self.min_tokens and self.guide() is not None:
+            raise refuse("min_tokens", "cannot be combined with structured output, which ends when the answer "
+                                       "is complete")
         return self
 
     @property

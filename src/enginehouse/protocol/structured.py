@@ -34,7 +34,9 @@ class FunctionDefinition(StrictWire):
     strict: bool | None = None
 
     def arguments_schema(self) -> dict[str, Any]:
-        return self.parameters if self.parameters is not None else {"type": "object", "properties": {}}
+        if self.parameters is not None:
+            return self.parameters
+        return {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 class Tool(StrictWire):

@@ -60,11 +60,90 @@ def test_prompt_shapes(prompt: object, expected: list[object]) -> None:
         ({"model": "m", "prompt": "x", "stop": [""]}, "stop"),
         ({"model": "", "prompt": "x"}, "model"),
         ({"prompt": "x"}, "model"),
+        # OpenAI's ranges, and vLLM's extensions' own
+        ({"model": "m", "prompt": "x", "presence_penalty": 50}, "presence_penalty"),
+        ({"model": "m", "prompt": "x", "frequency_penalty": -2.5}, "frequency_penalty"),
+        ({"model": "m", "prompt": "x", "repetition_penalty": 0}, "repetition_penalty"),
+        ({"model": "m", "prompt": "x", "min_p": 1.5}, "min_p"),
+        ({"model": "m", "prompt": "x", "logprobs": 21}, "logprobs"),
+        ({"model": "m", "prompt": "x", "logit_bias": {"5": 101}}, "logit_bias"),
+        ({"model": "m", "prompt": "x", "logit_bias": {"a": 1}}, "logit_bias"),
+        ({"model": "m", "prompt": "x", "min_tokens": 9, "max_tokens": 3}, "min_tokens"),
+        ({"model": "m", "prompt": "x", "best_of": 3}, "best_of"),
+        # types are not coerced: a string is not a boolean or a number
+        ({"model": "m", "prompt": "x", "stream": "false"}, "stream"),
+        ({"model": "m", "prompt": "x", "echo": 1}, "echo"),
+        ({"model": "m", "prompt": "x", "max_tokens": "5"}, "max_tokens"),
+        # parameters this server cannot honour, and ones OpenAI does not have
+        ({"model": "m", "prompt": "x", "suffix": "end"}, "suffix"),
+        ({"model": "m", "prompt": "x", "store": True}, "store"),
+        ({"model": "m", "prompt": "x", "metadata": {"a": "b"}}, "metadata"),
+        ({"model": "m", "prompt": "x", "frobnicate": 1}, "frobnicate"),
+        ({"model": "m", "prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
+        ({"model": "m", "prompt": "x", "response_format": {"type": "xml"}}, "response_format"),
     ],
 )
 def test_completion_validation_errors_name_the_field(body: dict, param: str) -> None:
     message, where = _refused(CompletionRequest, body)
     assert where == param and message
+
+
+_CHAT = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "words"),
+    [
+        ({"top_logprobs": 2}, "top_logprobs", "requires logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "less than or equal to 20"),
+        ({"tool_choice": "auto"}, "tool_choice", "only allowed when tools"),
+        ({"tools": _TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice",
+         "not in tools"),
+        ({"tools": _TOOLS * 2}, "tools", "unique"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools.0.function.name", "pattern"),
+        ({"tools": _TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "response_format",
+         "cannot be combined"),
+        ({"response_format": {"type": "json_object"}, "min_tokens": 2}, "min_tokens", "structured output"),
+        ({"audio": {"voice": "alloy"}}, "audio", "not supported"),
+        ({"functions": [{"name": "f"}]}, "functions", "use 'tools'"),
+        ({"reasoning_effort": "high"}, "reasoning_effort", "reasoning"),
+        ({"modalities": ["text", "audio"]}, "modalities.1", "text"),
+        ({"service_tier": "flex"}, "service_tier", "auto"),
+        ({"echo": True}, "echo", "unrecognized"),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages.0", "tool_call_id"),
+        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}], "n": True}, "n", "integer"),
+    ],
+)
+def test_chat_validation_errors_name_the_parameter(extra: dict, param: str, words: str) -> None:
+    message, where = _refused(ChatCompletionRequest, {**_CHAT, **extra})
+    assert where == param and words in message, message
+
+
+def test_chat_parameters_become_sampling_params() -> None:
+    request = ChatCompletionRequest.model_validate({
+        **_CHAT, "logprobs": True, "top_logprobs": 3, "presence_penalty": 0.5, "frequency_penalty": -0.5,
+        "repetition_penalty": 1.1, "min_p": 0.1, "min_tokens": 2, "logit_bias": {"7": -100, "3": 5},
+        "user": "u-1", "service_tier": "auto", "store": False, "parallel_tool_calls": False, "tools": _TOOLS,
+        "tool_choice": "none",
+    })
+    params = request.to_sampling_params()
+    assert (params.logprobs, params.prompt_logprobs) == (3, None)
+    assert params.logit_bias == ((3, 5.0), (7, -100.0))
+    assert (params.presence_penalty, params.frequency_penalty, params.repetition_penalty) == (0.5, -0.5, 1.1)
+    assert (params.min_p, params.min_tokens, params.guide) == (0.1, 2, None)
+    assert not request.offers_tools and request.template_tools() == _TOOLS
+    schema = ChatCompletionRequest.model_validate({
+        **_CHAT, "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "integer"}}}
+    }).to_sampling_params().guide
+    assert schema is not None and schema.spec == '{"type":"integer"}'
+    named = ChatCompletionRequest.model_validate({
+        **_CHAT, "tools": _TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}
+    })
+    assert named.forces_tool_call and named.to_sampling_params().guide.spec == '{"type":"object"}'  # type: ignore[union-attr]
+    echo = CompletionRequest.model_validate({"model": "m", "prompt": [1, 2], "echo": True, "max_tokens": 0,
+                                             "logprobs": 1})
+    assert echo.to_sampling_params().prompt_logprobs == 1 and echo.to_sampling_params().max_tokens == 0
 
 
 def test_chat_messages() -> None:

@@ -33,7 +33,9 @@ class TokenRenderer:
 
     def top(self, entry: TokenLogprob) -> dict[str, float]:
         """The legacy shape's alternatives, the chosen token among them (as vLLM answers)."""
-        alternatives = {self.text(token): logprob for token, logprob in entry.top}
+        alternatives: dict[str, float] = {}
+        for token, logprob in entry.top:  # most likely first: a text shared by two keeps the higher
+            alternatives.setdefault(self.text(token), logprob)
         if entry.logprob is not None:
             alternatives.setdefault(self.text(entry.token_id), entry.logprob)
         return alternatives
