@@ -336,7 +336,9 @@ class ChatMessage(StrictWire):
     def for_template(self) -> dict[str, Any]:
         """The message as chat templates expect it (tool-call arguments as JSON objects, as
         Hugging Face templates render them)."""
-        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        # OpenAI's "developer" is the system prompt under a newer name; templates know "system".
+        role = "system" if self.role == "developer" else self.role
+        message: dict[str, Any] = {"role": role, "content": self.text()}
         if self.name is not None:
             message["name"] = self.name
         if self.tool_calls:
