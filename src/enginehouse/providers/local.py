@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from enginehouse.providers.base import LaunchedReplica, ReplicaExit, ReplicaLaunch
+from enginehouse.requestlimits import RequestLimits
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,14 @@ REPLICA_ERROR_MARKER = "ENGINEHOUSE_REPLICA_ERROR:"
 
 
 class LocalProvider:
-    def __init__(self, log_dir: Path, host: str = "127.0.0.1", threads: int = 0) -> None:
+    def __init__(
+        self, log_dir: Path, host: str = "127.0.0.1", threads: int = 0, limits: RequestLimits | None = None
+    ) -> None:
         self.log_dir = log_dir
         self.host = host
         self.threads = threads
+        # Replicas bound request bodies as the server does: the gateway forwards what it accepted.
+        self.limits = limits or RequestLimits.default()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def launch(self, launch: ReplicaLaunch) -> LaunchedReplica:
@@ -45,6 +50,8 @@ class LocalProvider:
             "--port", str(port),
             "--replica-id", launch.replica_id,
             "--runtime-options", json.dumps(launch.runtime_options),
+            "--max-body-bytes", str(self.limits.max_body_bytes),
+            "--max-json-depth", str(self.limits.max_json_depth),
         ]
         if self.threads:
             command += ["--threads", str(self.threads)]
