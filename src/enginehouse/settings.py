@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Deepest nesting of arrays and objects a JSON body may have; deeper is a 400. Real bodies
     # (chat content parts, tool schemas) stay far below it; parsers recurse once per level.
     max_json_depth: int = Field(default=64, ge=8, le=512)
+    # The most replicas one engine may run (autoscaling.max_replicas above it is a 422).
+    max_replicas_per_engine: int = Field(default=8, ge=1)
 
     def resolved_database_url(self) -> str:
         if self.database_url:
