@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from enginehouse.providers.base import LaunchedReplica, ReplicaExit, ReplicaLaunch
+from enginehouse.providers.base import LaunchedReplica, LaunchError, ReplicaExit, ReplicaLaunch
 from enginehouse.requestlimits import RequestLimits
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,17 @@ class LocalProvider:
             command += ["--threads", str(self.threads)]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
-            )
+            try:
+                process = subprocess.Popen(
+                    command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, start_new_session=True,
+                )
+            except ValueError as exc:  # an argument no process can take (a NUL byte): never will
+                raise LaunchError(f"cannot start a replica for base model {launch.base_model!r}: {exc}",
+                                  permanent=True) from None
+            except OSError as exc:  # out of processes or memory: may pass
+                raise LaunchError(f"cannot start a replica process: {exc.strerror or exc}",
+                                  permanent=False) from None
         self._children[launch.replica_id] = process
         log.info("started replica %s (pid %s) on port %s", launch.replica_id, process.pid, port)
         return LaunchedReplica(
