@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,8 +57,7 @@ class RequestLimitMiddleware:
         if scope["method"] in _NO_BODY:
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        declared = _content_length(headers)
+        content_type, declared = _content_headers(scope)
         if declared is not None and declared > self.limits.max_body_bytes:
             await _answer(self._too_large(), scope, receive, send)
             return
@@ -69,7 +67,7 @@ class RequestLimitMiddleware:
         if isinstance(body, EnginehouseError):
             await _answer(body, scope, receive, send)
             return
-        if not headers.get("content-type", "").startswith("multipart/"):
+        if not content_type.startswith(b"multipart/"):
             problem = json_problem(body, self.limits.max_json_depth)
             if problem is not None:
                 await _answer(problem, scope, receive, send)
@@ -112,11 +110,19 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-def _content_length(headers: Headers) -> int | None:
-    try:
-        return int(headers["content-length"])
-    except (KeyError, ValueError):
-        return None
+def _content_headers(scope: Scope) -> tuple[bytes, int | None]:
+    """(Content-Type, Content-Length or None), read straight from the scope (ASGI servers give
+    header names in lower case): on every request, so without building a ``Headers``."""
+    content_type, length = b"", None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+    return content_type, length
 
 
 def _size(n: int) -> str:
