@@ -61,12 +61,13 @@ class RequestLimitMiddleware:
         if declared is not None and declared > self.limits.max_body_bytes:
             await _answer(self._too_large(), scope, receive, send)
             return
-        body = await self._read(receive)
+        try:
+            body = await self._read(receive)
+        except PayloadTooLargeError as error:
+            await _answer(error, scope, receive, send)
+            return
         if body is None:
             return  # the client left before its body was complete: nobody to answer
-        if isinstance(body, EnginehouseError):
-            await _answer(body, scope, receive, send)
-            return
         if not content_type.startswith(b"multipart/"):
             problem = json_problem(body, self.limits.max_json_depth)
             if problem is not None:
@@ -74,7 +75,9 @@ class RequestLimitMiddleware:
                 return
         await self.app(scope, _replay(body, receive), send)
 
-    async def _read(self, receive: Receive) -> bytes | EnginehouseError | None:
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body; None when the client leaves first. Raises ``PayloadTooLargeError`` as
+        soon as the body passes the limit, having read no further."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -84,7 +87,7 @@ class RequestLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limits.max_body_bytes:
-                return self._too_large()  # stop reading: the rest is never buffered
+                raise self._too_large()  # stop reading: the rest is never buffered
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
