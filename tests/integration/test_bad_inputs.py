@@ -60,20 +60,24 @@ def bystander(server: ServerProcess, engines: dict[str, dict[str, Any]]) -> Iter
     """Calls the text-generation deployment over and over while the test runs; each call must
     succeed in full, whatever the test sends meanwhile."""
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
+
+    def complete() -> str:
+        return client.completions.create(model="gen", prompt="the cat", max_tokens=4, temperature=0).choices[0].text
+
+    expected = complete()
     stop = threading.Event()
-    answers: list[int] = []
+    answers: list[str] = []
 
     def call() -> None:
         while not stop.is_set() or not answers:
-            reply = client.completions.create(model="gen", prompt="the cat", max_tokens=4, temperature=0)
-            answers.append(reply.usage.completion_tokens)
+            answers.append(complete())
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         running = pool.submit(call)
         yield
         stop.set()
         running.result(timeout=120)
-    assert answers and set(answers) == {4}
+    assert answers and set(answers) == {expected}
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
