@@ -14,8 +14,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from enginehouse.core.specs import LocalPath
 from enginehouse.errors import NotFoundError, ValidationFailedError
 from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
 from enginehouse.runtime.base import ModelRunner
@@ -23,7 +24,7 @@ from enginehouse.runtime.http import install_error_handlers, parse_body
 
 
 class LoadAdapterRequest(BaseModel):
-    path: str = Field(min_length=1)
+    path: LocalPath
 
 
 def create_app(runner: ModelRunner, limits: RequestLimits | None = None) -> FastAPI:
