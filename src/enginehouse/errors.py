@@ -67,6 +67,12 @@ class ConflictError(EnginehouseError):
     code = "conflict"
 
 
+class PayloadTooLargeError(EnginehouseError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
 class ValidationFailedError(EnginehouseError):
     status_code = 422
     error_type = "invalid_request_error"

@@ -24,6 +24,7 @@ from enginehouse.observability.gateway import GatewayMetrics
 from enginehouse.providers.base import ReplicaProvider
 from enginehouse.providers.local import LocalProvider
 from enginehouse.reconciler.loop import Reconciler
+from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
 from enginehouse.services import orgs
 from enginehouse.settings import Settings
 
@@ -37,6 +38,7 @@ def create_app(
     # One registry per app, never the process-global one: tests build several apps in a process.
     registry = CollectorRegistry()
     gateway_metrics = GatewayMetrics(registry)
+    limits = RequestLimits.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +47,7 @@ def create_app(
         database.migrate()
         _bootstrap(database, settings)
         replica_provider = provider or LocalProvider(
-            settings.data_dir / "logs", threads=settings.replica_threads
+            settings.data_dir / "logs", threads=settings.replica_threads, limits=limits
         )
         reconciler = Reconciler(
             database, replica_provider, settings.reconcile_interval_s,
@@ -73,6 +75,9 @@ def create_app(
 
     app = FastAPI(title="enginehouse", version=__version__, lifespan=lifespan)
     app.state.metrics_registry = registry
+    app.state.settings = settings
+    # Outermost but for Starlette's own error middleware: no body is parsed before it is checked.
+    app.add_middleware(RequestLimitMiddleware, limits=limits)
     install_error_handlers(app)
     app.include_router(engines.router)
     app.include_router(deployments.router)

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     gateway_timeout_s: float = 600.0
     # Images given as file:// paths are read from this machine's disk only when this is true.
     allow_local_files: bool = False
+    # Largest request body the server and each replica read, in bytes; a larger one is refused
+    # with 413 before it is parsed. Leaves room for a few base64 images in one request.
+    max_request_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Deepest nesting of arrays and objects a JSON body may have; deeper is a 400. Real bodies
+    # (chat content parts, tool schemas) stay far below it; parsers recurse once per level.
+    max_json_depth: int = Field(default=64, ge=8, le=512)
+    # The most replicas one engine may run (autoscaling.max_replicas above it is a 422).
+    max_replicas_per_engine: int = Field(default=8, ge=1)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

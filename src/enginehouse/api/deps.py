@@ -61,5 +61,11 @@ def _authenticate(database: Database, key: str | None) -> str:
 # How long an authenticated key is trusted without asking the database again.
 KEY_TTL_S = 2.0
 
+def replica_ceiling(request: Request) -> int:
+    """The most replicas this server lets one engine run (ENGINEHOUSE_MAX_REPLICAS_PER_ENGINE)."""
+    return int(request.app.state.settings.max_replicas_per_engine)
+
+
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 OrgDep = Annotated[str, Depends(current_org)]
+ReplicaCeilingDep = Annotated[int, Depends(replica_ceiling)]

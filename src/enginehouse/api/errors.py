@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from enginehouse.disconnect import ClientLeft, client_left_response
 from enginehouse.errors import BadRequestError, ConflictError, EnginehouseError, ValidationFailedError
+from enginehouse.methods import method_not_allowed
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,17 @@ async def _on_validation_error(_request: Request, exc: RequestValidationError) -
     return error_response(validation_error_from(list(exc.errors())))
 
 
-async def _on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    error = EnginehouseError(str(exc.detail), code=str(exc.status_code))
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    error = EnginehouseError(str(exc.detail), code=str(exc.status_code), headers=dict(exc.headers or {}))
     error.status_code = exc.status_code
     error.error_type = _STATUS_TYPES.get(exc.status_code, "server_error")
     if exc.status_code == 404:
         error.message = "no such route"
         error.code = "not_found"
+    elif exc.status_code == 405:
+        error.message, allow = method_not_allowed(request)
+        error.headers.update(allow)
+        error.code = "method_not_allowed"
     return error_response(error)
 
 

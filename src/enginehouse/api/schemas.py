@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from enginehouse.core.specs import (
     DeploymentSource,
     EngineSpec,
+    Epoch,
     ExperimentSource,
     Name,
+    ObjectId,
     StrictModel,
     TrainingJobSource,
 )
@@ -19,10 +21,10 @@ class DeployRequest(StrictModel):
     experiment_id + version."""
 
     name: Name
-    training_id: str | None = None
-    checkpoint: int | None = Field(default=None, ge=1)
-    experiment_id: str | None = None
-    version: int | None = Field(default=None, ge=1)
+    training_id: ObjectId | None = None
+    checkpoint: Epoch | None = None
+    experiment_id: ObjectId | None = None
+    version: Epoch | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "DeployRequest":
@@ -52,7 +54,7 @@ class CreateDeploymentRequest(StrictModel):
 
     name: Name
     source: DeploymentSource
-    engine_id: str | None = None
+    engine_id: ObjectId | None = None
     engine: EngineSpec | None = None
 
     @model_validator(mode="after")
@@ -63,4 +65,4 @@ class CreateDeploymentRequest(StrictModel):
 
 
 class UndeployRequest(StrictModel):
-    deployment_name: str = Field(min_length=1)
+    deployment_name: Name

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TypeVar
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -24,6 +24,8 @@ from enginehouse.gateway.routing import Target, Waking, resolve
 from enginehouse.observability.gateway import GatewayMetrics, RequestTimer, RouteLabels
 from enginehouse.protocol.openai import describe_validation_error
 from enginehouse.services import engines as engine_service
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # Record an engine's last access at most this often (the inactive timeout needs no finer grain).
 TOUCH_EVERY_S = 1.0
@@ -82,7 +84,8 @@ class Gateway:
         """Forward ``client``'s call (whose body is ``raw_body``) to a replica of its deployment."""
         started = time.perf_counter()
         body = parse_body(raw_body, request_model)
-        target = await self._target(org_id, str(body["model"]), endpoint)
+        model_name = str(getattr(body, "model"))  # every inference request model has one
+        target = await self._target(org_id, model_name, endpoint)
         # Counted from here on: before, there is no deployment to name (or a made-up one).
         route = RouteLabels(self._org_names.get(org_id, org_id), target.engine_name, target.deployment_name)
         timer = self.metrics.start(route, started)
@@ -90,7 +93,7 @@ class Gateway:
             await self._touch(target.engine_id)
             replica_id = self.balancer.choose(sorted(target.replicas))
             url = f"{target.replicas[replica_id]}{endpoint}"
-            if body.get("stream"):
+            if wants_stream(body):
                 return await self._forward_stream(replica_id, url, raw_body, timer)
             return await self._forward(client, replica_id, url, raw_body, timer)
         except ClientLeft:
@@ -242,8 +245,9 @@ def _relay_response(relay: _Relay) -> ClosingStreamingResponse:
 _JSON = {"content-type": "application/json"}
 
 
-def parse_body(raw_body: bytes, request_model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON body, validated with the endpoint's request model (400 when it does not fit)."""
+def parse_body(raw_body: bytes, request_model: type[ModelT]) -> ModelT:
+    """The JSON body, validated with the endpoint's request model (400 when it does not fit).
+    The replica gets the client's bytes as they came; this is what the gateway decides on."""
     try:
         body = json.loads(raw_body)
     except (ValueError, UnicodeDecodeError):
@@ -251,11 +255,16 @@ def parse_body(raw_body: bytes, request_model: type[BaseModel]) -> dict[str, Any
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object", code="invalid_json")
     try:
-        request_model.model_validate(body)
+        return request_model.model_validate(body)
     except ValidationError as exc:
         message, param = describe_validation_error(exc)
         raise BadRequestError(message, param=param) from None
-    return body
+
+
+def wants_stream(body: BaseModel) -> bool:
+    """Relay an event stream only for a validated ``stream`` that is really ``true``: anything
+    else the request model let through is answered in one piece."""
+    return getattr(body, "stream", None) is True
 
 
 def _replica_unreachable(exc: Exception) -> ServiceUnavailableError:

@@ -30,7 +30,8 @@ DataFormat = Literal["logits", "probs"]
 
 
 class ClassificationRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: "false" is not a boolean nor "5" a number, as in OpenAI's API.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(min_length=1)
     # vlm-classification: one image (data: URI, base64, or file:// where allowed); the replica

@@ -21,7 +21,8 @@ MAX_INPUTS = 2048
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: "false" is not a boolean nor "5" a number, as in OpenAI's API.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(min_length=1)
     # One text, a list of texts, one token-id list or a list of token-id lists. Token ids are

@@ -24,16 +24,19 @@ Answers are OpenAI-style envelopes ``{"object": "list", "model", "data": [...], 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 # Zero-shot labels in one request: each is one text through the text encoder.
 MAX_LABELS = 256
+# Characters per label: a label is a short phrase; CLIP reads 77 tokens of it at most.
+MAX_LABEL_CHARS = 1000
 
 
 class ImageRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: "false" is not a boolean nor "5" a number, as in OpenAI's API.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(min_length=1)
     image: str = Field(min_length=1)
@@ -46,7 +49,8 @@ class ImageEmbeddingRequest(ImageRequest):
 
 class ImageClassificationRequest(ImageRequest):
     # None: the labels the checkpoint carries (its config's id2label).
-    labels: list[str] | None = Field(default=None, min_length=1, max_length=MAX_LABELS)
+    labels: list[Annotated[str, Field(max_length=MAX_LABEL_CHARS)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_LABELS)
 
 
 class DetectionRequest(ImageRequest):

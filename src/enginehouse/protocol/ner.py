@@ -18,7 +18,8 @@ from enginehouse.protocol.embeddings import MAX_INPUTS
 
 
 class NerRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: "false" is not a boolean nor "5" a number, as in OpenAI's API.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(min_length=1)
     input: str | list[str]

@@ -35,8 +35,20 @@ class ReplicaExit:
     permanent: bool  # True when the replica itself declared the failure (bad model, bad options)
 
 
+class LaunchError(Exception):
+    """A replica could not be started. ``permanent`` when starting it again cannot help (what
+    the engine asks for can never run, e.g. a base model path no process can be given)."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
 class ReplicaProvider(Protocol):
-    def launch(self, launch: ReplicaLaunch) -> LaunchedReplica: ...
+    def launch(self, launch: ReplicaLaunch) -> LaunchedReplica:
+        """Start a replica; raises ``LaunchError`` when it cannot."""
+        ...
 
     def exit_status(self, replica_id: str, pid: int | None, log_path: str | None) -> ReplicaExit | None:
         """None while the replica's process runs; how it ended otherwise."""

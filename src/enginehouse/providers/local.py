@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from enginehouse.providers.base import LaunchedReplica, ReplicaExit, ReplicaLaunch
+from enginehouse.providers.base import LaunchedReplica, LaunchError, ReplicaExit, ReplicaLaunch
+from enginehouse.requestlimits import RequestLimits
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,14 @@ REPLICA_ERROR_MARKER = "ENGINEHOUSE_REPLICA_ERROR:"
 
 
 class LocalProvider:
-    def __init__(self, log_dir: Path, host: str = "127.0.0.1", threads: int = 0) -> None:
+    def __init__(
+        self, log_dir: Path, host: str = "127.0.0.1", threads: int = 0, limits: RequestLimits | None = None
+    ) -> None:
         self.log_dir = log_dir
         self.host = host
         self.threads = threads
+        # Replicas bound request bodies as the server does: the gateway forwards what it accepted.
+        self.limits = limits or RequestLimits.default()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def launch(self, launch: ReplicaLaunch) -> LaunchedReplica:
@@ -45,15 +50,24 @@ class LocalProvider:
             "--port", str(port),
             "--replica-id", launch.replica_id,
             "--runtime-options", json.dumps(launch.runtime_options),
+            "--max-body-bytes", str(self.limits.max_body_bytes),
+            "--max-json-depth", str(self.limits.max_json_depth),
         ]
         if self.threads:
             command += ["--threads", str(self.threads)]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
         with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
-            )
+            try:
+                process = subprocess.Popen(
+                    command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, start_new_session=True,
+                )
+            except ValueError as exc:  # an argument no process can take (a NUL byte): never will
+                raise LaunchError(f"cannot start a replica for base model {launch.base_model!r}: {exc}",
+                                  permanent=True) from None
+            except OSError as exc:  # out of processes or memory: may pass
+                raise LaunchError(f"cannot start a replica process: {exc.strerror or exc}",
+                                  permanent=False) from None
         self._children[launch.replica_id] = process
         log.info("started replica %s (pid %s) on port %s", launch.replica_id, process.pid, port)
         return LaunchedReplica(

@@ -18,9 +18,9 @@ from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStat
 from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, ReplicaModel
 from enginehouse.db.session import Database
-from enginehouse.providers.base import ReplicaLaunch, ReplicaProvider
+from enginehouse.providers.base import LaunchError, ReplicaLaunch, ReplicaProvider
 from enginehouse.reconciler import policy
-from enginehouse.reconciler.policy import DeploymentFacts, ReplicaFacts
+from enginehouse.reconciler.policy import CrashStreak, DeploymentFacts, ReplicaFacts
 from enginehouse.reconciler.replica_client import AdapterLoadRefused, ReplicaClient
 from enginehouse.reconciler.snapshot import EngineSnapshot, ReplicaRow, load_snapshot
 from enginehouse.services import deployments as deployment_service
@@ -37,8 +37,7 @@ MAX_CONSECUTIVE_CRASHES = 3
 class EngineMemory:
     """What the reconciler remembers about an engine between steps (in memory only)."""
 
-    crashes: int = 0
-    last_crash_reason: str | None = None
+    crashes: CrashStreak = field(default_factory=CrashStreak)
     load_errors: dict[str, str] = field(default_factory=dict)  # deployment id → reason
 
 
@@ -106,29 +105,24 @@ class EngineStep:
     async def _reconcile_replicas(self, snapshot: EngineSnapshot, memory: EngineMemory) -> StepOutcome:
         facts = await asyncio.gather(*(self._observe(snapshot, r) for r in snapshot.replicas))
         removed: list[str] = []
-        failure: str | None = None
+        faults: list[policy.Fault] = []
         for fact, row in zip(facts, snapshot.replicas):
             if fact.exited:
                 removed.append(row.replica_id)
-                if fact.permanent_failure:
-                    failure = fact.exit_reason
-                else:
-                    memory.crashes += 1
-                    memory.last_crash_reason = fact.exit_reason
+                faults.append(policy.Fault(fact.exit_reason or "replica exited", fact.permanent_failure))
             elif not fact.ready and fact.age_s > self.start_timeout_s:
                 await asyncio.to_thread(self.provider.stop, row.replica_id, row.pid)
                 removed.append(row.replica_id)
-                memory.crashes += 1
-                memory.last_crash_reason = f"replica did not become ready in {self.start_timeout_s:.0f} s"
-        if failure is None and memory.crashes >= MAX_CONSECUTIVE_CRASHES:
-            failure = f"replica keeps failing ({memory.crashes} times): {memory.last_crash_reason}"
+                faults.append(policy.Fault(f"replica did not become ready in {self.start_timeout_s:.0f} s"))
+        memory.crashes, failure = policy.judge_faults(faults, memory.crashes, MAX_CONSECUTIVE_CRASHES)
         live = [f for f in facts if f.replica_id not in removed]
         launched: list[ReplicaModel] = []
         if snapshot.status.wants_replicas and failure is None:
             if snapshot.selected_option in options.available_option_names():
-                missing = snapshot.desired_replicas - len(live)
-                for _ in range(max(0, missing)):
-                    launched.append(await asyncio.to_thread(self._launch, snapshot))
+                launched, fault = await self._launch_missing(snapshot, snapshot.desired_replicas - len(live))
+                if fault is not None:
+                    memory.crashes, failure = policy.judge_faults([fault], memory.crashes,
+                                                                  MAX_CONSECUTIVE_CRASHES)
         else:
             for fact in live:
                 row = next(r for r in snapshot.replicas if r.replica_id == fact.replica_id)
@@ -137,8 +131,21 @@ class EngineStep:
             live = []
         ready_ids = {f.replica_id for f in live if f.ready}
         if ready_ids:
-            memory.crashes = 0
+            memory.crashes = CrashStreak()
         return StepOutcome(live, ready_ids, failure, removed, launched)
+
+    async def _launch_missing(
+        self, snapshot: EngineSnapshot, missing: int
+    ) -> tuple[list[ReplicaModel], policy.Fault | None]:
+        """Launch up to ``missing`` replicas; stops at the first that cannot be launched."""
+        launched: list[ReplicaModel] = []
+        for _ in range(max(0, missing)):
+            try:
+                launched.append(await asyncio.to_thread(self._launch, snapshot))
+            except LaunchError as exc:
+                log.warning("engine %s: %s", snapshot.engine_id, exc.reason)
+                return launched, policy.Fault(exc.reason, exc.permanent)
+        return launched, None
 
     async def _observe(self, snapshot: EngineSnapshot, row: ReplicaRow) -> ReplicaFacts:
         age_s = (utcnow() - row.started_at).total_seconds()

@@ -37,6 +37,40 @@ class DeploymentFacts:
     checkpoint_path: str | None
 
 
+@dataclass(frozen=True)
+class Fault:
+    """Something that kept a replica from serving: it exited, did not start in time, or could not
+    be launched. ``permanent`` when trying again cannot help (the replica or provider said so)."""
+
+    reason: str
+    permanent: bool = False
+
+
+@dataclass(frozen=True)
+class CrashStreak:
+    """Transient faults of an engine's replicas since one was last ready."""
+
+    count: int = 0
+    last_reason: str | None = None
+
+
+def judge_faults(faults: list[Fault], streak: CrashStreak, max_crashes: int) -> tuple[CrashStreak, str | None]:
+    """The streak after ``faults``, and why the engine cannot come up (None: try again).
+
+    A permanent fault fails the engine at once, with its own reason: retrying a base model that
+    can never be opened would only repeat the failure. Transient ones (a crash, a start that timed
+    out, a launch that may work next time) are healed by starting a new replica, until
+    ``max_crashes`` of them in a row say the engine is stuck.
+    """
+    for fault in faults:
+        if fault.permanent:
+            return streak, fault.reason
+        streak = CrashStreak(streak.count + 1, fault.reason)
+    if streak.count >= max_crashes:
+        return streak, f"replica keeps failing ({streak.count} times): {streak.last_reason}"
+    return streak, None
+
+
 def desired_adapters(deployments: list[DeploymentFacts]) -> dict[str, str]:
     """The adapters every ready replica should hold: each fine-tuned deployment not Failed."""
     return {

@@ -12,6 +12,8 @@ import logging
 import socket
 import sys
 
+from enginehouse.requestlimits import RequestLimits
+
 EXIT_LOAD_FAILED = 3
 EXIT_LISTEN_FAILED = 4
 ERROR_PREFIX = "ENGINEHOUSE_REPLICA_ERROR: "
@@ -29,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime-options", default=None, help="JSON object, e.g. '{\"max_loras\": 4}'")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--log-level", default="info")
+    # The server passes its own request limits (ENGINEHOUSE_MAX_REQUEST_BODY_BYTES, _MAX_JSON_DEPTH).
+    parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body read")
+    parser.add_argument("--max-json-depth", type=int, default=None, help="deepest JSON nesting accepted")
     # Lets the control plane recognise its replica among the machine's processes after a restart.
     parser.add_argument("--replica-id", default=None, help="the control plane's id for this replica")
     return parser
@@ -72,10 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything else while loading is still the user's model failing
         log.exception("loading failed")
         return fail(f"could not load base model '{args.base_model}': {exc}", EXIT_LOAD_FAILED)
-    return serve(runner, args.host, args.port, args.log_level)
+    return serve(runner, args.host, args.port, args.log_level, _limits(args))
 
 
-def serve(runner: object, host: str, port: int, log_level: str) -> int:
+def _limits(args: argparse.Namespace) -> RequestLimits:
+    default = RequestLimits.default()
+    return RequestLimits(args.max_body_bytes or default.max_body_bytes,
+                         args.max_json_depth or default.max_json_depth)
+
+
+def serve(runner: object, host: str, port: int, log_level: str, limits: RequestLimits | None = None) -> int:
     import uvicorn
 
     from enginehouse.runtime.server import create_app
@@ -84,7 +95,7 @@ def serve(runner: object, host: str, port: int, log_level: str) -> int:
         sock = _bind(host, port)
     except OSError as exc:
         return fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_LISTEN_FAILED)
-    app = create_app(runner)  # type: ignore[arg-type]
+    app = create_app(runner, limits)  # type: ignore[arg-type]
     # log_config=None: uvicorn's loggers propagate to ours, so everything goes to stderr.
     config = uvicorn.Config(app, log_config=None, log_level=log_level, timeout_graceful_shutdown=5)
     log.info("serving %s on http://%s:%d", getattr(runner, "served_name", "?"), host, port)

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from enginehouse.disconnect import ClientLeft, ClosingStreamingResponse, client_left_response
 from enginehouse.errors import BadRequestError, EnginehouseError, ValidationFailedError
+from enginehouse.methods import method_not_allowed
 from enginehouse.protocol.openai import describe_validation_error
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(ValidationFailedError(message, param=where or None))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = EnginehouseError(str(exc.detail), code="not_found" if exc.status_code == 404 else "http_error")
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = EnginehouseError(str(exc.detail), code="not_found" if exc.status_code == 404 else "http_error",
+                                 headers=dict(exc.headers or {}))
         error.status_code = exc.status_code
         error.error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        if exc.status_code == 405:
+            error.message, allow = method_not_allowed(request)
+            error.headers.update(allow)
+            error.code = "method_not_allowed"
         return error_response(error)
 
     @app.exception_handler(ClientLeft)

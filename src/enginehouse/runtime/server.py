@@ -14,19 +14,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from enginehouse.core.specs import LocalPath
 from enginehouse.errors import NotFoundError, ValidationFailedError
+from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
 from enginehouse.runtime.base import ModelRunner
 from enginehouse.runtime.http import install_error_handlers, parse_body
 
 
 class LoadAdapterRequest(BaseModel):
-    path: str = Field(min_length=1)
+    path: LocalPath
 
 
-def create_app(runner: ModelRunner) -> FastAPI:
-    """``runner`` must be loaded already: the server only starts serving a ready model."""
+def create_app(runner: ModelRunner, limits: RequestLimits | None = None) -> FastAPI:
+    """``runner`` must be loaded already: the server only starts serving a ready model. ``limits``
+    bound request bodies as the server's do (the settings' defaults when not given)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -37,6 +40,7 @@ def create_app(runner: ModelRunner) -> FastAPI:
             await asyncio.to_thread(runner.stop)
 
     app = FastAPI(title=f"enginehouse replica ({runner.task_type})", lifespan=lifespan)
+    app.add_middleware(RequestLimitMiddleware, limits=limits or RequestLimits.default())
     install_error_handlers(app)
 
     @app.get("/health")

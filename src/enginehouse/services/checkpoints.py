@@ -8,12 +8,30 @@ from pathlib import Path
 from enginehouse.core.task_types import TaskType
 
 
+def resolve_local_path(text: str) -> Path:
+    """``text`` as an absolute path on this machine (``~`` expanded); ``ValueError`` with a
+    sentence for the user when it cannot be one (``~user`` of an unknown user, a NUL byte)."""
+    try:
+        return Path(text).expanduser().resolve()
+    except RuntimeError as exc:  # "Could not determine home directory"
+        raise ValueError(f"path {text!r} cannot be resolved: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"path {text!r} is not a usable path on this machine: {exc}") from None
+
+
 def checkpoint_problem(task_type: TaskType, path: Path) -> str | None:
     """A sentence saying what is wrong with ``path`` as a checkpoint, or None when it looks right.
 
     Registration checks only what is cheap and certain (files, adapter type); whether the weights
     fit the engine's base model is found out when a replica loads them.
     """
+    try:
+        return _files_problem(task_type, path)
+    except OSError as exc:  # a name too long, no permission, ...
+        return f"{path} cannot be read: {exc.strerror or exc}"
+
+
+def _files_problem(task_type: TaskType, path: Path) -> str | None:
     if not path.is_dir():
         return f"directory {path} does not exist"
     if task_type.serves_lora:

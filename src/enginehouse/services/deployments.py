@@ -106,14 +106,16 @@ def _resolve_source(session: Session, org_id: str, source: DeploymentSource) -> 
 
 
 def create_with_engine(
-    session: Session, org_id: str, name: str, source: DeploymentSource, engine_spec: EngineSpec
+    session: Session, org_id: str, name: str, source: DeploymentSource, engine_spec: EngineSpec,
+    *, max_replicas: int | None = None,
 ) -> DeploymentModel:
-    """Create an engine and a deployment on it in one step (one transaction)."""
+    """Create an engine and a deployment on it in one step (one transaction); ``max_replicas`` as
+    for ``engines.create_engine``."""
     if name == engine_spec.name:
         raise ConflictError(
             f"the deployment and its new engine cannot both be named {name!r}", code="name_taken"
         )
-    engine = engine_service.create_engine(session, org_id, engine_spec)
+    engine = engine_service.create_engine(session, org_id, engine_spec, max_replicas=max_replicas)
     return deploy(session, org_id, engine.id, name, source)
 
 

@@ -26,7 +26,11 @@ def name_taken(session: Session, org_id: str, name: str) -> bool:
     return False
 
 
-def create_engine(session: Session, org_id: str, spec: EngineSpec) -> EngineModel:
+def create_engine(
+    session: Session, org_id: str, spec: EngineSpec, *, max_replicas: int | None = None
+) -> EngineModel:
+    """``max_replicas``: the most replicas this server lets one engine run (None: no limit)."""
+    _check_replica_ceiling(spec, max_replicas)
     if spec.task_type not in SERVABLE_TASK_TYPES:
         served = ", ".join(sorted(t.value for t in SERVABLE_TASK_TYPES))
         raise ValidationFailedError(
@@ -73,6 +77,20 @@ def create_engine(session: Session, org_id: str, spec: EngineSpec) -> EngineMode
     record_event(session, org_id, engine.id, engine.id, engine.name, None,
                  EngineStatus.PROVISIONING.value, engine.status_reason or "created")
     return engine
+
+
+def _check_replica_ceiling(spec: EngineSpec, ceiling: int | None) -> None:
+    if ceiling is None or spec.autoscaling is None:
+        return
+    for field in ("min_replicas", "max_replicas"):
+        wanted = getattr(spec.autoscaling, field)
+        if wanted > ceiling:
+            raise ValidationFailedError(
+                f"autoscaling.{field} is {wanted}, over this server's limit of {ceiling} replicas per "
+                f"engine; ask for at most {ceiling} (the operator sets the limit with "
+                "ENGINEHOUSE_MAX_REPLICAS_PER_ENGINE)",
+                param=f"autoscaling.{field}",
+            )
 
 
 def _select_option(spec: EngineSpec) -> tuple[str, str]:

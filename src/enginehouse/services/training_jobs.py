@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -10,24 +9,28 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enginehouse.core.ids import new_id, utcnow
-from enginehouse.core.specs import Name, StrictModel
+from enginehouse.core.specs import Epoch, LocalPath, LooseEnum, ModelSource, Name, StrictModel
 from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import CheckpointModel, TrainingJobModel
 from enginehouse.errors import NotFoundError, ValidationFailedError
-from enginehouse.services.checkpoints import checkpoint_problem
+from enginehouse.services.checkpoints import checkpoint_problem, resolve_local_path
+
+
+# Checkpoints registered in one call (one per epoch).
+MAX_CHECKPOINTS = 1000
 
 
 class CheckpointSpec(StrictModel):
-    checkpoint: int = Field(ge=1)
-    path: str = Field(min_length=1)
+    checkpoint: Epoch
+    path: LocalPath
     test_results: dict[str, Any] | None = None
 
 
 class TrainingJobSpec(StrictModel):
     name: Name
-    task_type: TaskType
-    base_model: str = Field(min_length=1)
-    checkpoints: list[CheckpointSpec] = Field(min_length=1)
+    task_type: LooseEnum[TaskType]
+    base_model: ModelSource
+    checkpoints: list[CheckpointSpec] = Field(min_length=1, max_length=MAX_CHECKPOINTS)
 
 
 def register_training_job(session: Session, org_id: str, spec: TrainingJobSpec) -> TrainingJobModel:
@@ -44,7 +47,7 @@ def register_training_job(session: Session, org_id: str, spec: TrainingJobSpec) 
     job.checkpoints = [
         CheckpointModel(
             checkpoint=c.checkpoint,
-            path=str(Path(c.path).expanduser().resolve()),
+            path=str(resolve_local_path(c.path)),
             test_results=c.test_results,
         )
         for c in spec.checkpoints
@@ -63,7 +66,12 @@ def _check_checkpoints(spec: TrainingJobSpec) -> None:
                 f"checkpoint {checkpoint.checkpoint} is listed twice", param=f"{param}.checkpoint"
             )
         seen.add(checkpoint.checkpoint)
-        path = Path(checkpoint.path).expanduser().resolve()
+        try:
+            path = resolve_local_path(checkpoint.path)
+        except ValueError as exc:
+            raise ValidationFailedError(
+                f"checkpoint {checkpoint.checkpoint}: {exc}", param=f"{param}.path"
+            ) from None
         problem = checkpoint_problem(spec.task_type, path)
         if problem:
             raise ValidationFailedError(

@@ -180,7 +180,9 @@ def test_one_forward_mixes_deployments_each_row_with_its_own_head(tiny_berts: Ti
     runner = make_runner(tiny_berts.base)  # not started: the test steps the batcher itself
     for name in ("two", "three"):
         runner.load_adapter(name, str(tiny_berts.adapters[name]))
-    encode = runner.serving.encoder.encode
+    def encode(text: str) -> list[int]:
+        return list(runner.serving.tokenizers.inline(text)["input_ids"])
+
     requests = {}
     for model in ["three", "tiny", "two", "three"]:
         handle, spec = _resolve(runner, model)
@@ -204,7 +206,8 @@ def test_a_batch_holds_at_most_max_loras_adapters(tiny_berts: TinyBerts) -> None
     requests = []
     for model in ["two", "three", "tiny"]:
         handle, spec = _resolve(runner, model)
-        requests.append(ClassifyRequest([runner.serving.encoder.encode(TEXTS[0])], handle, spec))
+        ids = runner.serving.tokenizers.inline(TEXTS[0])["input_ids"]
+        requests.append(ClassifyRequest([list(ids)], handle, spec))
         runner.batcher.submit(requests[-1])
     runner.batcher.step()
     assert [r.future.done() for r in requests] == [True, False, True]

@@ -289,6 +289,28 @@ def test_input_over_the_model_length_is_400_unless_truncated(normalized: TestCli
     assert ids.status_code == 400
 
 
+def test_the_position_table_bounds_the_input(plain: TestClient) -> None:
+    # The tiny BERT's tokenizer says 512 tokens, its position table holds 256: past 256 the
+    # forward itself would fail, so 256 is the maximum.
+    assert plain.get("/health").json()["max_model_len"] == 256
+    text = "the cat sat on the mat " * 60
+    refused = plain.post("/v1/embeddings", json={"model": "emb", "input": text})
+    assert refused.status_code == 400 and "at most 256 tokens" in refused.json()["error"]["message"]
+    cut = plain.post("/v1/embeddings", json={"model": "emb", "input": text, "truncate": True})
+    assert cut.status_code == 200 and cut.json()["usage"]["prompt_tokens"] == 256
+
+
+def test_a_10_mb_input_is_refused_or_cut_from_a_prefix(plain: TestClient) -> None:
+    huge = ("the quick brown fox jumps over the lazy dog. " * 230_000)[:10_000_000]
+    refused = plain.post("/v1/embeddings", json={"model": "emb", "input": huge})
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert "at least" in error["message"]
+    cut = plain.post("/v1/embeddings", json={"model": "emb", "input": huge, "truncate": True})
+    short = plain.post("/v1/embeddings", json={"model": "emb", "input": huge[:5_000], "truncate": True})
+    assert cut.json()["data"] == short.json()["data"]
+
+
 def test_unknown_model_is_404(plain: TestClient) -> None:
     response = plain.post("/v1/embeddings", json={"model": "nope", "input": "x"})
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
@@ -321,7 +343,7 @@ def test_max_model_len_option(tiny_bert_dir: Path) -> None:
         assert client.post("/v1/embeddings", json={"model": "emb", "input": TEXTS[1]}).status_code == 400
     runner = EmbeddingRunner(base_model=str(tiny_bert_dir), served_name="emb",
                              options=RuntimeOptions(max_model_len=100000))
-    with pytest.raises(ReplicaLoadError, match="max_model_len 100000 exceeds the model's maximum input length 512"):
+    with pytest.raises(ReplicaLoadError, match="max_model_len 100000 exceeds the model's maximum input length 256"):
         runner.load()
 
 

@@ -20,6 +20,8 @@ from enginehouse.demo.tiny_vlm import build_tiny_image_classifier, build_tiny_ll
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.server import create_app
 from enginehouse.runtime.vlm.runner import VlmClassificationRunner, VlmGenerationRunner
+from tests.integration.harness import wait_for
+from tests.prometheus import Scrape
 
 
 def png_data_uri(color: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> str:
@@ -209,3 +211,55 @@ def test_classification_swap(cls_client: TestClient, tmp_path: Path) -> None:
     assert list(answer["data"][0]["logits"]) == ["yes", "no"]
     assert cls_client.delete("/v1/adapters/ft").status_code == 200
     assert cls_client.get("/health").json()["labels"] == ["cat", "dog", "bird"]
+
+
+def _leave_after_the_body(client: TestClient, body: dict) -> None:
+    """Send ``body`` to the replica app as a client that disconnects as soon as it is sent."""
+    raw = json.dumps(body).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json")],
+             "server": ("testserver", 80), "client": ("testclient", 50000)}
+
+    async def call() -> None:
+        messages = [{"type": "http.disconnect"}, {"type": "http.request", "body": raw, "more_body": False}]
+
+        async def receive() -> dict:
+            return messages.pop() if len(messages) > 1 else messages[0]
+
+        async def send(message: dict) -> None:
+            pass
+
+        await client.app(scope, receive, send)
+
+    client.portal.call(call)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_generation_stops_when_its_client_leaves(chat_client: TestClient, stream: bool) -> None:
+    def scrape() -> Scrape:
+        return Scrape.parse(chat_client.get("/metrics").text)
+
+    before = scrape()
+    max_tokens = 400
+    body = {"model": "vlm", "messages": chat_messages(RED), "max_tokens": max_tokens, "ignore_eos": True,
+            "temperature": 0, "stream": stream}
+    _leave_after_the_body(chat_client, body)
+    wait_for(lambda: scrape().delta(before, "enginehouse_requests_total", status="aborted") == 1,
+             timeout=60, what="the generation to be counted as aborted")
+    after = scrape()
+    assert after.delta(before, "enginehouse_requests_total", status="ok") == 0
+    assert after.delta(before, "enginehouse_generation_tokens_total") < max_tokens
+    # The replica serves the next caller in full.
+    assert chat(chat_client, ignore_eos=True)["usage"]["completion_tokens"] == 12
+    assert scrape().delta(before, "enginehouse_requests_total", status="ok") == 1
+
+
+def test_a_huge_prompt_is_refused_before_the_processor_reads_it(chat_client: TestClient) -> None:
+    huge = ("the quick brown fox jumps over the lazy dog. " * 230_000)[:10_000_000]
+    body = {"model": "vlm", "messages": chat_messages(RED, huge), "max_tokens": 2}
+    response = chat_client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and "at least" in error["message"]
+    assert chat(chat_client)["usage"]["completion_tokens"] > 0

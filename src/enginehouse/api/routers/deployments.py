@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from enginehouse.api.deps import OrgDep, SessionDep
+from enginehouse.api.deps import OrgDep, ReplicaCeilingDep, SessionDep
 from enginehouse.api.schemas import CreateDeploymentRequest
 from enginehouse.api.views import deployment_to_dict
 from enginehouse.services import deployments as deployment_service
@@ -16,10 +16,12 @@ router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 
 
 @router.post("", status_code=201)
-def create_deployment(body: CreateDeploymentRequest, session: SessionDep, org: OrgDep) -> dict[str, Any]:
+def create_deployment(
+    body: CreateDeploymentRequest, session: SessionDep, org: OrgDep, max_replicas: ReplicaCeilingDep
+) -> dict[str, Any]:
     if body.engine is not None:
         deployment = deployment_service.create_with_engine(
-            session, org, body.name, body.source, body.engine
+            session, org, body.name, body.source, body.engine, max_replicas=max_replicas
         )
     else:
         assert body.engine_id is not None

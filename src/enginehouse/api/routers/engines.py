@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from enginehouse.api.deps import OrgDep, SessionDep
+from enginehouse.api.deps import OrgDep, ReplicaCeilingDep, SessionDep
 from enginehouse.api.schemas import DeployRequest, UndeployRequest
 from enginehouse.api.views import deployment_to_dict, engine_to_dict, event_to_dict
 from enginehouse.core.specs import EngineSpec
@@ -30,8 +30,10 @@ def _engine_view(request: Request, session: Session, engine: EngineModel) -> dic
 
 
 @router.post("", status_code=201)
-def create_engine(spec: EngineSpec, request: Request, session: SessionDep, org: OrgDep) -> dict[str, Any]:
-    engine = engine_service.create_engine(session, org, spec)
+def create_engine(
+    spec: EngineSpec, request: Request, session: SessionDep, org: OrgDep, max_replicas: ReplicaCeilingDep
+) -> dict[str, Any]:
+    engine = engine_service.create_engine(session, org, spec, max_replicas=max_replicas)
     return _engine_view(request, session, engine)
 
 

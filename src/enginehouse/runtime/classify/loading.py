@@ -9,7 +9,6 @@ freshly initialised, and the runner only lets adapters with their own head use i
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,22 +87,6 @@ def resolve_max_model_len(requested: int | None, model_limit: int | None) -> int
             f"set runtime_options.max_model_len to at most {model_limit}"
         )
     return requested
-
-
-class InputEncoder:
-    """Token ids for inputs, from several threads at once: fast tokenizers keep truncation
-    settings as shared mutable state and refuse concurrent use, hence the lock."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self._tokenizer = tokenizer
-        self._lock = threading.Lock()
-
-    def encode(self, text: str, max_length: int | None = None) -> list[int]:
-        """With ``max_length``, truncated the tokenizer's way (special tokens kept)."""
-        with self._lock:
-            if max_length is None:
-                return list(self._tokenizer(text)["input_ids"])
-            return list(self._tokenizer(text, truncation=True, max_length=max_length)["input_ids"])
 
 
 def _max_length(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> int | None:

@@ -14,7 +14,6 @@ from enginehouse.runtime.classify.batcher import BatcherConfig, ClassificationBa
 from enginehouse.runtime.classify.heads import HeadBank, HeadLayout, discover_heads
 from enginehouse.runtime.classify.labels import HeadMismatch, head_spec
 from enginehouse.runtime.classify.loading import (
-    InputEncoder,
     LoadedClassifier,
     load_sequence_classifier,
     resolve_max_model_len,
@@ -23,6 +22,7 @@ from enginehouse.runtime.classify.serving import BaseHead, ClassificationServing
 from enginehouse.runtime.lora.layers import MultiLoRAModel
 from enginehouse.runtime.lora.registry import AdapterEntry, AdapterRegistry
 from enginehouse.runtime.lora.runner import LoRARunner
+from enginehouse.runtime.tokenizing import TokenizerThreads
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ClassificationRunner(LoRARunner[ClassificationBatcher, ClassificationServi
         self._worker = ClassificationBatcher(lora, heads, config)
         self._serving = ClassificationServing(
             batcher=self._worker,
-            encoder=InputEncoder(loaded.tokenizer),
+            tokenizers=TokenizerThreads(loaded.tokenizer),
             registry=self._registry,
             served_name=self.served_name,
             base_head=self._base_head(loaded, layout),

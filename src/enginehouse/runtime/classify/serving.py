@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from transformers import PreTrainedTokenizerBase
 
 from enginehouse.errors import BadRequestError, ConflictError, EnginehouseError
 from enginehouse.protocol.classification import (
@@ -25,10 +26,11 @@ from enginehouse.protocol.classification import (
 )
 from enginehouse.runtime.classify.batcher import ClassificationBatcher, ClassificationFailed, ClassifyRequest
 from enginehouse.runtime.classify.labels import HeadSpec
-from enginehouse.runtime.classify.loading import InputEncoder
 from enginehouse.runtime.http import parse_body
 from enginehouse.runtime.lora.registry import AdapterHandle, AdapterRegistry
 from enginehouse.runtime.metrics import STATUS_ABORTED, STATUS_ERROR, STATUS_OK, ReplicaMetrics, RequestRecord
+from enginehouse.runtime.single.inputs import encode_texts
+from enginehouse.runtime.tokenizing import TokenizerThreads
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class ClassificationServing:
         self,
         *,
         batcher: ClassificationBatcher,
-        encoder: InputEncoder,
+        tokenizers: TokenizerThreads[PreTrainedTokenizerBase],
         registry: AdapterRegistry,
         served_name: str,
         base_head: BaseHead,
@@ -57,7 +59,7 @@ class ClassificationServing:
         metrics: ReplicaMetrics | None = None,
     ) -> None:
         self.batcher = batcher
-        self.encoder = encoder
+        self.tokenizers = tokenizers
         self.registry = registry
         self.served_name = served_name
         self.base_head = base_head
@@ -81,7 +83,7 @@ class ClassificationServing:
             )
         if body.input is None:  # the request model lets image-only bodies through for vlm-classification
             raise BadRequestError("input is required: this is a text classification model", param="input")
-        rows = await asyncio.to_thread(self.encode, body.inputs(), body.wants_truncation)
+        rows = await self.encode(body.inputs(), body.wants_truncation)
         job = ClassifyRequest(rows, adapter, spec, arrival=arrival)
         self.batcher.submit(job)
         logits = await self._wait(job, adapter)
@@ -105,25 +107,13 @@ class ClassificationServing:
         handle = await self.registry.resolve(name)
         return handle, handle.weights.spec  # type: ignore[attr-defined]
 
-    def encode(self, texts: list[str], truncate: bool) -> list[list[int]]:
-        limit = self.max_model_len
-        rows = []
-        for index, text in enumerate(texts):
-            ids = self.encoder.encode(text)
-            if len(ids) > limit and truncate:
-                ids = self.encoder.encode(text, max_length=limit)
-            elif len(ids) > limit:
-                where = "input" if len(texts) == 1 else f"input[{index}]"
-                raise BadRequestError(
-                    f"{where} is {len(ids)} tokens long, but this model takes at most {limit} tokens; "
-                    "shorten it, or set \"truncate\": true to cut it to fit",
-                    param="input",
-                    code="context_length_exceeded",
-                )
-            if not ids:
-                raise BadRequestError(f"input[{index}] has no tokens", param="input")
-            rows.append(ids)
-        return rows
+    async def encode(self, texts: list[str], truncate: bool) -> list[list[int]]:
+        """Token rows of ``texts``, held to the model's maximum length (off the event loop when long)."""
+
+        def work(tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+            return encode_texts(tokenizer, texts, max_length=self.max_model_len, truncate=truncate).rows
+
+        return await self.tokenizers.run(texts, work)
 
     async def _wait(self, job: ClassifyRequest, adapter: AdapterHandle | None) -> torch.Tensor:
         status = STATUS_ERROR

@@ -14,7 +14,7 @@ from enginehouse.runtime.embedding.recipe import EmbeddingRecipe, embed, output_
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.single import loading
 from enginehouse.runtime.single.loading import ModelLoadError
-from enginehouse.runtime.single.serving import Tokenizers
+from enginehouse.runtime.tokenizing import TokenizerThreads
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class EmbeddingModel:
     dimensions: int
     model_type: str
     vocab_size: int
-    tokenizers: Tokenizers
+    tokenizers: TokenizerThreads[PreTrainedTokenizerBase]
 
     @property
     def pad_token_id(self) -> int:
@@ -100,7 +100,7 @@ def open_embedding_model(
         dimensions=output_dimension(hidden_size, recipe),
         model_type=str(config.model_type),
         vocab_size=int(model.get_input_embeddings().num_embeddings),
-        tokenizers=Tokenizers(tokenizer),
+        tokenizers=TokenizerThreads(tokenizer),
     )
     log.info("loaded embedding model %s on %s (%d dimensions, pooling %s%s)", source, device, loaded.dimensions,
              "+".join(recipe.modes), ", normalised" if recipe.normalize else "")

@@ -13,7 +13,7 @@ from transformers import AutoModelForTokenClassification, PreTrainedTokenizerBas
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.single import loading
 from enginehouse.runtime.single.loading import ModelLoadError
-from enginehouse.runtime.single.serving import Tokenizers
+from enginehouse.runtime.tokenizing import TokenizerThreads
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class NerModel:
     max_length: int
     labels: tuple[str, ...]  # index → label name (the config's id2label)
     model_type: str
-    tokenizers: Tokenizers
+    tokenizers: TokenizerThreads[PreTrainedTokenizerBase]
 
     @property
     def pad_token_id(self) -> int:
@@ -87,7 +87,7 @@ def open_ner_model(source: str, options: RuntimeOptions, *, base: BaseTraits | N
         max_length=loading.resolve_max_length(options.max_model_len, tokenizer, config),
         labels=labels,
         model_type=str(config.model_type),
-        tokenizers=Tokenizers(tokenizer),
+        tokenizers=TokenizerThreads(tokenizer),
     )
     log.info("loaded ner model %s on %s (labels %s)", source, device, ", ".join(labels))
     return loaded

@@ -1,6 +1,7 @@
-"""Turning a request's texts into token rows, with the length rule of single-model endpoints:
-an input longer than the model's maximum is a 400 unless the request sets ``truncate: true``,
-which cuts it to the maximum (keeping the model's special tokens, e.g. BERT's final [SEP])."""
+"""Turning a request's texts into token rows, with the length rule of encoder endpoints (embedding,
+NER, classification): an input longer than the model's maximum is a 400 unless the request sets
+``truncate: true``, which cuts it to the maximum (keeping the model's special tokens, e.g. BERT's
+final [SEP]). A long text is never tokenized whole to find that out (``encode_bounded``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from enginehouse.errors import BadRequestError
-
-# Texts longer than this in total are tokenized off the event loop.
-INLINE_TOKENIZE_CHARS = 20_000
+from enginehouse.runtime.tokenizing import encode_bounded, window_chars
 
 
 @dataclass(frozen=True)
@@ -38,19 +37,14 @@ def encode_texts(
 ) -> EncodedTexts:
     """Raises ``BadRequestError`` for an input over ``max_length`` without ``truncate``, or one
     that yields no tokens at all."""
+    texts = _bounded(tokenizer, texts, max_length=max_length, truncate=truncate)
     options = {"return_offsets_mapping": True, "return_special_tokens_mask": True} if with_offsets else {}
     # verbose=False: the length check below says it better than the tokenizer's warning.
     encoding = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False, **options)
     too_long = [i for i, ids in enumerate(encoding["input_ids"]) if len(ids) > max_length]
     if too_long and not truncate:
         i = too_long[0]
-        where = "input" if len(texts) == 1 else f"input[{i}]"
-        raise BadRequestError(
-            f"{where} is {len(encoding['input_ids'][i])} tokens long, over this model's maximum of "
-            f"{max_length} tokens; shorten it, or send \"truncate\": true to cut it to the first {max_length} tokens",
-            param="input",
-            code="context_length_exceeded",
-        )
+        raise _too_long(texts, i, f"{len(encoding['input_ids'][i])} tokens long", max_length)
     if too_long:
         # Re-encode with the tokenizer's own truncation, which keeps the closing special tokens.
         encoding = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length, **options)
@@ -65,6 +59,42 @@ def encode_texts(
         offsets=[[(int(a), int(b)) for a, b in row] for row in encoding["offset_mapping"]],
         word_ids=[encoding.word_ids(i) for i in range(len(rows))],
         special=[list(mask) for mask in encoding["special_tokens_mask"]],
+    )
+
+
+def _bounded(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], *, max_length: int, truncate: bool
+) -> list[str]:
+    """``texts`` with every long one that is over ``max_length`` tokens cut to a prefix that still
+    is (``truncate``: the tokenizer then cuts it to the maximum), or a 400 for it."""
+    limit = window_chars(max_length)
+    if all(len(text) <= limit for text in texts):
+        return texts
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+
+    bounded = list(texts)
+    for i, text in enumerate(texts):
+        if len(text) <= limit:
+            continue
+        encoded = encode_bounded(encode, text, max_length)
+        if encoded.complete:
+            continue
+        if not truncate:
+            how_long = f"at least {len(encoded.ids)} tokens long (its first {len(encoded.text)} characters alone)"
+            raise _too_long(texts, i, how_long, max_length)
+        bounded[i] = encoded.text
+    return bounded
+
+
+def _too_long(texts: list[str], index: int, how_long: str, max_length: int) -> BadRequestError:
+    where = "input" if len(texts) == 1 else f"input[{index}]"
+    return BadRequestError(
+        f"{where} is {how_long}, but this model takes at most {max_length} tokens; shorten it, or send "
+        f"\"truncate\": true to cut it to the first {max_length} tokens",
+        param="input",
+        code="context_length_exceeded",
     )
 
 

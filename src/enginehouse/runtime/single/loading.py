@@ -133,13 +133,16 @@ def resolve_max_length(
 
     ``declared`` is what the model's own files say beyond the tokenizer (sentence-transformers'
     ``max_seq_length``); then the tokenizer's ``model_max_length``; then the config's
-    ``max_position_embeddings``. ``requested`` (``runtime_options.max_model_len``) may lower it.
+    ``max_position_embeddings``, which also caps the others: a tokenizer saved with a larger
+    limit than the model's position table would let an input overrun it (an error in the forward).
+    ``requested`` (``runtime_options.max_model_len``) may lower it.
     """
     limit = declared
     if limit is None and 0 < (tokenizer.model_max_length or 0) < _UNSET_LENGTH:
         limit = int(tokenizer.model_max_length)
-    if limit is None:
-        limit = getattr(config, "max_position_embeddings", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limit = min(limit or positions, positions)
     limit = min(limit or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
     if requested is None:
         return limit

@@ -20,7 +20,7 @@ from enginehouse.runtime.embedding.recipe import EmbeddingRecipe
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.single import loading
 from enginehouse.runtime.single.loading import ModelLoadError
-from enginehouse.runtime.single.serving import Tokenizers
+from enginehouse.runtime.tokenizing import TokenizerThreads
 from enginehouse.runtime.vision.processors import checkpoint_labels, load_image_processor
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class ClipModel:
     dimensions: int
     vocab_size: int
     labels: list[str]  # the checkpoint's own (id2label); [] when it has none
-    tokenizers: Tokenizers
+    tokenizers: TokenizerThreads[PreTrainedTokenizerBase]
     recipe: EmbeddingRecipe = field(default=_CLIP_RECIPE)
 
     @property
@@ -118,7 +118,7 @@ def open_clip_model(source: str, options: RuntimeOptions, *, task: str, base: Ba
         dimensions=int(config.projection_dim),
         vocab_size=int(model.text_model.embeddings.token_embedding.num_embeddings),
         labels=checkpoint_labels(config),
-        tokenizers=Tokenizers(tokenizer),
+        tokenizers=TokenizerThreads(tokenizer),
     )
     log.info("loaded CLIP model %s on %s (%d dimensions, %d labels)", source, device, loaded.dimensions,
              len(loaded.labels))

@@ -27,6 +27,7 @@ from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.single import loading
 from enginehouse.runtime.single.loading import ModelLoadError
 from enginehouse.runtime.textgen.sampling import choose_tokens, make_generator
+from enginehouse.runtime.tokenizing import encode_bounded, window_chars
 from enginehouse.runtime.vlm.images import decode_rgb
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class VlmGenerator:
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as exc:
             raise BadRequestError(f"the chat template refused these messages: {exc}", param="messages") from None
+        self._check_length(text)
         try:
             # The template already wrote the special tokens (BOS) it wants.
             inputs = self.processor(images=images or None, text=text, return_tensors="pt", add_special_tokens=False)
@@ -77,6 +79,19 @@ class VlmGenerator:
             raise BadRequestError(f"the model's processor refused the input: {loading.short(exc)}",
                                   param="messages") from None
         return {k: v.to(self.device) for k, v in inputs.items()}
+
+    def _check_length(self, text: str) -> None:
+        """A 400 for a prompt whose text alone is over the context, found from a prefix of it:
+        the processor would otherwise tokenize all of it (seconds for megabytes) to say the same."""
+        if len(text) <= window_chars(self.max_length):
+            return
+        bounded = encode_bounded(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], text,
+                                 self.max_length)
+        if not bounded.complete:
+            raise BadRequestError(
+                f"the prompt is at least {len(bounded.ids)} tokens long (its first {len(bounded.text)} characters "
+                f"alone), but this model's maximum context length is {self.max_length} tokens; shorten it",
+                param="messages", code="context_length_exceeded")
 
     def resolve_max_tokens(self, params: SamplingParams, prompt_tokens: int) -> int:
         room = self.max_length - prompt_tokens

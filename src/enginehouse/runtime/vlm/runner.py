@@ -36,7 +36,7 @@ class VlmGenerationRunner(SingleModelRunner[VlmGenerator]):
 
     def routes(self, slot: ModelSlot[VlmGenerator]) -> APIRouter:
         self._executor = self._executor or _executor()
-        return VlmChatServing(slot, self._executor).router()
+        return VlmChatServing(slot, self._executor, self.metrics).router()
 
     def describe(self, model: VlmGenerator) -> dict[str, Any]:
         return model.describe()
