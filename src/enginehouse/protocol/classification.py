@@ -2,8 +2,8 @@
 and regression deployments.
 
 As for the OpenAI endpoints, the gateway validates client bodies with ``ClassificationRequest``
-before forwarding them and the replica validates again with the same model. Unknown fields are
-ignored. Beyond the SPEC's fields, ``truncate`` (also accepted as ``truncation``, the Hugging
+before forwarding them and the replica validates again with the same model. Unknown fields
+are refused (400). Beyond the SPEC's fields, ``truncate`` (also accepted as ``truncation``, the Hugging
 Face spelling) lets inputs longer than the model takes be cut to fit instead of refused.
 """
 
@@ -31,7 +31,7 @@ DataFormat = Literal["logits", "probs"]
 
 class ClassificationRequest(BaseModel):
     # strict: "false" is not a boolean nor "5" a number, as in OpenAI's API.
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     # vlm-classification: one image (data: URI, base64, or file:// where allowed); the replica

@@ -1,7 +1,7 @@
 """Request and response models of ``POST /v1/embeddings`` (OpenAI-compatible, SPEC §6).
 
 The gateway validates client bodies with ``EmbeddingRequest`` and the replica validates again,
-so both agree on what is a bad request. Unknown fields are ignored.
+so both agree on what is a bad request. Unknown fields are refused (400).
 
 Beyond OpenAI's fields, ``truncate: true`` asks for an input longer than the model's maximum
 length to be cut to that length (keeping the model's special tokens); without it such an input is
@@ -22,7 +22,7 @@ MAX_INPUTS = 2048
 
 class EmbeddingRequest(BaseModel):
     # strict: "false" is not a boolean nor "5" a number, as in OpenAI's API.
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     # One text, a list of texts, one token-id list or a list of token-id lists. Token ids are

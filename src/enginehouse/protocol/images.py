@@ -3,7 +3,7 @@
 ``POST /v1/detections`` (image-detection).
 
 The gateway validates client bodies with these requests and the replica validates again, so both
-agree on what is a bad request. Unknown fields are ignored. ``image`` is a ``data:`` URI, bare
+agree on what is a bad request. Unknown fields are refused (400). ``image`` is a ``data:`` URI, bare
 base64 image bytes, or a ``file://`` path on the server's machine (only when the server allows
 local files); see ``enginehouse.runtime.images``. One image per request.
 
@@ -36,7 +36,7 @@ MAX_LABEL_CHARS = 1000
 
 class ImageRequest(BaseModel):
     # strict: "false" is not a boolean nor "5" a number, as in OpenAI's API.
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     image: str = Field(min_length=1)

@@ -4,7 +4,7 @@
 of the same ``index``, with character offsets into that text (``text == input[start:end]``).
 ``truncate: true`` lets an input longer than the model's maximum length be cut to it (entities
 are then found in the part that fits); without it such an input is a 400. Unknown fields are
-ignored.
+refused (400).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from enginehouse.protocol.embeddings import MAX_INPUTS
 
 class NerRequest(BaseModel):
     # strict: "false" is not a boolean nor "5" a number, as in OpenAI's API.
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     input: str | list[str]

@@ -23,7 +23,7 @@ class StrictWire(BaseModel):
     """A wire object: unknown fields are refused and types are not coerced (``"false"`` is not
     a boolean), so nothing a client sends is silently ignored or reinterpreted."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class FunctionDefinition(StrictWire):
@@ -65,7 +65,7 @@ class ResponseFormatJsonObject(StrictWire):
 
 
 class JsonSchemaFormat(StrictWire):
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
 
     name: str = Field(pattern=FUNCTION_NAME)
     description: str | None = None

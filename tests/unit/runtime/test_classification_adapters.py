@@ -127,9 +127,11 @@ def test_the_base_name_cannot_be_taken_by_an_adapter(client: TestClient, tiny_be
     assert response.status_code == 409
 
 
-def test_request_model_validates_input_and_ignores_unknown_fields() -> None:
+def test_request_model_validates_input_and_refuses_unknown_fields() -> None:
     request = ClassificationRequest.model_validate(
-        {"model": "m", "input": "hello", "data_format": "probs", "truncation": True, "encoding_format": "x"})
+        {"model": "m", "input": "hello", "data_format": "probs", "truncation": True})
+    with pytest.raises(ValidationError, match="encoding_format"):
+        ClassificationRequest.model_validate({"model": "m", "input": "hello", "encoding_format": "x"})
     assert request.inputs() == ["hello"] and request.wants_truncation and request.data_format == "probs"
     assert ClassificationRequest.model_validate({"model": "m", "input": ["a", "b"]}).inputs() == ["a", "b"]
     assert not ClassificationRequest.model_validate({"model": "m", "input": "a"}).wants_truncation

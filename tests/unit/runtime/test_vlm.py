@@ -130,6 +130,19 @@ def test_stop_and_seed(chat_client: TestClient) -> None:
     assert sampled[0] == sampled[1]
 
 
+def test_penalties_and_bias_apply_and_the_rest_is_refused_by_name(chat_client: TestClient) -> None:
+    whole = chat(chat_client, ignore_eos=True, max_tokens=16)["choices"][0]["message"]["content"]
+    penalised = chat(chat_client, ignore_eos=True, max_tokens=16, frequency_penalty=2.0, repetition_penalty=1.5,
+                     logit_bias={"5": 50})["choices"][0]["message"]["content"]
+    assert penalised != whole
+    for extra, param in [({"n": 2}, "n"), ({"logprobs": True}, "logprobs"),
+                         ({"response_format": {"type": "json_object"}}, "response_format"),
+                         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools")]:
+        body = {"model": "vlm", "messages": chat_messages(RED), "max_tokens": 4, **extra}
+        response = chat_client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
 @pytest.mark.parametrize("url", ["data:image/png;base64,AAAA", "not base64 at all!", "http://example.com/x.png",
                                  "file:///etc/hostname"])
 def test_bad_image_is_400(chat_client: TestClient, url: str) -> None:

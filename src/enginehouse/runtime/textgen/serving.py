@@ -1,8 +1,8 @@
 """The OpenAI endpoints of a text-generation replica, on top of the batching engine.
 
 A handler validates the body, resolves ``model`` (the served name is the base model, any other
-name an adapter), turns messages/prompts into token ids (in a worker thread: a long prompt must
-not stall the event loop), checks what the model cannot honour (context length, token ids,
+name an adapter), turns messages/prompts into token ids (in a worker thread, and never more of a
+prompt than its context can hold: a long prompt must not stall the replica), checks what the model cannot honour (context length, token ids,
 a schema the grammar engine cannot enforce), submits one engine request per prompt and answers
 in one piece or as server-sent events.
 """
@@ -24,6 +24,7 @@ from enginehouse.protocol.structured import forced_tool
 from enginehouse.runtime.http import parse_body, sse_response
 from enginehouse.runtime.lora.registry import AdapterHandle, AdapterRegistry
 from enginehouse.runtime.metrics import ReplicaMetrics
+from enginehouse.runtime.tokenizing import encode_bounded
 from enginehouse.runtime.textgen.chat_responses import ChatShape, ToolCalling, chat_body, chat_stream
 from enginehouse.runtime.textgen.grammar import GrammarEngine, GrammarError
 from enginehouse.runtime.textgen.responses import CompletionShape, TokenRenderer, completion_body, completion_stream
@@ -64,9 +65,6 @@ class TextGenerationServing:
         self.no_grammar_reason = no_grammar_reason or "structured output is unavailable for this model"
         self.tool_format = detect_format(tokenizer.chat_template)
         self.renderer = TokenRenderer(tokenizer.token_text, self._token_bytes)
-        # No token spans more characters than the longest vocabulary entry, so a text longer than
-        # this many characters per token of context cannot fit: refused without tokenizing it.
-        self.max_chars = max_model_len * tokenizer.longest_token_chars
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -174,19 +172,24 @@ class TextGenerationServing:
             return self.grammar.tokenizer.decode_bytes([token_id])
         return self.tokenizer.token_text(token_id).encode()
 
-    def _refuse_unless_fits(self, text: str, param: str) -> None:
-        if len(text) > self.max_chars:
+    def _encode_within_context(self, text: str, param: str, *, add_special_tokens: bool = True) -> list[int]:
+        """The text's tokens; a text longer than the context is refused after encoding only a
+        prefix of it that proves so (a 10 MB prompt costs a few KB of tokenizing)."""
+        encoded = encode_bounded(
+            lambda part: self.tokenizer.encode(part, add_special_tokens=add_special_tokens), text, self.max_model_len
+        )
+        if not encoded.complete:
             raise BadRequestError(
-                f"the input is {len(text)} characters long, far more than this model's maximum context "
-                f"of {self.max_model_len} tokens can hold; shorten it",
+                f"the prompt is more than {self.max_model_len} tokens long, but this model's maximum context "
+                f"length is {self.max_model_len} tokens; shorten the prompt",
                 param=param,
                 code="context_length_exceeded",
             )
+        return encoded.ids
 
     def _prompt_ids(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
-            self._refuse_unless_fits(prompt, "prompt")
-            ids = self.tokenizer.encode(prompt)
+            ids = self._encode_within_context(prompt, "prompt")
         else:
             bad = next((t for t in prompt if t >= self.vocab_size), None)
             if bad is not None:
@@ -212,15 +215,13 @@ class TextGenerationServing:
                 param="messages",
                 code="no_chat_template",
             )
-        self._refuse_unless_fits("".join(m.text() for m in body.messages), "messages")
         messages = [message.for_template() for message in body.messages]
         try:
             text = self.tokenizer.render_chat(messages, tools=body.template_tools())
         except ChatTemplateError as exc:
             raise BadRequestError(str(exc), param="messages") from None
-        self._refuse_unless_fits(text, "messages")
         # The template already wrote the special tokens (BOS) it wants.
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return self._encode_within_context(text, "messages", add_special_tokens=False)
 
     def _params_per_prompt(
         self, prompts: list[list[int]], params: SamplingParams, default_max_tokens: int, prompt_field: str

@@ -29,9 +29,6 @@ class SafeTokenizer:
         self.vocab_size = len(tokenizer)
         self.eos_token_id: int | None = tokenizer.eos_token_id
         self.pad_token_id: int = _first_id(tokenizer.pad_token_id, tokenizer.eos_token_id, 0)
-        # Characters in the longest vocabulary entry: no token covers more text than this (entries
-        # are written in at least as many characters as the text they stand for).
-        self.longest_token_chars = max((len(token) for token in tokenizer.get_vocab()), default=1) or 1
         self._token_texts: dict[int, str] = {}
 
     @property

@@ -84,7 +84,7 @@ class _VlmRun:
             nonlocal count, first_token, client_left
             count += 1
             first_token = first_token or time.monotonic()
-            delta = text.add(token)
+            delta = text.add(token, check_stops=count > self.params.min_tokens)
             if delta:
                 self._emit(_Event(delta, completion_tokens=count))
             client_left = self._cancelled.is_set()
@@ -124,6 +124,21 @@ class _VlmRun:
         ))
 
 
+def _refuse_what_it_cannot_honour(body: ChatCompletionRequest) -> None:
+    """A vision-language model generates one plain-text answer at a time; a parameter asking for
+    more is refused by name rather than ignored."""
+    if (body.n or 1) != 1:
+        raise BadRequestError("vlm-generation engines produce one choice per request (n=1)", param="n")
+    unsupported = [
+        ("logprobs", bool(body.logprobs)),
+        ("tools", bool(body.tools)),
+        ("response_format", body.response_format is not None and body.response_format.type != "text"),
+    ]
+    for param, asked in unsupported:
+        if asked:
+            raise BadRequestError(f"{param} is not supported by vlm-generation engines", param=param)
+
+
 class VlmChatServing(SingleModelServing[VlmGenerator]):
     def __init__(self, slot: ModelSlot[VlmGenerator], executor: ThreadPoolExecutor,
                  metrics: ReplicaMetrics | None = None) -> None:
@@ -141,8 +156,7 @@ class VlmChatServing(SingleModelServing[VlmGenerator]):
         served = self.resolve(body.model)
         model = served.model
         params = body.to_sampling_params()
-        if params.n != 1:
-            raise BadRequestError("vlm-generation engines produce one choice per request (n=1)", param="n")
+        _refuse_what_it_cannot_honour(body)
         loop = asyncio.get_running_loop()
         # On the model's own thread: the processor's tokenizer is not safe to share between threads.
         inputs = await loop.run_in_executor(self.executor, model.prepare, body)

@@ -26,6 +26,7 @@ from enginehouse.protocol.sampling import SamplingParams
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.single import loading
 from enginehouse.runtime.single.loading import ModelLoadError
+from enginehouse.runtime.textgen.logits import LogitAdjuster
 from enginehouse.runtime.textgen.sampling import choose_tokens, make_generator
 from enginehouse.runtime.tokenizing import encode_bounded, window_chars
 from enginehouse.runtime.vlm.images import decode_rgb
@@ -121,8 +122,17 @@ class VlmGenerator:
         generator = make_generator(params, 0, self.device)
         attention = inputs["attention_mask"]
         out = self.model(**inputs, use_cache=True)
+        adjuster = None
+        if params.adjusts_logits:
+            prompt = inputs["input_ids"][0].tolist()
+            adjuster = LogitAdjuster(params, prompt, int(out.logits.shape[-1]), self.eos_ids, self.device)
         for produced in range(max_tokens):
-            token = choose_tokens(out.logits[:, -1, :].float(), [params], [generator])[0]
+            logits = out.logits[:, -1, :].float()
+            if adjuster is not None:
+                adjuster.apply(logits[0], produced)
+            token = choose_tokens(logits, [params], [generator])[0]
+            if adjuster is not None:
+                adjuster.observe(token)
             if not params.ignore_eos and token in self.eos_ids:
                 return "stop"
             if not on_token(token):
