@@ -3,21 +3,12 @@ PEFT, in the test process."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
-
-@lru_cache(maxsize=8)
-def _model(base_dir: str, adapter_dir: str | None):  # type: ignore[no-untyped-def]
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    return model.eval()
+from tests.reference_models import reference_model
 
 
 def greedy_completion(base_dir: Path, adapter_dir: Path | None, prompt: str, max_tokens: int) -> str:
@@ -36,7 +27,7 @@ def greedy_chat(base_dir: Path, adapter_dir: Path | None, messages: list[dict[st
 
 
 def _greedy_text(base_dir: Path, adapter_dir: Path | None, tokenizer, input_ids, max_tokens: int) -> str:  # type: ignore[no-untyped-def]
-    model = _model(str(base_dir), str(adapter_dir) if adapter_dir else None)
+    model = reference_model(base_dir, adapter_dir)
     with torch.inference_mode():
         output = model.generate(
             input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_tokens,

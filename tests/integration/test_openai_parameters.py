@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ import jsonschema
 import openai
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from tests.integration.harness import ServerProcess, wait_deployments
+from tests.reference_models import reference_model
 from tests.integration.test_textgen import create_engine, deploy, register_job
 
 PROMPT = "the cat sat on the"
@@ -56,21 +56,11 @@ def setup(start_server, tiny_llama_dir: Path, tiny_adapter_dirs: list[Path]) -> 
     return Setup(server, engine, tiny_llama_dir, tiny_adapter_dirs[0])
 
 
-@lru_cache(maxsize=4)
-def _model(base_dir: str, adapter_dir: str | None) -> torch.nn.Module:
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    return model.eval()
-
-
 def _log_softmax(setup: Setup, model: str, ids: list[int]) -> torch.Tensor:
     """``[len(ids), vocab]``: the log-probabilities of each position's next token."""
     directory = setup.directory(model)
     with torch.inference_mode():
-        logits = _model(str(setup.base_dir), str(directory) if directory else None)(torch.tensor([ids])).logits
+        logits = reference_model(setup.base_dir, directory)(torch.tensor([ids])).logits
     return torch.log_softmax(logits[0].float(), dim=-1)
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.textgen.loading import load_causal_lm
 from enginehouse.runtime.textgen.runner import TextGenerationRunner
+from tests.reference_models import reference_model
 from tests.unit.runtime.support import Harness
 
 
@@ -28,16 +29,6 @@ def make_harness(tiny_llama_dir: Path) -> Iterator[Callable[..., Harness]]:
     yield make
 
 
-@lru_cache(maxsize=8)
-def _reference_model(base_dir: str, adapter_dir: str | None) -> torch.nn.Module:
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    return model.eval()
-
-
 @pytest.fixture(scope="session")
 def peft_greedy(tiny_llama_dir: Path) -> Callable[[Path | None, str, int], list[int]]:
     """Token ids PEFT's own ``generate(do_sample=False)`` produces (up to and including EOS)."""
@@ -45,7 +36,7 @@ def peft_greedy(tiny_llama_dir: Path) -> Callable[[Path | None, str, int], list[
 
     @lru_cache(maxsize=128)
     def generate(adapter_dir: Path | None, prompt: str, max_new_tokens: int) -> list[int]:
-        model = _reference_model(str(tiny_llama_dir), str(adapter_dir) if adapter_dir else None)
+        model = reference_model(tiny_llama_dir, adapter_dir)
         input_ids = tokenizer(prompt, return_tensors="pt").input_ids
         with torch.inference_mode():
             output = model.generate(

@@ -5,32 +5,22 @@ at a time with no batching: the engine must choose exactly what the reference ch
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, RepetitionPenaltyLogitsProcessor
+from transformers import RepetitionPenaltyLogitsProcessor
 
+from tests.reference_models import reference_model
 from tests.unit.runtime.support import PROMPTS, Harness
 
 Adjust = Callable[[torch.Tensor, list[int], list[int]], None]
 
 
-@lru_cache(maxsize=4)
-def _model(base_dir: str, adapter_dir: str | None) -> torch.nn.Module:
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    return model.eval()
-
-
 def _reference(base_dir: Path, adapter_dir: Path | None, prompt: list[int], steps: int,
                adjust: Adjust | None = None, eos: int | None = None) -> list[int]:
     """Greedy decoding by hand: full forward each step, ``adjust`` the last logits, argmax."""
-    model = _model(str(base_dir), str(adapter_dir) if adapter_dir else None)
+    model = reference_model(base_dir, adapter_dir)
     ids, out = list(prompt), []
     with torch.inference_mode():
         for _ in range(steps):
@@ -136,7 +126,7 @@ def test_min_p_keeps_only_tokens_near_the_best(make_harness: Callable[..., Harne
 
 
 def _log_softmax_reference(base_dir: Path, adapter_dir: Path | None, ids: list[int]) -> torch.Tensor:
-    model = _model(str(base_dir), str(adapter_dir) if adapter_dir else None)
+    model = reference_model(base_dir, adapter_dir)
     with torch.inference_mode():
         return torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
 
