@@ -1,5 +1,5 @@
-"""Runs (a), (b) and (c) against a real enginehouse server, plus the gateway's cost and the host
-memory each resident adapter takes.
+"""Runs (a), (b), (c), (g) and (h) against a real enginehouse server, plus the gateway's cost and
+the host memory each resident adapter takes.
 
 One engine at a time: (a) and (b) share an engine (base model first, then its 16 adapters
 deployed), which is deleted, replica and all, before (c)'s engine starts, so no two replicas
@@ -34,16 +34,29 @@ class ServerResults:
     memory: dict[str, Any]
 
 
-def streaming_body(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+# (g): every answer is a JSON array of at least this many short strings, so it always runs to
+# max_tokens like the free-text runs (the same tokens per request, the same number of prefills)
+# while every token is chosen under a grammar mask.
+CONSTRAINED_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "words", "strict": True, "schema": {
+        "type": "array", "items": {"type": "string", "maxLength": 8}, "minItems": 128}},
+}
+# (h): each token's log-probability and its 5 most likely alternatives (OpenAI's legacy shape).
+LOGPROBS = 5
+
+
+def streaming_body(model: str, prompt: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
     return {
         "model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
+        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}, **extra,
     }
 
 
-def _bodies(models: list[str], prompts: list[str], count: int, max_tokens: int) -> list[dict[str, Any]]:
+def _bodies(models: list[str], prompts: list[str], count: int, max_tokens: int,
+            **extra: Any) -> list[dict[str, Any]]:
     """``count`` requests, round-robin over ``models`` so each gets an even share."""
-    return [streaming_body(models[i % len(models)], prompts[i], max_tokens) for i in range(count)]
+    return [streaming_body(models[i % len(models)], prompts[i], max_tokens, **extra) for i in range(count)]
 
 
 def run_enginehouse(work: Workload, data_dir: Path) -> ServerResults:
@@ -56,15 +69,16 @@ def run_enginehouse(work: Workload, data_dir: Path) -> ServerResults:
 
 
 def _drive(work: Workload, url: str, headers: dict[str, str], models: list[str],
-           count: int) -> Callable[[StopCheck | None], LoadResult]:
-    """Warm up with one short round, then return the measured load as a callable."""
+           count: int, **extra: Any) -> Callable[[StopCheck | None], LoadResult]:
+    """Warm up with one short round, then return the measured load as a callable. ``extra``
+    fields go into every request's body."""
     cfg = work.cfg
-    warm = _bodies(models, work.warmup_prompts, cfg.concurrency, cfg.warmup_max_tokens)
+    warm = _bodies(models, work.warmup_prompts, cfg.concurrency, cfg.warmup_max_tokens, **extra)
     warmed = run_streaming_load(url, warm, cfg.concurrency, headers)
     failed = [r.error for r in warmed.records if r.error]
     if failed:
         raise RuntimeError(f"warm-up failed: {failed[0]}")
-    bodies = _bodies(models, work.prompts, count, cfg.max_tokens)
+    bodies = _bodies(models, work.prompts, count, cfg.max_tokens, **extra)
     return lambda stop: run_streaming_load(url, bodies, cfg.concurrency, headers, stop)
 
 
@@ -95,6 +109,13 @@ def _runs_a_b(work: Workload, server: BenchServer, http: httpx.Client,
     # (b)/(a) is taken against the mean of the (a) before and after (b), which cancels a steady drift.
     runs["a_after"] = measure("a_after", "(a) again, after (b), its adapters deployed and idle",
                               _drive(work, server.url, auth, base_only, cfg.requests_per_run), cfg.patience)
+    # What a request pays for asking more of each token than its choice, against (a)'s plain decoding.
+    runs["g"] = measure("g", "(a) with every answer constrained to a JSON schema (response_format)",
+                        _drive(work, server.url, auth, base_only, cfg.requests_per_run,
+                               response_format=CONSTRAINED_FORMAT), cfg.patience)
+    runs["h"] = measure("h", f"(a) with log-probabilities and the top {LOGPROBS} alternatives of every token",
+                        _drive(work, server.url, auth, base_only, cfg.requests_per_run, logprobs=LOGPROBS),
+                        cfg.patience)
     delete_engine(http, engine)
     return runs, gateway
 
