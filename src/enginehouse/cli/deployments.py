@@ -10,7 +10,7 @@ import typer
 from enginehouse.cli import render
 from enginehouse.cli.config import connect
 from enginehouse.cli.errors import CliError
-from enginehouse.cli.listing import ENGINE_PAGE_SIZE, fetch_list, print_list
+from enginehouse.cli.listing import fetch_list, print_list
 from enginehouse.cli.output import message, print_json, show
 from enginehouse.cli.params import (
     DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, LimitOption, TimeoutOption, UrlOption, WaitOption,
@@ -103,8 +103,7 @@ def list_deployments(
         answer = fetch_list(client, DEPLOYMENT.path, params, limit)
         # People know engines by name; fetching them is cheap next to making people look them up.
         engines = {} if as_json else {
-            e["id"]: e["name"]
-            for e in fetch_list(client, ENGINE.path, page_size=ENGINE_PAGE_SIZE)["data"]
+            e["id"]: e["name"] for e in fetch_list(client, ENGINE.path)["data"]
         }
     print_list(answer, as_json, "deployment",
                lambda data: render.deployments_table(data, engine_names=engines))

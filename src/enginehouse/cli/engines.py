@@ -11,7 +11,7 @@ from enginehouse.cli import render
 from enginehouse.cli.client import ApiClient
 from enginehouse.cli.config import connect
 from enginehouse.cli.errors import CliError
-from enginehouse.cli.listing import ENGINE_PAGE_SIZE, fetch_list, print_list
+from enginehouse.cli.listing import fetch_list, print_list
 from enginehouse.cli.output import message, print_json, show
 from enginehouse.cli.params import (
     DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, LimitOption, TimeoutOption, UrlOption, WaitOption,
@@ -109,7 +109,7 @@ def list_engines(
     """List the organization's engines, newest first."""
     params = {k: v for k, v in {"task_type": task_type, "base_model": base_model}.items() if v}
     with connect(url, api_key) as client:
-        answer = fetch_list(client, ENGINE.path, params, limit, ENGINE_PAGE_SIZE)
+        answer = fetch_list(client, ENGINE.path, params, limit)
     print_list(answer, as_json, "engine", render.engines_table)
 
 

@@ -23,16 +23,14 @@ Obj = dict[str, Any]
 # what a hundred times as many deployments do: they are asked for in smaller pages.
 PAGE_SIZE = 1000
 ENGINE_PAGE_SIZE = 100
+ENGINES_PATH = "/v1/engines"
 
 
 def fetch_list(
-    client: ApiClient,
-    path: str,
-    params: dict[str, str] | None = None,
-    limit: int | None = None,
-    page_size: int = PAGE_SIZE,
+    client: ApiClient, path: str, params: dict[str, str] | None = None, limit: int | None = None
 ) -> Obj:
     """Every item of the list at ``path`` in the API's order, or its first ``limit`` items."""
+    page_size = ENGINE_PAGE_SIZE if path == ENGINES_PATH else PAGE_SIZE
     data: list[Obj] = []
     after: Any = None
     has_more = True

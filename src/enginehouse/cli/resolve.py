@@ -12,7 +12,7 @@ from typing import Any
 
 from enginehouse.cli.client import ApiClient
 from enginehouse.cli.errors import ApiError, CliError
-from enginehouse.cli.listing import ENGINE_PAGE_SIZE, PAGE_SIZE, fetch_list
+from enginehouse.cli.listing import ENGINES_PATH, fetch_list
 
 
 @dataclass(frozen=True)
@@ -20,11 +20,9 @@ class Kind:
     noun: str
     path: str
     id_prefix: str
-    # Items per page when the whole list is read (see cli/listing.py).
-    page_size: int = PAGE_SIZE
 
 
-ENGINE = Kind("engine", "/v1/engines", "engine-", ENGINE_PAGE_SIZE)
+ENGINE = Kind("engine", ENGINES_PATH, "engine-")
 DEPLOYMENT = Kind("deployment", "/v1/deployments", "dp-")
 TRAINING_JOB = Kind("training job", "/v1/training-jobs", "tr-")
 
@@ -37,7 +35,7 @@ def find(client: ApiClient, kind: Kind, ref: str) -> dict[str, Any]:
         except ApiError as exc:
             if exc.status != 404:
                 raise
-    everything = fetch_list(client, kind.path, page_size=kind.page_size)["data"]
+    everything = fetch_list(client, kind.path)["data"]
     matches = [obj for obj in everything if obj.get("name") == ref]
     if not matches:
         raise CliError(f"no {kind.noun} with the id or name {ref!r}")
