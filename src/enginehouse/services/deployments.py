@@ -25,7 +25,7 @@ from enginehouse.services import engines as engine_service
 from enginehouse.services.checkpoints import checkpoint_metadata
 from enginehouse.services.engines import DEPLOYMENT_FIELDS
 from enginehouse.services.pages import Page, PageRequest, newest_first
-from enginehouse.services.reads import epoch_seconds, read_columns
+from enginehouse.services.reads import epoch_seconds, read, read_columns
 from enginehouse.services.status import record_event
 from enginehouse.services.training_jobs import get_checkpoint, get_training_job
 
@@ -150,7 +150,7 @@ def read_deployment(session: Session, org_id: str, deployment_id: str) -> Row[An
     query = select(*read_columns(session, DeploymentModel, DEPLOYMENT_FIELDS)).where(
         DeploymentModel.id == deployment_id, DeploymentModel.organization_id == org_id
     )
-    row = session.execute(query).first()
+    row = read(session, query).first()
     if row is None:
         raise NotFoundError(f"deployment {deployment_id!r} not found", param="deployment_id")
     return row
@@ -204,8 +204,8 @@ def list_models(session: Session, org_id: str) -> ModelList:
         )
         .order_by(DeploymentModel.created_at, DeploymentModel.id)
     )
-    base_names = {engine_id: name for engine_id, name in session.execute(bases)}
-    return ModelList(owner, list(session.execute(query)), base_names)
+    base_names = {engine_id: name for engine_id, name in read(session, bases)}
+    return ModelList(owner, read(session, query).all(), base_names)
 
 
 def get_deployment(session: Session, org_id: str, deployment_id: str) -> DeploymentModel:

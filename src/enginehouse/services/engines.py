@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, or_, select
 from sqlalchemy.orm import Session
 
 from enginehouse.core import options
@@ -17,18 +17,18 @@ from enginehouse.core.task_types import SERVABLE_TASK_TYPES, TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, EventModel, ReplicaModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
 from enginehouse.services.pages import Page, PageRequest, newest_first, unknown_cursor
-from enginehouse.services.reads import grouped, read_columns
+from enginehouse.services.reads import grouped, read, read_columns
 from enginehouse.services.status import record_event, switch_deployment_status, switch_engine_status
 
 
 def name_taken(session: Session, org_id: str, name: str) -> bool:
     """Engines and deployments share one namespace per organization (the base deployment is
-    named after its engine)."""
-    for model in (EngineModel, DeploymentModel):
-        query = select(model.id).where(model.organization_id == org_id, model.name == name)
-        if session.scalar(query) is not None:
-            return True
-    return False
+    named after its engine). One query for both tables."""
+    engine = select(EngineModel.id).where(EngineModel.organization_id == org_id, EngineModel.name == name)
+    deployment = select(DeploymentModel.id).where(
+        DeploymentModel.organization_id == org_id, DeploymentModel.name == name
+    )
+    return bool(session.scalar(select(or_(engine.exists(), deployment.exists()))))
 
 
 def create_engine(session: Session, org_id: str, spec: EngineSpec) -> EngineModel:
@@ -159,6 +159,7 @@ def touch_engine(session: Session, engine_id: str) -> None:
 
 # -- reading engines for the API (rows, see services/reads.py) ---------------------------------
 
+# The fields of each kind of row, in order: the views unpack them by position.
 ENGINE_FIELDS = (
     "id", "name", "task_type", "base_model", "status", "status_reason", "deployment_option",
     "selected_option", "autoscaling", "resource_management_config", "runtime_options",
@@ -185,7 +186,7 @@ def read_engine(session: Session, org_id: str, engine_id: str) -> EngineRead:
     query = select(*read_columns(session, EngineModel, ENGINE_FIELDS)).where(
         EngineModel.id == engine_id, EngineModel.organization_id == org_id
     )
-    engine = session.execute(query).first()
+    engine = read(session, query).first()
     if engine is None:
         raise NotFoundError(f"engine {engine_id!r} not found", param="engine_id")
     return _with_parts(session, [engine])[0]
@@ -214,18 +215,20 @@ def list_engines(
 def _with_parts(session: Session, engines: list[Row[Any]]) -> list[EngineRead]:
     if not engines:
         return []
-    ids = [engine.id for engine in engines]
-    deployments = grouped(session.execute(
+    ids = [engine[0] for engine in engines]
+    deployments = (
         select(*read_columns(session, DeploymentModel, DEPLOYMENT_FIELDS))
         .where(DeploymentModel.engine_id.in_(ids))
         .order_by(DeploymentModel.engine_id, DeploymentModel.created_at, DeploymentModel.id)
-    ), "engine_id")
-    replicas = grouped(session.execute(
+    )
+    replicas = (
         select(*read_columns(session, ReplicaModel, REPLICA_FIELDS))
         .where(ReplicaModel.engine_id.in_(ids))
         .order_by(ReplicaModel.engine_id, ReplicaModel.started_at, ReplicaModel.id)
-    ), "engine_id")
-    return [EngineRead(e, deployments.get(e.id, []), replicas.get(e.id, [])) for e in engines]
+    )
+    by_engine = grouped(read(session, deployments).all(), DEPLOYMENT_FIELDS.index("engine_id"))
+    replicas_by_engine = grouped(read(session, replicas).all(), REPLICA_FIELDS.index("engine_id"))
+    return [EngineRead(e, by_engine.get(e[0], []), replicas_by_engine.get(e[0], [])) for e in engines]
 
 
 def engine_events(
@@ -243,7 +246,7 @@ def engine_events(
     if page.after is not None:
         after = _event_cursor(session, org_id, engine_id, page.after)
         query = query.where(EventModel.id > after)
-    rows = list(session.execute(query.order_by(EventModel.id).limit(page.limit + 1)))
+    rows = read(session, query.order_by(EventModel.id).limit(page.limit + 1)).all()
     return Page(rows[: page.limit], len(rows) > page.limit)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import Row, Select, select, tuple_
 from sqlalchemy.orm import Session
 
 from enginehouse.errors import BadRequestError
+from enginehouse.services.reads import read
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -66,11 +67,11 @@ def newest_first(
         position = select(model.created_at, model.id).where(
             model.id == page.after, model.organization_id == org_id
         )
-        anchor = session.execute(position).first()
+        anchor = read(session, position).first()
         if anchor is None:
             raise unknown_cursor(noun, page.after)
         query = query.where(tuple_(model.created_at, model.id) < tuple_(anchor[0], anchor[1]))
     # One row more than asked tells whether another page follows, without counting.
     query = query.order_by(model.created_at.desc(), model.id.desc()).limit(page.limit + 1)
-    rows = list(session.execute(query))
+    rows = read(session, query).all()
     return Page(rows[: page.limit], len(rows) > page.limit)

@@ -17,7 +17,7 @@ from enginehouse.db.models import CheckpointModel, TrainingJobModel
 from enginehouse.errors import NotFoundError, ValidationFailedError
 from enginehouse.services.checkpoints import checkpoint_problem
 from enginehouse.services.pages import Page, PageRequest, newest_first
-from enginehouse.services.reads import grouped, read_columns
+from enginehouse.services.reads import grouped, read, read_columns
 
 
 class CheckpointSpec(StrictModel):
@@ -74,6 +74,7 @@ def _check_checkpoints(spec: TrainingJobSpec) -> None:
             )
 
 
+# The fields of each kind of row, in order: the views unpack them by position.
 JOB_FIELDS = ("id", "name", "task_type", "base_model", "status", "created_at")
 CHECKPOINT_FIELDS = ("training_job_id", "checkpoint", "path", "test_results")
 
@@ -88,7 +89,7 @@ def read_training_job(session: Session, org_id: str, job_id: str) -> TrainingJob
     query = select(*read_columns(session, TrainingJobModel, JOB_FIELDS)).where(
         TrainingJobModel.id == job_id, TrainingJobModel.organization_id == org_id
     )
-    job = session.execute(query).first()
+    job = read(session, query).first()
     if job is None:
         raise NotFoundError(f"training job {job_id!r} not found", param="training_id")
     return _with_checkpoints(session, [job])[0]
@@ -108,11 +109,11 @@ def _with_checkpoints(session: Session, jobs: list[Row[Any]]) -> list[TrainingJo
         return []
     query = (
         select(*read_columns(session, CheckpointModel, CHECKPOINT_FIELDS))
-        .where(CheckpointModel.training_job_id.in_([job.id for job in jobs]))
+        .where(CheckpointModel.training_job_id.in_([job[0] for job in jobs]))
         .order_by(CheckpointModel.training_job_id, CheckpointModel.checkpoint)
     )
-    checkpoints = grouped(session.execute(query), "training_job_id")
-    return [TrainingJobRead(job, checkpoints.get(job.id, [])) for job in jobs]
+    checkpoints = grouped(read(session, query).all(), CHECKPOINT_FIELDS.index("training_job_id"))
+    return [TrainingJobRead(job, checkpoints.get(job[0], [])) for job in jobs]
 
 
 def get_training_job(session: Session, org_id: str, job_id: str) -> TrainingJobModel:
