@@ -30,7 +30,7 @@ from bench.config import BenchConfig, ControlConfig
 from bench.control_seed import Seeded, postgres_schema, seed
 from bench.load import LoadResult, RequestRecord, StopCheck, one_at_a_time
 from bench.runs import RunOutcome, measure, progress
-from bench.server import BENCH_API_KEY, BenchServer, running_server
+from bench.server import BENCH_API_KEY, running_server
 from bench.stats import summarize_calls
 
 DATABASES = ("sqlite", "postgresql")
