@@ -10,6 +10,7 @@ them (``*_FIELDS``); views unpack rows by position, which costs a fraction of re
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,8 +36,14 @@ def dialect_of(session: Session) -> str:
 
 def read_columns(session: Session, model: Any, names: Sequence[str]) -> list[ColumnElement[Any]]:
     """The columns ``names`` of ``model`` as a view reads them (see the module's docstring)."""
-    dialect = dialect_of(session)
-    return [_readable(getattr(model, name), dialect).label(name) for name in names]
+    return list(_columns(model, tuple(names), dialect_of(session)))
+
+
+@functools.cache
+def _columns(model: Any, names: tuple[str, ...], dialect: str) -> tuple[ColumnElement[Any], ...]:
+    # Built once per model, field list and dialect: SQL expressions are immutable, and building
+    # a dozen of them costs a small read more than running it.
+    return tuple(_readable(getattr(model, name), dialect).label(name) for name in names)
 
 
 def _readable(attribute: InstrumentedAttribute[Any], dialect: str) -> ColumnElement[Any]:
