@@ -25,6 +25,7 @@ from enginehouse.services.training_jobs import TrainingJobRead
 Obj = dict[str, Any]
 T = TypeVar("T")
 
+
 class JsonResponse(Response):
     media_type = "application/json"
 

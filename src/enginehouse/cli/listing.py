@@ -8,9 +8,8 @@ page and hand back one list object in the API's own shape, whose ``has_more`` sa
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Callable
+from typing import Any
 
 from rich.console import RenderableType
 
