@@ -30,7 +30,7 @@ test-unit: install
 
 # The serving benchmark (bench/README.md): enginehouse against its baselines, 6 to 30 minutes on
 # 2 cores; writes bench/results/latest.json and latest.md. BENCH_ARGS="--quick" for a smoke run,
-# BENCH_ARGS="--only tasks" (or textgen) for one part.
+# BENCH_ARGS="--only tasks" (or textgen, or control) for one part.
 BENCH_INSTALLED := $(VENV)/.installed-bench
 BENCH_ARGS ?=
 

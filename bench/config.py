@@ -37,6 +37,19 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    """The control-plane runs (``bench/control_runs.py``), on each database."""
+
+    # Seeded before the server starts: engines (Inactive, so no replica runs), each with its base
+    # deployment and fine-tuned ones, this many in all per engine.
+    engines: int = 100
+    deployments_per_engine: int = 100
+    # Calls timed per kind of call, one at a time, after this many not timed.
+    samples: int = 40
+    warmup: int = 5
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     concurrency: int = 16
     # Measured requests per run = concurrency × rounds (after one warm-up round).
@@ -61,6 +74,7 @@ class BenchConfig:
     adapter: AdapterShape = field(default_factory=AdapterShape)
     patience: Patience = field(default_factory=Patience)
     tasks: TaskConfig = field(default_factory=TaskConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
 
     @property
     def requests_per_run(self) -> int:
@@ -93,6 +107,7 @@ QUICK = BenchConfig(
     tasks=TaskConfig(sentences=16, embed_requests=(8, 2), embed_concurrency=2, classify_requests=8,
                      classify_concurrency=4, classify_adapters=4,
                      classifier=EncoderShape(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)),
+    control=ControlConfig(engines=3, deployments_per_engine=4, samples=4, warmup=1),
 )
 
 _WORDS = (

@@ -1,5 +1,5 @@
 """The targets, and the two files a run leaves: ``latest.json`` (everything) and ``latest.md``
-(the tables a reviewer reads). Either part of the benchmark may be missing (``--only``): its tables
+(the tables a reviewer reads). Any part of the benchmark may be missing (``--only``): its tables
 and targets are then left out."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.classification_runs import BASE_KEY, MIXED_KEY
+from bench.control_runs import GOALS_MS, ControlResults
+from bench.control_runs import as_json as control_json
 from bench.embedding_runs import encode_key, gateway_key
 from bench.runs import RunOutcome
 from bench.stats import CallStats, RunStats
@@ -92,23 +94,40 @@ def task_targets(tasks: TaskResults | None) -> list[Target]:
     return goals
 
 
+def control_targets(control: ControlResults | None) -> list[Target]:
+    """A p50 goal per kind of management call, on each database (see bench/control_runs.py)."""
+    goals: list[Target] = []
+    for database, results in (control.databases.items() if control else []):
+        for key, run in results.calls.items():
+            if key not in GOALS_MS:
+                continue
+            p50 = run.stats.latency_p50_ms if isinstance(run.stats, CallStats) else None
+            goals.append(Target(f"{key} ({database})", _call_what(run), p50, GOALS_MS[key], False, " ms"))
+    return goals
+
+
+def _call_what(run: RunOutcome) -> str:
+    return run.description.split(": ", 1)[-1]  # without the database's name in front
+
+
 def write_results(out_dir: Path, summary: dict[str, Any], runs: dict[str, RunOutcome],
                   gateway: dict[str, Any], memory: dict[str, Any],
-                  tasks: TaskResults | None = None) -> tuple[Path, Path]:
+                  tasks: TaskResults | None = None, control: ControlResults | None = None) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    goals = targets(runs, gateway, memory) + task_targets(tasks)
+    goals = targets(runs, gateway, memory) + task_targets(tasks) + control_targets(control)
     document = {
         **summary,
         "runs": {key: runs[key].as_dict() for key in RUN_ORDER if key in runs},
         "gateway": gateway,
         "adapter_memory": memory,
         "tasks": as_json(tasks) if tasks else None,
+        "control": control_json(control) if control else None,
         "targets": [t.as_dict() for t in goals],
     }
     json_path, md_path = out_dir / "latest.json", out_dir / "latest.md"
     # Written next to the final name and renamed: an interrupted run never leaves half a file.
     for path, text in ((json_path, json.dumps(document, indent=2) + "\n"),
-                       (md_path, markdown(summary, runs, gateway, memory, goals, tasks))):
+                       (md_path, markdown(summary, runs, gateway, memory, goals, tasks, control))):
         partial = path.with_suffix(path.suffix + ".tmp")
         partial.write_text(text)
         partial.replace(path)
@@ -126,7 +145,8 @@ def _verdict(target: Target) -> str:
 
 
 def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict[str, Any],
-             memory: dict[str, Any], goals: list[Target], tasks: TaskResults | None = None) -> str:
+             memory: dict[str, Any], goals: list[Target], tasks: TaskResults | None = None,
+             control: ControlResults | None = None) -> str:
     lines = [
         "# Serving benchmark",
         "",
@@ -138,6 +158,8 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
         lines += [*textgen_table(summary, runs), ""]
     if tasks:
         lines += [*task_table(tasks), ""]
+    if control:
+        lines += [*control_table(control), ""]
     lines += ["| target | value | goal | result |", "|---|---:|---:|---|"]
     for t in goals:
         comparison = "≥" if t.at_least else "≤"
@@ -153,6 +175,7 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
     lines += ["", "Details:", "", *details(runs, gateway, memory)]
     for key, run in (tasks.runs.items() if tasks else []):
         lines += [f"- {_task_label(key)} {note}" for note in run.notes]
+    lines += control_details(control) if control else []
     return "\n".join(lines) + "\n"
 
 
@@ -247,4 +270,42 @@ def cpu_table(runs: dict[str, RunOutcome], keys: Sequence[str], name: Callable[[
         per_k = 1000 / run.stats.counted
         cells = [f"{run.cpu_s[role] * per_k:.2f}" if role in run.cpu_s else "–" for role in roles]
         lines.append(f"| {name(key)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def control_table(control: ControlResults) -> list[str]:
+    lines = [
+        f"Control plane: {control.info['load']}.",
+        "",
+        "| database | call | p50 ms | p99 ms | answer | calls | others' CPU | server CPU ms per call |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for database, results in control.databases.items():
+        for key, run in results.calls.items():
+            s = run.stats
+            if not isinstance(s, CallStats):
+                lines.append(f"| {database} | {_call_what(run)} | not run: {run.error} | | | | {_share(run)} | |")
+                continue
+            server = run.cpu_s.get("server")
+            per_call = "–" if server is None or not s.requests else f"{server * 1000 / s.requests:.1f}"
+            lines.append(f"| {database} | {_call_what(run)} | {_cell(s.latency_p50_ms)} | {_cell(s.latency_p99_ms)} "
+                         f"| {_size(results.answer_bytes.get(key))} | {s.requests} | {_share(run)} | {per_call} |")
+    return lines
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "–"
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
+
+
+def control_details(control: ControlResults) -> list[str]:
+    lines = [f"- Control plane on {name}: {db.version}; seeded {len(db.seeded.engine_ids)} engines, "
+             f"{db.seeded.deployments:,} deployments and {db.seeded.events:,} events through the services "
+             f"in {db.seeded.seconds:.0f} s; the server CPU column includes the reconciler walking every engine "
+             "while the calls run." for name, db in control.databases.items()]
+    lines += [f"- Control plane on {name}: not run, {why}." for name, why in control.skipped.items()]
+    for db in control.databases.values():
+        for run in db.calls.values():
+            lines += [f"- {run.key} {note}" for note in run.notes]
     return lines

@@ -7,6 +7,8 @@ Text generation (``--only textgen``):
 Tasks (``--only tasks``):
     embeddings at batch 1 and 32 through the gateway vs sentence-transformers' encode
     classification with 16 LoRA deployments vs the base model alone
+Control plane (``--only control``):
+    management calls against 100 engines × 100 deployments, on SQLite and PostgreSQL
 
 (a)–(c), (e) and the task runs' gateways are served over HTTP to concurrent clients; (d), (f) and
 encode run in this process. Ratios between them are only meaningful within one run, on one machine.
@@ -31,6 +33,7 @@ import transformers
 
 from bench import inprocess
 from bench.config import QUICK, BenchConfig, Workload, fixed_prompts
+from bench.control_runs import ControlResults, run_control
 from bench.enginehouse_runs import ServerResults, run_enginehouse
 from bench.hf_serve import run_hf_serve
 from bench.models import adapter_file_bytes, build_adapters, build_base, count_parameters
@@ -39,7 +42,7 @@ from bench.runs import RunOutcome, measure, progress, start_part
 from bench.task_runs import run_tasks
 
 RESULTS_DIR = Path(__file__).parent / "results"
-PARTS = ("textgen", "tasks")
+PARTS = ("textgen", "tasks", "control")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,9 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a tiny smoke run of every path (its numbers mean nothing); "
                              "writes into a temporary directory unless --out-dir is given")
-    parser.add_argument("--only", choices=PARTS, help="run one part: text generation or the task runs "
-                        "(embeddings, classification); default: both. A partial run writes into a "
-                        "temporary directory unless --out-dir is given")
+    parser.add_argument("--only", choices=PARTS, help="run one part: text generation, the task runs "
+                        "(embeddings, classification) or the control plane; default: all. A partial run "
+                        "writes into a temporary directory unless --out-dir is given")
+    parser.add_argument("--postgres-url", default=os.environ.get("ENGINEHOUSE_TEST_DATABASE_URL") or None,
+                        help="a PostgreSQL database for the control plane's PostgreSQL runs (a schema of "
+                             "its own is made and dropped); default ENGINEHOUSE_TEST_DATABASE_URL; "
+                             "without one those runs are skipped")
     parser.add_argument("--rounds", type=int, help="measured requests per run = concurrency × rounds")
     parser.add_argument("--concurrency", type=int, help="concurrent streams (and static batch size)")
     parser.add_argument("--max-tokens", type=int, help="output tokens per request")
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_dir is None and (args.quick or args.only is not None):
         out_dir = Path(tempfile.mkdtemp(prefix="enginehouse-bench-results-"))
     command = " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])])
-    run_all(cfg, work_dir, out_dir, command, (args.only,) if args.only else PARTS)
+    run_all(cfg, work_dir, out_dir, command, (args.only,) if args.only else PARTS, args.postgres_url)
     if temporary:
         # Models and logs are worth keeping only when a run failed, and then this is not reached.
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -154,11 +161,14 @@ def describe_machine(parts: tuple[str, ...]) -> str:
             f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
 
-def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str, parts: tuple[str, ...]) -> None:
+def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str, parts: tuple[str, ...],
+            postgres_url: str | None = None) -> None:
     started = time.monotonic()
     served, textgen_info = run_textgen(cfg, work_dir) if "textgen" in parts else (ServerResults({}, {}, {}), {})
     start_part()
     tasks = run_tasks(cfg, work_dir) if "tasks" in parts else None
+    start_part()
+    control: ControlResults | None = run_control(cfg, work_dir, postgres_url) if "control" in parts else None
     summary = {
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "total_runtime_s": round(time.monotonic() - started, 1),
@@ -168,7 +178,8 @@ def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str, parts
         **textgen_info,
         "config": cfg.as_dict(),
     }
-    json_path, md_path = write_results(out_dir, summary, served.runs, served.gateway, served.memory, tasks)
+    json_path, md_path = write_results(out_dir, summary, served.runs, served.gateway, served.memory, tasks,
+                                       control)
     print()
     print(md_path.read_text())
     progress(f"wrote {json_path} and {md_path}; total {summary['total_runtime_s']:.0f} s")

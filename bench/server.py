@@ -34,10 +34,14 @@ class BenchServer(ServerProcess):
         return env
 
 
+BENCH_API_KEY = "eh-bench-key"
+
+
 @contextmanager
-def running_server(data_dir: Path) -> Iterator[BenchServer]:
-    """``enginehouse up`` for the runs inside the block; stopped, replicas and all, after it."""
-    server = BenchServer(data_dir, api_key="eh-bench-key")
+def running_server(data_dir: Path, database_url: str = "") -> Iterator[BenchServer]:
+    """``enginehouse up`` for the runs inside the block; stopped, replicas and all, after it.
+    Its database is SQLite in ``data_dir`` unless ``database_url`` names another."""
+    server = BenchServer(data_dir, api_key=BENCH_API_KEY, database_url=database_url)
     progress(f"starting enginehouse (log: {server.log_path})")
     server.start()
     try:

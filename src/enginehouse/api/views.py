@@ -1,101 +1,159 @@
-"""Rows → wire objects. One function per kind of object, used by the API and the dashboard."""
+"""Rows → wire objects, and the JSON answer that carries them.
+
+The rows come from the services' read functions (``services/reads.py``): JSON columns arrive as
+the text the database holds and are embedded as is (``orjson.Fragment``), timestamps arrive as
+ISO 8601 UTC text. Answers are serialised here, once, with orjson: FastAPI's ``jsonable_encoder``
+walks every value of every dict in Python, which on a list of 10,000 deployments costs far more
+than reading them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from enginehouse.core.ids import iso
-from enginehouse.db.models import (
-    CheckpointModel,
-    DeploymentModel,
-    EngineModel,
-    EventModel,
-    ReplicaModel,
-    TrainingJobModel,
-)
+import orjson
+from orjson import Fragment
+from starlette.responses import Response
+
+from enginehouse.core.status import DeploymentKind
+from enginehouse.services.deployments import ModelList
+from enginehouse.services.engines import EngineRead
+from enginehouse.services.pages import Page
+from enginehouse.services.training_jobs import TrainingJobRead
+
+Obj = dict[str, Any]
+T = TypeVar("T")
 
 
-def deployment_to_dict(deployment: DeploymentModel) -> dict[str, Any]:
+class JsonResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def stored_json(text: str | None) -> Fragment | None:
+    """A JSON column's stored text (or NULL), embedded without parsing it."""
+    return None if text is None else Fragment(text)
+
+
+def page_body(page: Page[T], to_dict: Callable[[T], Obj], id_key: str = "id") -> Obj:
+    """SPEC §5's list envelope around one page."""
+    data = [to_dict(item) for item in page.items]
+    return list_body(data, page.has_more, id_key)
+
+
+def list_body(data: Sequence[Obj], has_more: bool, id_key: str = "id") -> Obj:
     return {
-        "id": deployment.id,
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0][id_key] if data else None,
+        "last_id": data[-1][id_key] if data else None,
+    }
+
+
+# Each function below unpacks a row in the order its read function selects the fields
+# (``services.engines.DEPLOYMENT_FIELDS`` and the like): by position, since reading 10,000 rows'
+# fields by name costs more than everything else a list does.
+
+
+def deployment_to_dict(row: Sequence[Any]) -> Obj:
+    (id_, name, engine_id, kind, source, status, status_reason, task_type, metadata, created_at,
+     updated_at) = row
+    return {
+        "id": id_,
         "object": "deployment",
-        "name": deployment.name,
-        "engine_id": deployment.engine_id,
-        "kind": deployment.kind,
-        "source": deployment.source,
-        "status": deployment.status,
-        "status_reason": deployment.status_reason,
-        "task_type": deployment.task_type,
-        "metadata": deployment.metadata_ or {},
-        "created_at": iso(deployment.created_at),
-        "updated_at": iso(deployment.updated_at),
+        "name": name,
+        "engine_id": engine_id,
+        "kind": kind,
+        "source": Fragment(source),
+        "status": status,
+        "status_reason": status_reason,
+        "task_type": task_type,
+        "metadata": Fragment(metadata),
+        "created_at": created_at,
+        "updated_at": updated_at,
     }
 
 
-def replica_to_dict(replica: ReplicaModel, in_flight: int = 0) -> dict[str, Any]:
-    return {
-        "id": replica.id,
-        "status": replica.status,
-        "url": replica.url,
-        "in_flight": in_flight,
-        "started_at": iso(replica.started_at),
-    }
+def replica_to_dict(row: Sequence[Any], in_flight: int = 0) -> Obj:
+    id_, _engine_id, status, url, started_at = row
+    return {"id": id_, "status": status, "url": url, "in_flight": in_flight, "started_at": started_at}
 
 
-def engine_to_dict(
-    engine: EngineModel,
-    deployments: list[DeploymentModel],
-    replicas: list[ReplicaModel],
-    in_flight: dict[str, int] | None = None,
-) -> dict[str, Any]:
-    in_flight = in_flight or {}
+def engine_to_dict(read: EngineRead, in_flight: dict[str, int]) -> Obj:
+    (id_, name, task_type, base_model, status, status_reason, deployment_option, selected_option,
+     autoscaling, resource_management, runtime_options, created_at, last_access_at) = read.engine
     return {
-        "id": engine.id,
+        "id": id_,
         "object": "engine",
-        "name": engine.name,
-        "task_type": engine.task_type,
-        "base_model": engine.base_model,
-        "status": engine.status,
-        "status_reason": engine.status_reason,
-        "deployment_option": engine.deployment_option,
-        "selected_deployment_option": engine.selected_option,
-        "autoscaling": engine.autoscaling,
-        "resource_management_config": engine.resource_management_config,
-        "runtime_options": engine.runtime_options or {},
-        "replicas": [replica_to_dict(r, in_flight.get(r.id, 0)) for r in replicas],
-        "deployments": [deployment_to_dict(d) for d in deployments],
-        "created_at": iso(engine.created_at),
-        "last_access_timestamp": iso(engine.last_access_at),
+        "name": name,
+        "task_type": task_type,
+        "base_model": base_model,
+        "status": status,
+        "status_reason": status_reason,
+        "deployment_option": deployment_option,
+        "selected_deployment_option": stored_json(selected_option),
+        "autoscaling": stored_json(autoscaling),
+        "resource_management_config": stored_json(resource_management),
+        "runtime_options": stored_json(runtime_options),
+        "replicas": [replica_to_dict(r, in_flight.get(r[0], 0)) for r in read.replicas],
+        "deployments": [deployment_to_dict(d) for d in read.deployments],
+        "created_at": created_at,
+        "last_access_timestamp": last_access_at,
     }
 
 
-def checkpoint_to_dict(checkpoint: CheckpointModel) -> dict[str, Any]:
+def training_job_to_dict(read: TrainingJobRead) -> Obj:
+    id_, name, task_type, base_model, status, created_at = read.job
     return {
-        "checkpoint": checkpoint.checkpoint,
-        "path": checkpoint.path,
-        "test_results": checkpoint.test_results,
-    }
-
-
-def training_job_to_dict(job: TrainingJobModel) -> dict[str, Any]:
-    return {
-        "id": job.id,
+        "id": id_,
         "object": "training_job",
-        "name": job.name,
-        "task_type": job.task_type,
-        "base_model": job.base_model,
-        "status": job.status,
-        "checkpoints": [checkpoint_to_dict(c) for c in job.checkpoints],
-        "created_at": iso(job.created_at),
+        "name": name,
+        "task_type": task_type,
+        "base_model": base_model,
+        "status": status,
+        "checkpoints": [
+            {"checkpoint": checkpoint, "path": path, "test_results": stored_json(test_results)}
+            for _job_id, checkpoint, path, test_results in read.checkpoints
+        ],
+        "created_at": created_at,
     }
 
 
-def event_to_dict(event: EventModel) -> dict[str, Any]:
+def event_to_dict(row: Sequence[Any]) -> Obj:
+    id_, at, object_id, object_name, from_status, to_status, reason = row
     return {
-        "at": iso(event.at),
-        "object": event.object_id,
-        "name": event.object_name,
-        "from": event.from_status,
-        "to": event.to_status,
-        "reason": event.reason,
+        "id": id_,
+        "at": at,
+        "object": object_id,
+        "name": object_name,
+        "from": from_status,
+        "to": to_status,
+        "reason": reason,
     }
+
+
+_BASE = DeploymentKind.BASE.value
+
+
+def models_body(models: ModelList) -> Obj:
+    """``GET /v1/models``: OpenAI's model list, with each deployment's status and engine."""
+    owner, parents = models.owner, models.base_names
+    data = [
+        {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": owner,
+            "root": name,
+            "parent": None if kind == _BASE else parents.get(engine_id),
+            "status": status,
+            "task_type": task_type,
+            "engine_id": engine_id,
+        }
+        for name, created, kind, status, task_type, engine_id in models.models
+    ]
+    return {"object": "list", "data": data}

@@ -10,9 +10,10 @@ import typer
 from enginehouse.cli import render
 from enginehouse.cli.config import connect
 from enginehouse.cli.errors import CliError
+from enginehouse.cli.listing import fetch_list, print_list
 from enginehouse.cli.output import message, print_json, show
 from enginehouse.cli.params import (
-    DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, TimeoutOption, UrlOption, WaitOption,
+    DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, LimitOption, TimeoutOption, UrlOption, WaitOption,
 )
 from enginehouse.cli.resolve import DEPLOYMENT, ENGINE, TRAINING_JOB, find, find_id
 from enginehouse.cli.wait import DEPLOYMENT_SETTLED, fetch_or_none, settles_at, wait_until
@@ -88,20 +89,24 @@ def _finish(deployment: Obj | None, name: str, as_json: bool) -> None:
 
 @app.command("list")
 def list_deployments(
-    url: UrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="Only this engine's (id or name).")
+    ] = None,
+    limit: LimitOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """List the organization's deployments on all engines."""
+    """List the organization's deployments on all engines, newest first."""
     with connect(url, api_key) as client:
-        answer = client.get("/v1/deployments")
-        if as_json:
-            print_json(answer)
-            return
-        # People know engines by name; one more call is cheap next to making them look it up.
-        engines = {e["id"]: e["name"] for e in client.get("/v1/engines")["data"]}
-    if not answer["data"]:
-        message("no deployments", style="dim")
-    else:
-        show(render.deployments_table(answer["data"], engine_names=engines))
+        params = {"engine_id": find_id(client, ENGINE, engine)} if engine else None
+        answer = fetch_list(client, DEPLOYMENT.path, params, limit)
+        # People know engines by name; fetching them is cheap next to making people look them up.
+        engines = {} if as_json else {
+            e["id"]: e["name"] for e in fetch_list(client, ENGINE.path)["data"]
+        }
+    print_list(answer, as_json, "deployment",
+               lambda data: render.deployments_table(data, engine_names=engines))
 
 
 @app.command("show")

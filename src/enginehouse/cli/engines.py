@@ -11,9 +11,10 @@ from enginehouse.cli import render
 from enginehouse.cli.client import ApiClient
 from enginehouse.cli.config import connect
 from enginehouse.cli.errors import CliError
+from enginehouse.cli.listing import fetch_list, print_list
 from enginehouse.cli.output import message, print_json, show
 from enginehouse.cli.params import (
-    DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, TimeoutOption, UrlOption, WaitOption,
+    DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, LimitOption, TimeoutOption, UrlOption, WaitOption,
 )
 from enginehouse.cli.resolve import ENGINE, find
 from enginehouse.cli.wait import ENGINE_SETTLED, fetch_or_none, gone, settles_at, wait_until
@@ -100,20 +101,16 @@ def list_engines(
     base_model: Annotated[
         str | None, typer.Option("--base-model", help="Only this base model.")
     ] = None,
+    limit: LimitOption = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List the organization's engines."""
+    """List the organization's engines, newest first."""
     params = {k: v for k, v in {"task_type": task_type, "base_model": base_model}.items() if v}
     with connect(url, api_key) as client:
-        answer = client.get("/v1/engines", params=params)
-    if as_json:
-        print_json(answer)
-    elif not answer["data"]:
-        message("no engines", style="dim")
-    else:
-        show(render.engines_table(answer["data"]))
+        answer = fetch_list(client, ENGINE.path, params, limit)
+    print_list(answer, as_json, "engine", render.engines_table)
 
 
 @app.command("show")
@@ -188,7 +185,7 @@ def events(
     """Status changes of an engine and its deployments, oldest first."""
     with connect(url, api_key) as client:
         found = find(client, ENGINE, engine)
-        answer = client.get(f"/v1/engines/{found['id']}/events")
+        answer = fetch_list(client, f"/v1/engines/{found['id']}/events")
     if as_json:
         print_json(answer)
     else:

@@ -9,8 +9,9 @@ import typer
 
 from enginehouse.cli import render
 from enginehouse.cli.config import connect
-from enginehouse.cli.output import message, print_json, show
-from enginehouse.cli.params import ApiKeyOption, JsonOption, UrlOption
+from enginehouse.cli.listing import fetch_list, print_list
+from enginehouse.cli.output import print_json, show
+from enginehouse.cli.params import ApiKeyOption, JsonOption, LimitOption, UrlOption
 from enginehouse.cli.resolve import TRAINING_JOB, find
 
 app = typer.Typer(help="Training jobs: registered fine-tuning checkpoints.", no_args_is_help=True)
@@ -59,17 +60,13 @@ def register(
 
 @app.command("list")
 def list_jobs(
-    url: UrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False
+    limit: LimitOption = None,
+    url: UrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False,
 ) -> None:
-    """List the organization's training jobs."""
+    """List the organization's training jobs, newest first."""
     with connect(url, api_key) as client:
-        answer = client.get("/v1/training-jobs")
-    if as_json:
-        print_json(answer)
-    elif not answer["data"]:
-        message("no training jobs", style="dim")
-    else:
-        show(render.jobs_table(answer["data"]))
+        answer = fetch_list(client, TRAINING_JOB.path, limit=limit)
+    print_list(answer, as_json, "training job", render.jobs_table)
 
 
 @app.command("show")

@@ -30,6 +30,11 @@ WaitOption = Annotated[
 TimeoutOption = Annotated[
     float, typer.Option("--timeout", min=0, help="Seconds --wait waits before giving up.")
 ]
+LimitOption = Annotated[
+    int | None,
+    typer.Option("--limit", min=1, show_default=False,
+                 help="Show at most this many, newest first (default: all of them)."),
+]
 DataDirOption = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Server data directory (env: ENGINEHOUSE_DATA_DIR)",

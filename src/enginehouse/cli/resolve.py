@@ -1,8 +1,8 @@
 """Let users name objects the way they think of them: by id or by name.
 
 An id is tried directly (one GET); anything else, or an id-looking name that is not an id, is
-looked up in the organization's list. Names of engines and deployments are unique per
-organization; training job names need not be, so an ambiguous name is refused.
+looked up in the organization's list (every page of it). Names of engines and deployments are
+unique per organization; training job names need not be, so an ambiguous name is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from enginehouse.cli.client import ApiClient
 from enginehouse.cli.errors import ApiError, CliError
+from enginehouse.cli.listing import ENGINES_PATH, fetch_list
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Kind:
     id_prefix: str
 
 
-ENGINE = Kind("engine", "/v1/engines", "engine-")
+ENGINE = Kind("engine", ENGINES_PATH, "engine-")
 DEPLOYMENT = Kind("deployment", "/v1/deployments", "dp-")
 TRAINING_JOB = Kind("training job", "/v1/training-jobs", "tr-")
 
@@ -34,7 +35,8 @@ def find(client: ApiClient, kind: Kind, ref: str) -> dict[str, Any]:
         except ApiError as exc:
             if exc.status != 404:
                 raise
-    matches = [obj for obj in client.get(kind.path)["data"] if obj.get("name") == ref]
+    everything = fetch_list(client, kind.path)["data"]
+    matches = [obj for obj in everything if obj.get("name") == ref]
     if not matches:
         raise CliError(f"no {kind.noun} with the id or name {ref!r}")
     if len(matches) > 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from enginehouse.core.ids import utcnow
@@ -46,10 +46,12 @@ class ApiKeyModel(Base):
 
 class TrainingJobModel(Base):
     __tablename__ = "training_jobs"
+    # Lists are read newest first, a page at a time, by (created_at, id) within an organization.
+    __table_args__ = (Index("ix_training_jobs_list", "organization_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True, nullable=False
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
     )
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     task_type: Mapped[str] = mapped_column(String(40), nullable=False)
@@ -82,11 +84,14 @@ class CheckpointModel(Base):
 
 class EngineModel(Base):
     __tablename__ = "engines"
-    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "name"),
+        Index("ix_engines_list", "organization_id", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True, nullable=False
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
     )
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     task_type: Mapped[str] = mapped_column(String(40), nullable=False)
@@ -108,14 +113,20 @@ class EngineModel(Base):
 
 class DeploymentModel(Base):
     __tablename__ = "deployments"
-    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "name"),
+        Index("ix_deployments_list", "organization_id", "created_at", "id"),
+        # An engine's deployments in order: its page of the list, and the set an engine page
+        # loads for many engines at once (engine_id IN …).
+        Index("ix_deployments_engine_list", "engine_id", "created_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True, nullable=False
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
     )
     engine_id: Mapped[str] = mapped_column(
-        ForeignKey("engines.id", ondelete="CASCADE"), index=True, nullable=False
+        ForeignKey("engines.id", ondelete="CASCADE"), nullable=False
     )
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     kind: Mapped[str] = mapped_column(String(20), nullable=False)
@@ -149,10 +160,12 @@ class ReplicaModel(Base):
 
 class EventModel(Base):
     __tablename__ = "events"
+    # An engine's events are read in the order they were recorded, a page at a time.
+    __table_args__ = (Index("ix_events_engine_list", "engine_id", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     organization_id: Mapped[str] = mapped_column(String(64), index=True, nullable=False)
-    engine_id: Mapped[str] = mapped_column(String(64), index=True, nullable=False)
+    engine_id: Mapped[str] = mapped_column(String(64), nullable=False)
     object_id: Mapped[str] = mapped_column(String(64), nullable=False)
     object_name: Mapped[str] = mapped_column(String(100), nullable=False)
     from_status: Mapped[str | None] = mapped_column(String(20))

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from starlette.responses import Response
 
 from enginehouse.api.deps import OrgDep, SessionDep
-from enginehouse.core.ids import utcnow
-from enginehouse.core.status import DeploymentKind, DeploymentStatus
-from enginehouse.db.models import OrganizationModel
+from enginehouse.api.views import JsonResponse, models_body
 from enginehouse.gateway.service import Gateway
 from enginehouse.protocol.classification import ClassificationRequest
 from enginehouse.protocol.embeddings import EmbeddingRequest
@@ -70,23 +65,6 @@ for _path, _model in _ENDPOINT_MODELS.items():
 
 
 @router.get("/v1/models")
-def list_models(session: SessionDep, org: OrgDep) -> dict[str, Any]:
-    owner = session.scalar(select(OrganizationModel.name).where(OrganizationModel.id == org))
-    deployments = deployment_service.list_deployments(session, org)
-    base_names = {d.engine_id: d.name for d in deployments if d.kind == DeploymentKind.BASE.value}
-    data = [
-        {
-            "id": d.name,
-            "object": "model",
-            "created": int((d.created_at or utcnow()).timestamp()),
-            "owned_by": owner,
-            "root": d.name,
-            "parent": None if d.kind == DeploymentKind.BASE.value else base_names.get(d.engine_id),
-            "status": d.status,
-            "task_type": d.task_type,
-            "engine_id": d.engine_id,
-        }
-        for d in deployments
-        if d.status != DeploymentStatus.FAILED.value
-    ]
-    return {"object": "list", "data": data}
+def list_models(session: SessionDep, org: OrgDep) -> Response:
+    # Every callable deployment in one answer (no pages): OpenAI clients read the list whole.
+    return JsonResponse(models_body(deployment_service.list_models(session, org)))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from enginehouse.core.ids import new_id, utcnow
@@ -17,10 +19,13 @@ from enginehouse.core.specs import (
 )
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
 from enginehouse.core.task_types import TaskType
-from enginehouse.db.models import DeploymentModel, EngineModel
+from enginehouse.db.models import DeploymentModel, EngineModel, OrganizationModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
 from enginehouse.services import engines as engine_service
 from enginehouse.services.checkpoints import checkpoint_metadata
+from enginehouse.services.engines import DEPLOYMENT_FIELDS
+from enginehouse.services.pages import Page, PageRequest, newest_first
+from enginehouse.services.reads import epoch_seconds, read, read_columns
 from enginehouse.services.status import record_event
 from enginehouse.services.training_jobs import get_checkpoint, get_training_job
 
@@ -143,13 +148,66 @@ def create_base_deployment(session: Session, engine: EngineModel) -> DeploymentM
     return deployment
 
 
-def list_deployments(session: Session, org_id: str) -> list[DeploymentModel]:
-    query = (
-        select(DeploymentModel)
-        .where(DeploymentModel.organization_id == org_id)
-        .order_by(DeploymentModel.created_at)
+def read_deployment(session: Session, org_id: str, deployment_id: str) -> Row[Any]:
+    query = select(*read_columns(session, DeploymentModel, DEPLOYMENT_FIELDS)).where(
+        DeploymentModel.id == deployment_id, DeploymentModel.organization_id == org_id
     )
-    return list(session.scalars(query))
+    row = read(session, query).first()
+    if row is None:
+        raise NotFoundError(f"deployment {deployment_id!r} not found", param="deployment_id")
+    return row
+
+
+def list_deployments(
+    session: Session, org_id: str, page: PageRequest, engine_id: str | None = None
+) -> Page[Row[Any]]:
+    """A page of the organization's deployments, newest first; only one engine's with
+    ``engine_id`` (404 when the organization has no such engine)."""
+    query = select(*read_columns(session, DeploymentModel, DEPLOYMENT_FIELDS)).where(
+        DeploymentModel.organization_id == org_id
+    )
+    if engine_id is not None:
+        engine_service.get_engine(session, org_id, engine_id)
+        query = query.where(DeploymentModel.engine_id == engine_id)
+    return newest_first(session, query, DeploymentModel, org_id, page, "deployment")
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """What ``GET /v1/models`` shows: the organization's name and its callable deployments."""
+
+    owner: str | None
+    # Rows of name, created (epoch seconds), kind, status, task_type, engine_id.
+    models: list[Row[Any]]
+    # Engine id → its base deployment's name: an adapter's parent.
+    base_names: dict[str, str]
+
+
+def list_models(session: Session, org_id: str) -> ModelList:
+    """Every deployment a client can call (all but Failed ones), oldest first, in one answer:
+    OpenAI clients read ``/v1/models`` whole. Three queries, whatever the count."""
+    owner = session.scalar(select(OrganizationModel.name).where(OrganizationModel.id == org_id))
+    bases = select(DeploymentModel.engine_id, DeploymentModel.name).where(
+        DeploymentModel.organization_id == org_id,
+        DeploymentModel.kind == DeploymentKind.BASE.value,
+    )
+    query = (
+        select(
+            DeploymentModel.name,
+            epoch_seconds(session, DeploymentModel.created_at).label("created"),
+            DeploymentModel.kind,
+            DeploymentModel.status,
+            DeploymentModel.task_type,
+            DeploymentModel.engine_id,
+        )
+        .where(
+            DeploymentModel.organization_id == org_id,
+            DeploymentModel.status != DeploymentStatus.FAILED.value,
+        )
+        .order_by(DeploymentModel.created_at, DeploymentModel.id)
+    )
+    base_names = {engine_id: name for engine_id, name in read(session, bases)}
+    return ModelList(owner, read(session, query).all(), base_names)
 
 
 def get_deployment(session: Session, org_id: str, deployment_id: str) -> DeploymentModel:

@@ -3,7 +3,10 @@ these functions only record what should be and move statuses through the one doo
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, or_, select
 from sqlalchemy.orm import Session
 
 from enginehouse.core import options
@@ -13,17 +16,19 @@ from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStat
 from enginehouse.core.task_types import SERVABLE_TASK_TYPES, TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, EventModel, ReplicaModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
+from enginehouse.services.pages import Page, PageRequest, newest_first, unknown_cursor
+from enginehouse.services.reads import grouped, read, read_columns
 from enginehouse.services.status import record_event, switch_deployment_status, switch_engine_status
 
 
 def name_taken(session: Session, org_id: str, name: str) -> bool:
     """Engines and deployments share one namespace per organization (the base deployment is
-    named after its engine)."""
-    for model in (EngineModel, DeploymentModel):
-        query = select(model.id).where(model.organization_id == org_id, model.name == name)
-        if session.scalar(query) is not None:
-            return True
-    return False
+    named after its engine). One query for both tables."""
+    engine = select(EngineModel.id).where(EngineModel.organization_id == org_id, EngineModel.name == name)
+    deployment = select(DeploymentModel.id).where(
+        DeploymentModel.organization_id == org_id, DeploymentModel.name == name
+    )
+    return bool(session.scalar(select(or_(engine.exists(), deployment.exists()))))
 
 
 def create_engine(
@@ -99,17 +104,6 @@ def _select_option(spec: EngineSpec) -> tuple[str, str]:
     return spec.deployment_option, "chosen in the engine's deployment_option"
 
 
-def list_engines(
-    session: Session, org_id: str, task_type: str | None = None, base_model: str | None = None
-) -> list[EngineModel]:
-    query = select(EngineModel).where(EngineModel.organization_id == org_id)
-    if task_type:
-        query = query.where(EngineModel.task_type == task_type)
-    if base_model:
-        query = query.where(EngineModel.base_model == base_model)
-    return list(session.scalars(query.order_by(EngineModel.created_at)))
-
-
 def get_engine(session: Session, org_id: str, engine_id: str) -> EngineModel:
     engine = session.get(EngineModel, engine_id)
     if engine is None or engine.organization_id != org_id:
@@ -121,7 +115,7 @@ def engine_deployments(session: Session, engine_id: str) -> list[DeploymentModel
     query = (
         select(DeploymentModel)
         .where(DeploymentModel.engine_id == engine_id)
-        .order_by(DeploymentModel.created_at)
+        .order_by(DeploymentModel.created_at, DeploymentModel.id)
     )
     return list(session.scalars(query))
 
@@ -174,18 +168,114 @@ def reactivate_engine(
     return engine
 
 
-def engine_events(session: Session, org_id: str, engine_id: str) -> list[EventModel]:
-    get_engine(session, org_id, engine_id)
-    query = (
-        select(EventModel)
-        .where(EventModel.engine_id == engine_id, EventModel.organization_id == org_id)
-        .order_by(EventModel.id)
-    )
-    return list(session.scalars(query))
-
-
 def touch_engine(session: Session, engine_id: str) -> None:
     """Record an inference request (the inactive timeout counts from the last one)."""
     engine = session.get(EngineModel, engine_id)
     if engine is not None:
         engine.last_access_at = utcnow()
+
+
+# -- reading engines for the API (rows, see services/reads.py) ---------------------------------
+
+# The fields of each kind of row, in order: the views unpack them by position.
+ENGINE_FIELDS = (
+    "id", "name", "task_type", "base_model", "status", "status_reason", "deployment_option",
+    "selected_option", "autoscaling", "resource_management_config", "runtime_options",
+    "created_at", "last_access_at",
+)
+DEPLOYMENT_FIELDS = (
+    "id", "name", "engine_id", "kind", "source", "status", "status_reason", "task_type",
+    "metadata_", "created_at", "updated_at",
+)
+REPLICA_FIELDS = ("id", "engine_id", "status", "url", "started_at")
+EVENT_FIELDS = ("id", "at", "object_id", "object_name", "from_status", "to_status", "reason")
+
+
+@dataclass(frozen=True)
+class EngineRead:
+    """An engine row with its deployments (oldest first, the base one first) and replicas."""
+
+    engine: Row[Any]
+    deployments: list[Row[Any]]
+    replicas: list[Row[Any]]
+
+
+def read_engine(session: Session, org_id: str, engine_id: str) -> EngineRead:
+    query = select(*read_columns(session, EngineModel, ENGINE_FIELDS)).where(
+        EngineModel.id == engine_id, EngineModel.organization_id == org_id
+    )
+    engine = read(session, query).first()
+    if engine is None:
+        raise NotFoundError(f"engine {engine_id!r} not found", param="engine_id")
+    return _with_parts(session, [engine])[0]
+
+
+def list_engines(
+    session: Session,
+    org_id: str,
+    page: PageRequest,
+    task_type: str | None = None,
+    base_model: str | None = None,
+) -> Page[EngineRead]:
+    """A page of engines, newest first, in four queries whatever its size: the cursor's place,
+    the engines, then their deployments and their replicas, each with one ``IN``."""
+    query = select(*read_columns(session, EngineModel, ENGINE_FIELDS)).where(
+        EngineModel.organization_id == org_id
+    )
+    if task_type:
+        query = query.where(EngineModel.task_type == task_type)
+    if base_model:
+        query = query.where(EngineModel.base_model == base_model)
+    engines = newest_first(session, query, EngineModel, org_id, page, "engine")
+    return Page(_with_parts(session, engines.items), engines.has_more)
+
+
+def _with_parts(session: Session, engines: list[Row[Any]]) -> list[EngineRead]:
+    if not engines:
+        return []
+    ids = [engine[0] for engine in engines]
+    deployments = (
+        select(*read_columns(session, DeploymentModel, DEPLOYMENT_FIELDS))
+        .where(DeploymentModel.engine_id.in_(ids))
+        .order_by(DeploymentModel.engine_id, DeploymentModel.created_at, DeploymentModel.id)
+    )
+    replicas = (
+        select(*read_columns(session, ReplicaModel, REPLICA_FIELDS))
+        .where(ReplicaModel.engine_id.in_(ids))
+        .order_by(ReplicaModel.engine_id, ReplicaModel.started_at, ReplicaModel.id)
+    )
+    by_engine = grouped(read(session, deployments).all(), DEPLOYMENT_FIELDS.index("engine_id"))
+    replicas_by_engine = grouped(read(session, replicas).all(), REPLICA_FIELDS.index("engine_id"))
+    return [EngineRead(e, by_engine.get(e[0], []), replicas_by_engine.get(e[0], [])) for e in engines]
+
+
+def engine_events(
+    session: Session, org_id: str, engine_id: str, page: PageRequest
+) -> Page[Row[Any]]:
+    """An engine's events in the order they happened, a page at a time.
+
+    Unlike the other lists this one is oldest first: it is a log, read from the start, and
+    ``after`` (an event's id) then also serves to follow it, asking for what came since.
+    """
+    get_engine(session, org_id, engine_id)
+    query = select(*read_columns(session, EventModel, EVENT_FIELDS)).where(
+        EventModel.engine_id == engine_id, EventModel.organization_id == org_id
+    )
+    if page.after is not None:
+        after = _event_cursor(session, org_id, engine_id, page.after)
+        query = query.where(EventModel.id > after)
+    rows = read(session, query.order_by(EventModel.id).limit(page.limit + 1)).all()
+    return Page(rows[: page.limit], len(rows) > page.limit)
+
+
+def _event_cursor(session: Session, org_id: str, engine_id: str, after: str) -> int:
+    """The id ``after`` names, when it is one of this engine's events."""
+    if after.isascii() and after.isdigit() and len(after) <= 18:
+        query = select(EventModel.id).where(
+            EventModel.id == int(after),
+            EventModel.engine_id == engine_id,
+            EventModel.organization_id == org_id,
+        )
+        if session.scalar(query) is not None:
+            return int(after)
+    raise unknown_cursor("event of this engine", after)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from enginehouse.core.ids import new_id, utcnow
@@ -14,7 +15,8 @@ from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import CheckpointModel, TrainingJobModel
 from enginehouse.errors import NotFoundError, ValidationFailedError
 from enginehouse.services.checkpoints import checkpoint_problem, resolve_local_path
-
+from enginehouse.services.pages import Page, PageRequest, newest_first
+from enginehouse.services.reads import grouped, read, read_columns
 
 # Checkpoints registered in one call (one per epoch).
 MAX_CHECKPOINTS = 1000
@@ -79,13 +81,46 @@ def _check_checkpoints(spec: TrainingJobSpec) -> None:
             )
 
 
-def list_training_jobs(session: Session, org_id: str) -> list[TrainingJobModel]:
-    query = (
-        select(TrainingJobModel)
-        .where(TrainingJobModel.organization_id == org_id)
-        .order_by(TrainingJobModel.created_at)
+# The fields of each kind of row, in order: the views unpack them by position.
+JOB_FIELDS = ("id", "name", "task_type", "base_model", "status", "created_at")
+CHECKPOINT_FIELDS = ("training_job_id", "checkpoint", "path", "test_results")
+
+
+@dataclass(frozen=True)
+class TrainingJobRead:
+    job: Row[Any]
+    checkpoints: list[Row[Any]]
+
+
+def read_training_job(session: Session, org_id: str, job_id: str) -> TrainingJobRead:
+    query = select(*read_columns(session, TrainingJobModel, JOB_FIELDS)).where(
+        TrainingJobModel.id == job_id, TrainingJobModel.organization_id == org_id
     )
-    return list(session.scalars(query))
+    job = read(session, query).first()
+    if job is None:
+        raise NotFoundError(f"training job {job_id!r} not found", param="training_id")
+    return _with_checkpoints(session, [job])[0]
+
+
+def list_training_jobs(session: Session, org_id: str, page: PageRequest) -> Page[TrainingJobRead]:
+    """A page of training jobs, newest first; their checkpoints in one more query."""
+    query = select(*read_columns(session, TrainingJobModel, JOB_FIELDS)).where(
+        TrainingJobModel.organization_id == org_id
+    )
+    jobs = newest_first(session, query, TrainingJobModel, org_id, page, "training job")
+    return Page(_with_checkpoints(session, jobs.items), jobs.has_more)
+
+
+def _with_checkpoints(session: Session, jobs: list[Row[Any]]) -> list[TrainingJobRead]:
+    if not jobs:
+        return []
+    query = (
+        select(*read_columns(session, CheckpointModel, CHECKPOINT_FIELDS))
+        .where(CheckpointModel.training_job_id.in_([job[0] for job in jobs]))
+        .order_by(CheckpointModel.training_job_id, CheckpointModel.checkpoint)
+    )
+    checkpoints = grouped(read(session, query).all(), CHECKPOINT_FIELDS.index("training_job_id"))
+    return [TrainingJobRead(job, checkpoints.get(job[0], [])) for job in jobs]
 
 
 def get_training_job(session: Session, org_id: str, job_id: str) -> TrainingJobModel:

@@ -26,7 +26,8 @@ def test_a_new_organization_sees_only_its_own_engines(
     issued = _admin(cli, server, "keys", "create", "--org", org)
     assert set(issued) == {"organization", "key"} and issued["organization"] == org
 
-    assert run_json(cli, "engines", "list", key=issued["key"]) == {"object": "list", "data": []}
+    assert run_json(cli, "engines", "list", key=issued["key"]) == {
+        "object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None}
     hidden = cli("engines", "show", provisioning_engine["id"], key=issued["key"])
     assert hidden.exit_code == 1
 

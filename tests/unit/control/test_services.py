@@ -16,6 +16,7 @@ from enginehouse.errors import (
     ValidationFailedError,
 )
 from enginehouse.services import deployments, engines, orgs, training_jobs
+from enginehouse.services.pages import PageRequest
 from enginehouse.services.status import switch_engine_status
 from tests.unit.control.conftest import fake_lora_checkpoint
 
@@ -125,7 +126,7 @@ def test_other_organizations_objects_are_not_found(session: Session, org_id: str
     other = orgs.create_api_key(session, "other").organization_id
     with pytest.raises(NotFoundError):
         engines.get_engine(session, other, engine.id)
-    assert engines.list_engines(session, other) == []
+    assert engines.list_engines(session, other, PageRequest()).items == []
     # names are per organization: the other one may reuse it
     engines.create_engine(session, other, engine_spec())
 
@@ -158,7 +159,7 @@ def test_status_changes_are_recorded_as_events(session: Session, org_id: str) ->
     engine = engines.create_engine(session, org_id, engine_spec())
     switch_engine_status(session, engine, EngineStatus.ACTIVE)
     engines.deactivate_engine(session, org_id, engine.id)
-    events = engines.engine_events(session, org_id, engine.id)
+    events = engines.engine_events(session, org_id, engine.id, PageRequest()).items
     assert [(e.from_status, e.to_status) for e in events] == [
         (None, "Provisioning"), ("Provisioning", "Active"), ("Active", "Deactivating")]
 
