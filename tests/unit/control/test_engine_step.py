@@ -17,6 +17,7 @@ from enginehouse.providers.local import LocalProvider
 from enginehouse.reconciler.engine_step import EngineStep
 from enginehouse.reconciler.replica_client import ReplicaClient
 from enginehouse.services import engines, orgs
+from enginehouse.services.pages import PageRequest
 
 
 async def _steps(database: Database, provider: LocalProvider, engine_id: str, count: int) -> None:
@@ -39,6 +40,6 @@ def test_a_base_model_no_process_can_take_fails_the_engine_once(database: Databa
         engine = session.get(EngineModel, engine_id)
         assert engine is not None and engine.status == "Failed"
         assert "embedded null byte" in str(engine.status_reason)
-        events = [e.to_status for e in engines.engine_events(session, org_id, engine_id)]
+        events = [e.to_status for e in engines.engine_events(session, org_id, engine_id, PageRequest()).items]
         assert events == ["Provisioning", "Failed"]
         assert list(session.scalars(select(ReplicaModel))) == []
