@@ -18,7 +18,7 @@ from bench.runs import RunOutcome
 from bench.stats import CallStats, RunStats
 from bench.task_runs import TaskResults, as_json
 
-RUN_ORDER = ("a", "a_direct", "b", "a_after", "c", "d", "e", "f")
+RUN_ORDER = ("a", "a_direct", "b", "a_after", "g", "h", "c", "d", "e", "f")
 CPU_ROLES = ("replica", "server", "transformers serve", "bench")
 TASK_CPU_ROLES = ("replica", "server", "bench")
 # The goals for the task runs: gateway/encode by embedding batch size (batch 1 is
@@ -80,6 +80,11 @@ def targets(runs: dict[str, RunOutcome], gateway: dict[str, Any], memory: dict[s
                2.0, False, " ms"),
         Target("adapter memory", "replica RSS per resident adapter / its safetensors size",
                memory.get("ratio_to_file"), 1.5, False, "×"),
+        # What asking more of each token costs (no goal: reported so a change to it shows).
+        Target("(g)/(a)", "answers constrained to a JSON schema vs free text, tok/s", _ratio(runs, "g", "a"),
+               None, True),
+        Target("(h)/(a)", "log-probabilities with 5 alternatives per token vs none, tok/s", _ratio(runs, "h", "a"),
+               None, True),
     ]
 
 

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 import httpx
+from sqlalchemy import select
 
 from enginehouse.core import options
 from enginehouse.core.ids import new_id, utcnow
@@ -289,10 +290,15 @@ class EngineStep:
     ) -> None:
         ready = [f for f in outcome.replicas if f.replica_id in outcome.ready_ids]
         engine_status = EngineStatus(engine.status)
-        rows: list[DeploymentModel] = engine_service.engine_deployments(session, engine.id)
+        # Decided on plain rows; only a deployment whose status changes is loaded as an object
+        # (an engine may hold hundreds of deployments, and most steps change none of them).
+        columns = (DeploymentModel.id, DeploymentModel.name, DeploymentModel.kind, DeploymentModel.status,
+                   DeploymentModel.checkpoint_path, DeploymentModel.status_reason)
+        query = (select(*columns).where(DeploymentModel.engine_id == engine.id)
+                 .order_by(DeploymentModel.created_at, DeploymentModel.id))
+        rows = session.execute(query).all()
         facts_of = {
-            row.id: DeploymentFacts(row.id, row.name, DeploymentKind(row.kind),
-                                    DeploymentStatus(row.status), row.checkpoint_path)
+            row[0]: DeploymentFacts(row[0], row[1], DeploymentKind(row[2]), DeploymentStatus(row[3]), row[4])
             for row in rows
         }
         replaced_by = None
@@ -301,15 +307,16 @@ class EngineStep:
                 [f for f in facts_of.values() if f.deployment_id not in memory.load_errors]
             )
         for row in rows:
-            facts = facts_of[row.id]
+            facts = facts_of[row[0]]
             status, reason = policy.derive_deployment_status(
-                engine_status, engine.status_reason, facts, ready, memory.load_errors.get(row.id),
+                engine_status, engine.status_reason, facts, ready, memory.load_errors.get(row[0]),
                 replaced_by,
             )
-            if status is not facts.status or (reason and reason != row.status_reason):
-                switch_deployment_status(session, row, status, reason)
-        live_ids = {row.id for row in rows}
-        memory.load_errors = {k: v for k, v in memory.load_errors.items() if k in live_ids}
+            if status is not facts.status or (reason and reason != row[5]):
+                deployment = session.get(DeploymentModel, row[0])
+                if deployment is not None:
+                    switch_deployment_status(session, deployment, status, reason)
+        memory.load_errors = {k: v for k, v in memory.load_errors.items() if k in facts_of}
 
 
 def _delete_engine_rows(session, engine: EngineModel) -> None:  # type: ignore[no-untyped-def]

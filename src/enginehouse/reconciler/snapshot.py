@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
-from enginehouse.db.models import EngineModel
+from enginehouse.db.models import DeploymentModel, EngineModel
 from enginehouse.reconciler.policy import DeploymentFacts
 from enginehouse.services import engines as engine_service
 
@@ -59,15 +60,16 @@ def load_snapshot(session: Session, engine_id: str) -> EngineSnapshot | None:
     engine = session.get(EngineModel, engine_id)
     if engine is None:
         return None
+    # Only the columns a step decides on, as plain rows: an engine may hold hundreds of
+    # deployments and every engine is read on every pass.
+    columns = (DeploymentModel.id, DeploymentModel.name, DeploymentModel.kind, DeploymentModel.status,
+               DeploymentModel.checkpoint_path)
+    query = (select(*columns).where(DeploymentModel.engine_id == engine.id)
+             .order_by(DeploymentModel.created_at, DeploymentModel.id))
     deployments = [
-        DeploymentFacts(
-            deployment_id=d.id,
-            name=d.name,
-            kind=DeploymentKind(d.kind),
-            status=DeploymentStatus(d.status),
-            checkpoint_path=d.checkpoint_path,
-        )
-        for d in engine_service.engine_deployments(session, engine.id)
+        DeploymentFacts(deployment_id=row[0], name=row[1], kind=DeploymentKind(row[2]),
+                        status=DeploymentStatus(row[3]), checkpoint_path=row[4])
+        for row in session.execute(query)
     ]
     replicas = [
         ReplicaRow(r.id, r.status, r.url, r.pid, r.log_path, _aware(r.started_at))  # type: ignore[arg-type]
