@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from enginehouse.core.specs import EngineSpec
@@ -29,6 +30,9 @@ async def _steps(database: Database, provider: LocalProvider, engine_id: str, co
 
 def test_a_base_model_no_process_can_take_fails_the_engine_once(database: Database, tmp_path: Path) -> None:
     # Such a row can only come from before bodies were checked; the reconciler must cope with it.
+    # PostgreSQL never stores a NUL in text, so there such a row cannot exist at all.
+    if database.engine.dialect.name == "postgresql":
+        pytest.skip("PostgreSQL refuses NUL bytes in text: no such row can exist there")
     spec = EngineSpec.model_construct(name="nul", base_model="/models/a\x00b", task_type=TaskType.EMBEDDING)
     with database.session() as session:
         orgs.create_organization(session, "acme")
