@@ -185,6 +185,15 @@ def _minutes(hh_mm: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
+def at_rest(status: EngineStatus, management: dict[str, Any] | None, has_replicas: bool) -> bool:
+    """An engine a step would find nothing to do for: Inactive or Failed, no replica left to stop,
+    and no schedule that could open its window. It moves again only by an API call (or a waking
+    request), which changes its status, so it is stepped again from then on."""
+    if status not in (EngineStatus.INACTIVE, EngineStatus.FAILED) or has_replicas:
+        return False
+    return not (management and management.get("management_type") == "schedule")
+
+
 def resource_decision(
     status: EngineStatus,
     management: dict[str, Any] | None,

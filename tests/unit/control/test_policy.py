@@ -12,6 +12,7 @@ from enginehouse.reconciler.policy import (
     DeploymentFacts,
     Fault,
     ReplicaFacts,
+    at_rest,
     derive_deployment_status,
     derive_engine_status,
     desired_adapters,
@@ -181,3 +182,16 @@ def test_transient_faults_are_retried_until_they_repeat() -> None:
     streak, failure = judge_faults([Fault("exited (code 1)")], streak, 3)
     assert failure == "replica keeps failing (3 times): exited (code 1)"
     assert judge_faults([], CrashStreak(1, "x"), 3) == (CrashStreak(1, "x"), None)
+
+
+def test_only_sleeping_engines_with_nothing_to_watch_are_at_rest() -> None:
+    schedule = {"management_type": "schedule", "management_config": {"start_time": "09:00", "end_time": "17:00"}}
+    timeout = {"management_type": "inactive_timeout", "management_config": {"inactive_duration": 60}}
+    assert at_rest(EngineStatus.INACTIVE, None, has_replicas=False)
+    assert at_rest(EngineStatus.FAILED, timeout, has_replicas=False)
+    # A schedule may open its window at any minute; a replica may be left to stop.
+    assert not at_rest(EngineStatus.INACTIVE, schedule, has_replicas=False)
+    assert not at_rest(EngineStatus.FAILED, None, has_replicas=True)
+    for status in (EngineStatus.PROVISIONING, EngineStatus.ACTIVE, EngineStatus.DEACTIVATING,
+                   EngineStatus.REACTIVATING, EngineStatus.DELETING):
+        assert not at_rest(status, None, has_replicas=False)
