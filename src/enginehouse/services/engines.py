@@ -187,6 +187,8 @@ DEPLOYMENT_FIELDS = (
     "id", "name", "engine_id", "kind", "source", "status", "status_reason", "task_type",
     "metadata_", "created_at", "updated_at",
 )
+# An engine in a list names its deployments in short (a page of 100 engines may hold 10,000).
+DEPLOYMENT_SUMMARY_FIELDS = ("id", "name", "engine_id", "kind", "status", "status_reason")
 REPLICA_FIELDS = ("id", "engine_id", "status", "url", "started_at")
 EVENT_FIELDS = ("id", "at", "object_id", "object_name", "from_status", "to_status", "reason")
 
@@ -227,15 +229,17 @@ def list_engines(
     if base_model:
         query = query.where(EngineModel.base_model == base_model)
     engines = newest_first(session, query, EngineModel, org_id, page, "engine")
-    return Page(_with_parts(session, engines.items), engines.has_more)
+    return Page(_with_parts(session, engines.items, DEPLOYMENT_SUMMARY_FIELDS), engines.has_more)
 
 
-def _with_parts(session: Session, engines: list[Row[Any]]) -> list[EngineRead]:
+def _with_parts(
+    session: Session, engines: list[Row[Any]], deployment_fields: tuple[str, ...] = DEPLOYMENT_FIELDS
+) -> list[EngineRead]:
     if not engines:
         return []
     ids = [engine[0] for engine in engines]
     deployments = (
-        select(*read_columns(session, DeploymentModel, DEPLOYMENT_FIELDS))
+        select(*read_columns(session, DeploymentModel, deployment_fields))
         .where(DeploymentModel.engine_id.in_(ids))
         .order_by(DeploymentModel.engine_id, DeploymentModel.created_at, DeploymentModel.id)
     )
@@ -244,7 +248,7 @@ def _with_parts(session: Session, engines: list[Row[Any]]) -> list[EngineRead]:
         .where(ReplicaModel.engine_id.in_(ids))
         .order_by(ReplicaModel.engine_id, ReplicaModel.started_at, ReplicaModel.id)
     )
-    by_engine = grouped(read(session, deployments).all(), DEPLOYMENT_FIELDS.index("engine_id"))
+    by_engine = grouped(read(session, deployments).all(), deployment_fields.index("engine_id"))
     replicas_by_engine = grouped(read(session, replicas).all(), REPLICA_FIELDS.index("engine_id"))
     return [EngineRead(e, by_engine.get(e[0], []), replicas_by_engine.get(e[0], [])) for e in engines]
 
