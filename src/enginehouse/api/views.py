@@ -9,14 +9,18 @@ than reading them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import orjson
 from orjson import Fragment
 from starlette.responses import Response
 
-from enginehouse.core.status import DeploymentKind
+from enginehouse.core.ids import utcnow
+from enginehouse.core.resource_management import NextTransition, next_transition
+from enginehouse.core.status import DeploymentKind, EngineStatus
 from enginehouse.services.deployments import ModelList
 from enginehouse.services.engines import EngineRead
 from enginehouse.services.pages import Page
@@ -95,7 +99,9 @@ def engine_to_dict(
     read: EngineRead, in_flight: dict[str, int], deployment_view: Callable[[Sequence[Any]], Obj] = deployment_to_dict
 ) -> Obj:
     (id_, name, task_type, base_model, status, status_reason, deployment_option, selected_option,
-     autoscaling, resource_management, runtime_options, created_at, last_access_at) = read.engine
+     autoscaling, resource_management, runtime_options, created_at, last_access_at,
+     hold_until) = read.engine
+    upcoming = _next_transition(status, resource_management, last_access_at, hold_until)
     return {
         "id": id_,
         "object": "engine",
@@ -113,7 +119,30 @@ def engine_to_dict(
         "deployments": [deployment_view(d) for d in read.deployments],
         "created_at": created_at,
         "last_access_timestamp": last_access_at,
+        "next_transition_at": _iso(upcoming.at) if upcoming else None,
+        "next_transition": upcoming.change.value if upcoming else None,
     }
+
+
+def _next_transition(
+    status: str, management: str | None, last_access_at: str | None, hold_until: str | None
+) -> NextTransition | None:
+    """When the engine next sleeps or wakes by itself (its resource management), from the row's
+    stored text; engines without resource management, most of a long list, cost nothing."""
+    if management is None:
+        return None
+    return next_transition(
+        EngineStatus(status), json.loads(management), _parsed(last_access_at), _parsed(hold_until), utcnow()
+    )
+
+
+def _parsed(iso: str | None) -> datetime | None:
+    return None if iso is None else datetime.fromisoformat(iso)
+
+
+def _iso(moment: datetime) -> str:
+    """As the database formats timestamps for the views (see services/reads.py)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def training_job_to_dict(read: TrainingJobRead) -> Obj:

@@ -72,6 +72,7 @@ def engine_view(engine: Obj) -> RenderableType:
         ("runtime options", engine.get("runtime_options")),
         ("created", engine.get("created_at")),
         ("last access", engine.get("last_access_timestamp")),
+        ("next", _next_transition_text(engine)),
     ], title=f"engine {engine['name']}")
     parts: list[RenderableType] = [details]
     if engine.get("deployments"):
@@ -79,6 +80,12 @@ def engine_view(engine: Obj) -> RenderableType:
     if engine.get("replicas"):
         parts.append(replicas_table(engine["replicas"]))
     return Group(*parts)
+
+
+def _next_transition_text(engine: Obj) -> str | None:
+    """"deactivate at …" when the engine's schedule or inactive timeout will move it; else None."""
+    change, at = engine.get("next_transition"), engine.get("next_transition_at")
+    return f"{change} at {at}" if change and at else None
 
 
 def replicas_table(replicas: list[Obj]) -> Table:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from enginehouse.core import options
 from enginehouse.core.ids import new_id, utcnow
+from enginehouse.core.resource_management import resource_decision
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus, ReplicaStatus
 from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, ReplicaModel
@@ -85,8 +86,9 @@ class EngineStep:
     # -- time-based deactivation and reactivation ------------------------------------------
 
     def _apply_resource_policy(self, snapshot: EngineSnapshot) -> bool:
-        decision = policy.resource_decision(
-            snapshot.status, snapshot.resource_management, snapshot.last_access_at, utcnow()
+        decision = resource_decision(
+            snapshot.status, snapshot.resource_management, snapshot.last_access_at, utcnow(),
+            snapshot.schedule_hold_until,
         )
         if decision is None:
             return False
@@ -96,9 +98,11 @@ class EngineStep:
             if engine is None or engine.status != snapshot.status.value:
                 return True
             if new_status is EngineStatus.REACTIVATING:
-                engine_service.reactivate_engine(session, engine.organization_id, engine.id, reason)
+                engine_service.reactivate_engine(session, engine.organization_id, engine.id, reason,
+                                                 manual=False)
             else:
-                engine_service.deactivate_engine(session, engine.organization_id, engine.id, reason)
+                engine_service.deactivate_engine(session, engine.organization_id, engine.id, reason,
+                                                 manual=False)
         return True
 
     # -- replicas -------------------------------------------------------------------------

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from enginehouse.core.specs import WEEKDAYS
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
 
 D = DeploymentStatus
@@ -163,28 +160,6 @@ def single_model_replacement(deployments: list[DeploymentFacts]) -> str | None:
     return None
 
 
-def in_schedule_window(config: dict[str, Any], now: datetime) -> bool:
-    """True when ``now`` lies in the schedule's window; a window may cross midnight, in which case
-    it belongs to the day it starts on."""
-    local = now.astimezone(ZoneInfo(config.get("timezone", "UTC")))
-    start = _minutes(config["start_time"])
-    end = _minutes(config["end_time"])
-    days = set(config.get("days") or WEEKDAYS)
-    minute = local.hour * 60 + local.minute
-    today = WEEKDAYS[local.weekday()]
-    yesterday = WEEKDAYS[(local.weekday() - 1) % 7]
-    if start == end:
-        return today in days
-    if start < end:
-        return today in days and start <= minute < end
-    return (today in days and minute >= start) or (yesterday in days and minute < end)
-
-
-def _minutes(hh_mm: str) -> int:
-    hours, minutes = hh_mm.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
 def at_rest(status: EngineStatus, management: dict[str, Any] | None, has_replicas: bool) -> bool:
     """An engine a step would find nothing to do for: Inactive or Failed, no replica left to stop,
     and no schedule that could open its window. It moves again only by an API call (or a waking
@@ -192,28 +167,3 @@ def at_rest(status: EngineStatus, management: dict[str, Any] | None, has_replica
     if status not in (EngineStatus.INACTIVE, EngineStatus.FAILED) or has_replicas:
         return False
     return not (management and management.get("management_type") == "schedule")
-
-
-def resource_decision(
-    status: EngineStatus,
-    management: dict[str, Any] | None,
-    last_access: datetime | None,
-    now: datetime,
-) -> tuple[EngineStatus, str] | None:
-    """Deactivate or reactivate by schedule or inactive timeout (SPEC §4.4); None: nothing to do."""
-    if not management:
-        return None
-    config = management.get("management_config") or {}
-    if management.get("management_type") == "inactive_timeout":
-        idle_for = timedelta(seconds=float(config.get("inactive_duration", 0)))
-        if status is EngineStatus.ACTIVE and last_access is not None and now - last_access >= idle_for:
-            seconds = int(idle_for.total_seconds())
-            return EngineStatus.DEACTIVATING, f"no inference request for {seconds} s (inactive timeout)"
-        return None
-    if management.get("management_type") == "schedule":
-        inside = in_schedule_window(config, now)
-        if status is EngineStatus.ACTIVE and not inside:
-            return EngineStatus.DEACTIVATING, "outside its schedule window"
-        if status is EngineStatus.INACTIVE and inside:
-            return EngineStatus.REACTIVATING, "its schedule window opened"
-    return None

@@ -40,6 +40,7 @@ class EngineSnapshot:
     autoscaling: dict[str, Any] | None
     resource_management: dict[str, Any] | None
     last_access_at: datetime | None
+    schedule_hold_until: datetime | None
     deployments: list[DeploymentFacts]
     replicas: list[ReplicaRow]
 
@@ -88,6 +89,7 @@ def load_snapshot(session: Session, engine_id: str) -> EngineSnapshot | None:
         autoscaling=engine.autoscaling,
         resource_management=engine.resource_management_config,
         last_access_at=_aware(engine.last_access_at),
+        schedule_hold_until=_aware(engine.schedule_hold_until),
         deployments=deployments,
         replicas=replicas,
     )

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from enginehouse.core import options
 from enginehouse.core.ids import new_id, utcnow
+from enginehouse.core.resource_management import Change, manual_hold
 from enginehouse.core.specs import EngineSpec
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
 from enginehouse.core.task_types import SERVABLE_TASK_TYPES, TaskType
@@ -132,27 +133,33 @@ def delete_engine(session: Session, org_id: str, engine_id: str) -> EngineModel:
 
 
 def deactivate_engine(
-    session: Session, org_id: str, engine_id: str, reason: str = "deactivation requested"
+    session: Session, org_id: str, engine_id: str, reason: str = "deactivation requested",
+    *, manual: bool = True,
 ) -> EngineModel:
+    """``manual``: asked for by a user, so it holds against the engine's schedule (SPEC §4.4)."""
     engine = get_engine(session, org_id, engine_id)
     if engine.status != EngineStatus.ACTIVE.value:
         raise ConflictError(
             f"engine {engine.name} is {engine.status}; only an Active engine can be deactivated",
             code="invalid_status_transition",
         )
+    _hold_against_schedule(engine, Change.DEACTIVATE, manual)
     switch_engine_status(session, engine, EngineStatus.DEACTIVATING, reason)
     return engine
 
 
 def reactivate_engine(
-    session: Session, org_id: str, engine_id: str, reason: str = "reactivation requested"
+    session: Session, org_id: str, engine_id: str, reason: str = "reactivation requested",
+    *, manual: bool = True,
 ) -> EngineModel:
+    """``manual``: as for :func:`deactivate_engine`."""
     engine = get_engine(session, org_id, engine_id)
     if engine.status != EngineStatus.INACTIVE.value:
         raise ConflictError(
             f"engine {engine.name} is {engine.status}; only an Inactive engine can be reactivated",
             code="invalid_status_transition",
         )
+    _hold_against_schedule(engine, Change.REACTIVATE, manual)
     switch_engine_status(session, engine, EngineStatus.REACTIVATING, reason)
     deployments = engine_deployments(session, engine.id)
     # On a single-model engine a fine-tuned deployment keeps the base model replaced.
@@ -168,6 +175,13 @@ def reactivate_engine(
     return engine
 
 
+def _hold_against_schedule(engine: EngineModel, change: Change, manual: bool) -> None:
+    """A manual change against the schedule holds for a while (until the window next opens or
+    closes); one the schedule itself makes ends any hold."""
+    hold = manual_hold(engine.resource_management_config, change, utcnow()) if manual else None
+    engine.schedule_hold_until = hold
+
+
 def touch_engine(session: Session, engine_id: str) -> None:
     """Record an inference request (the inactive timeout counts from the last one)."""
     engine = session.get(EngineModel, engine_id)
@@ -181,7 +195,7 @@ def touch_engine(session: Session, engine_id: str) -> None:
 ENGINE_FIELDS = (
     "id", "name", "task_type", "base_model", "status", "status_reason", "deployment_option",
     "selected_option", "autoscaling", "resource_management_config", "runtime_options",
-    "created_at", "last_access_at",
+    "created_at", "last_access_at", "schedule_hold_until",
 )
 DEPLOYMENT_FIELDS = (
     "id", "name", "engine_id", "kind", "source", "status", "status_reason", "task_type",

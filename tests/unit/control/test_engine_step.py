@@ -1,5 +1,6 @@
 """One reconcile step against a real database and the real local provider: an engine whose base
-model no process can be given fails once, with the reason, and is not retried."""
+model no process can be given fails once, with the reason, and is not retried; a manual change
+holds against the engine's schedule."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from enginehouse.core.specs import EngineSpec
+from enginehouse.core.status import EngineStatus
 from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import EngineModel, ReplicaModel
 from enginehouse.db.session import Database
@@ -19,6 +21,7 @@ from enginehouse.reconciler.engine_step import EngineStep
 from enginehouse.reconciler.replica_client import ReplicaClient
 from enginehouse.services import engines, orgs
 from enginehouse.services.pages import PageRequest
+from enginehouse.services.status import switch_engine_status
 
 
 async def _steps(database: Database, provider: LocalProvider, engine_id: str, count: int) -> None:
@@ -47,3 +50,28 @@ def test_a_base_model_no_process_can_take_fails_the_engine_once(database: Databa
         events = [e.to_status for e in engines.engine_events(session, org_id, engine_id, PageRequest()).items]
         assert events == ["Provisioning", "Failed"]
         assert list(session.scalars(select(ReplicaModel))) == []
+
+
+@pytest.mark.parametrize("manual", [True, False])
+def test_a_manual_deactivation_inside_the_window_holds_against_the_schedule(
+    database: Database, tmp_path: Path, manual: bool
+) -> None:
+    always_open = {"management_type": "schedule", "management_config": {
+        "timezone": "UTC", "start_time": "00:00", "end_time": "00:00"}}
+    spec = EngineSpec.model_validate({"name": "sched", "base_model": "/models/base",
+                                      "task_type": "text-generation",
+                                      "resource_management_config": always_open})
+    with database.session() as session:
+        orgs.create_organization(session, "acme")
+        org_id = orgs.create_api_key(session, "acme").organization_id
+        engine = engines.create_engine(session, org_id, spec)
+        switch_engine_status(session, engine, EngineStatus.ACTIVE)
+        engines.deactivate_engine(session, org_id, engine.id, manual=manual)
+        switch_engine_status(session, engine, EngineStatus.INACTIVE)
+        engine_id = engine.id
+    asyncio.run(_steps(database, LocalProvider(tmp_path / "logs"), engine_id, count=1))
+    with database.session() as session:
+        engine = session.get(EngineModel, engine_id)
+        assert engine is not None
+        # Held by hand it stays down; deactivated by anything else, its open window wakes it.
+        assert engine.status == ("Inactive" if manual else "Reactivating")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 import pytest
 
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
@@ -16,10 +14,8 @@ from enginehouse.reconciler.policy import (
     derive_deployment_status,
     derive_engine_status,
     desired_adapters,
-    in_schedule_window,
     judge_faults,
     plan_adapters,
-    resource_decision,
 )
 
 E, D = EngineStatus, DeploymentStatus
@@ -103,50 +99,6 @@ def test_base_deployment_follows_replica_readiness() -> None:
     assert derive_deployment_status(E.ACTIVE, None, base(), [ready()], None)[0] is D.DEPLOYED
     assert derive_deployment_status(E.ACTIVE, None, base(), [], None)[0] is D.DEPLOYING
     assert derive_deployment_status(E.FAILED, "boom", base(), [], None) == (D.FAILED, "engine failed: boom")
-
-
-def _at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
-
-
-def test_schedule_window_same_day() -> None:
-    config = {"timezone": "UTC", "start_time": "09:00", "end_time": "17:00", "days": ["friday"]}
-    assert in_schedule_window(config, _at("2026-11-27T10:00"))  # a Friday
-    assert not in_schedule_window(config, _at("2026-11-27T17:00"))
-    assert not in_schedule_window(config, _at("2026-11-28T10:00"))  # Saturday
-
-
-def test_schedule_window_crossing_midnight_belongs_to_its_start_day() -> None:
-    config = {"timezone": "UTC", "start_time": "22:00", "end_time": "02:00", "days": ["friday"]}
-    assert in_schedule_window(config, _at("2026-11-27T23:30"))
-    assert in_schedule_window(config, _at("2026-11-28T01:30"))  # Saturday night, Friday's window
-    assert not in_schedule_window(config, _at("2026-11-28T23:30"))
-
-
-def test_schedule_window_uses_the_timezone() -> None:
-    config = {"timezone": "America/New_York", "start_time": "09:00", "end_time": "17:00",
-              "days": ["friday"]}
-    assert not in_schedule_window(config, _at("2026-11-27T10:00"))  # 05:00 in New York
-    assert in_schedule_window(config, _at("2026-11-27T15:00"))
-
-
-def test_inactive_timeout_deactivates_an_idle_engine() -> None:
-    management = {"management_type": "inactive_timeout", "management_config": {"inactive_duration": 60}}
-    now = _at("2026-11-27T10:00")
-    assert resource_decision(E.ACTIVE, management, now - timedelta(seconds=30), now) is None
-    decision = resource_decision(E.ACTIVE, management, now - timedelta(seconds=61), now)
-    assert decision is not None and decision[0] is E.DEACTIVATING
-    assert resource_decision(E.INACTIVE, management, now - timedelta(days=1), now) is None
-
-
-def test_schedule_moves_engine_in_and_out() -> None:
-    management = {"management_type": "schedule",
-                  "management_config": {"timezone": "UTC", "start_time": "09:00", "end_time": "17:00",
-                                        "days": ["friday"]}}
-    inside, outside = _at("2026-11-27T10:00"), _at("2026-11-27T20:00")
-    assert resource_decision(E.ACTIVE, management, None, outside)[0] is E.DEACTIVATING  # type: ignore[index]
-    assert resource_decision(E.INACTIVE, management, None, inside)[0] is E.REACTIVATING  # type: ignore[index]
-    assert resource_decision(E.ACTIVE, management, None, inside) is None
 
 
 def test_single_model_base_is_deactivated_while_replaced() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
 
-from enginehouse.core.specs import EngineSpec, TrainingJobSource
+from enginehouse.api.views import engine_to_dict
+from enginehouse.core.specs import WEEKDAYS, EngineSpec, TrainingJobSource
 from enginehouse.core.status import EngineStatus
 from enginehouse.errors import (
     AuthenticationError,
@@ -192,3 +194,40 @@ def test_checkpoint_metadata_lists_labels(tmp_path: Path) -> None:
     assert checkpoint_metadata(TaskType.REGRESSION, tmp_path) == {"labels": ["score"]}
     assert checkpoint_metadata(TaskType.TEXT_GENERATION, tmp_path) == {}
     assert checkpoint_metadata(TaskType.CLASSIFICATION, tmp_path / "missing") == {}
+
+
+def _schedule_closed_today_and_yesterday() -> dict[str, object]:
+    """All-day windows on every weekday but today's and yesterday's (UTC): closed now, opening
+    at midnight and then open for five days."""
+    today = datetime.now(timezone.utc).weekday()
+    days = [day for i, day in enumerate(WEEKDAYS) if i not in (today, (today - 1) % 7)]
+    return {"management_type": "schedule",
+            "management_config": {"timezone": "UTC", "start_time": "00:00", "end_time": "00:00", "days": days}}
+
+
+def test_a_manual_reactivation_against_the_schedule_holds_and_shows_when_it_ends(
+    session: Session, org_id: str
+) -> None:
+    spec = EngineSpec.model_validate({**engine_spec().model_dump(exclude_none=True),
+                                      "resource_management_config": _schedule_closed_today_and_yesterday()})
+    engine = engines.create_engine(session, org_id, spec)
+    for status in (EngineStatus.ACTIVE, EngineStatus.DEACTIVATING, EngineStatus.INACTIVE):
+        switch_engine_status(session, engine, status)
+    engines.reactivate_engine(session, org_id, engine.id)
+    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    expected_end = midnight + timedelta(days=6)  # tomorrow's window and the four after it, merged
+    assert engine.schedule_hold_until is not None
+    assert engine.schedule_hold_until.replace(tzinfo=timezone.utc) == expected_end
+    view = engine_to_dict(engines.read_engine(session, org_id, engine.id), {})
+    assert view["next_transition"] == "deactivate"
+    assert view["next_transition_at"] == expected_end.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # A change the schedule makes itself ends the hold.
+    switch_engine_status(session, engine, EngineStatus.ACTIVE)
+    engines.deactivate_engine(session, org_id, engine.id, "outside its schedule window", manual=False)
+    assert engine.schedule_hold_until is None
+
+
+def test_an_engine_without_resource_management_shows_no_transition(session: Session, org_id: str) -> None:
+    engine = engines.create_engine(session, org_id, engine_spec())
+    view = engine_to_dict(engines.read_engine(session, org_id, engine.id), {})
+    assert view["next_transition"] is None and view["next_transition_at"] is None
