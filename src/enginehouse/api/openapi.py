@@ -66,8 +66,9 @@ _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying ag
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Routes that answer an event stream when the body asks for "stream": true.
 STREAMING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
-# Bodies that name other objects (a training job, an engine, an experiment) that may not exist.
-_NAMES_OBJECTS = frozenset({("POST", "/v1/deployments")})
+# Bodies or filters that name other objects (a training job, an engine, an experiment) that may
+# not exist.
+_NAMES_OBJECTS = frozenset({("POST", "/v1/deployments"), ("GET", "/v1/deployments")})
 
 # The two ways to send a key (deps.api_key_from).
 _SECURITY_SCHEMES: Obj = {
