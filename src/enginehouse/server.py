@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from enginehouse import __version__
 from enginehouse.api.deps import KEY_TTL_S
 from enginehouse.api.errors import install_error_handlers
+from enginehouse.api.openapi import install_openapi
 from enginehouse.api.routers import deployments, engines, training_jobs
 from enginehouse.db.session import Database
 from enginehouse.gateway import router as gateway_router
@@ -85,10 +86,11 @@ def create_app(
     app.include_router(gateway_router.router)
     app.include_router(metrics_router.router)
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    install_openapi(app)
     return app
 
 

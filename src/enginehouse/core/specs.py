@@ -12,7 +12,9 @@ from typing import Annotated, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from enginehouse.core.task_types import TaskType
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator,
+)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 NAME_RULE = "1-100 characters: letters, digits, '.', '_', ':', '-', starting with a letter or digit"
@@ -42,8 +44,13 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+def is_name(value: str) -> bool:
+    # fullmatch: with match, "$" would also accept a name ending in a newline.
+    return NAME_PATTERN.fullmatch(value) is not None
+
+
 def check_name(value: str) -> str:
-    if not NAME_PATTERN.match(value):
+    if not is_name(value):
         raise ValueError(f"invalid name {value!r}: {NAME_RULE}")
     return value
 
@@ -66,8 +73,13 @@ E = TypeVar("E", bound=Enum)
 # An enum field of a strict model that takes its values as strings, as JSON sends them.
 LooseEnum = Annotated[E, Field(strict=False)]
 
-# A user-chosen name (engine, deployment, training job, organization).
-Name = Annotated[str, AfterValidator(check_name)]
+# A user-chosen name (engine, deployment, training job, organization). Its schema states the
+# pattern it is checked with (JSON Schema's "$" is Python's fullmatch end).
+Name = Annotated[
+    str,
+    AfterValidator(check_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern, "description": NAME_RULE}),
+]
 # A local directory or a Hugging Face Hub id.
 ModelSource = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(check_plain_text)]
 # A directory on the server's machine (PATH_MAX on Linux is 4096 bytes).

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from enginehouse.core.specs import is_name
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus, ReplicaStatus
 from enginehouse.core.task_types import ENDPOINTS, TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, ReplicaModel
@@ -37,9 +38,11 @@ class Waking:
 
 
 def resolve(session: Session, org_id: str, model: str, endpoint: str) -> Target | Waking:
-    deployment = deployment_service.find_deployment_by_name(session, org_id, model)
+    # A name no deployment can have is unknown without asking the database, which may refuse
+    # the query outright (PostgreSQL takes no NUL character in text).
+    deployment = deployment_service.find_deployment_by_name(session, org_id, model) if is_name(model) else None
     if deployment is None:
-        raise ModelNotFoundError(f"The model '{model}' does not exist", param="model")
+        raise ModelNotFoundError(f"The model {_shown(model)} does not exist", param="model")
     _check_endpoint(deployment, endpoint)
     engine = session.get(EngineModel, deployment.engine_id)
     if engine is None or engine.status == EngineStatus.DELETING.value:
@@ -56,6 +59,11 @@ def resolve(session: Session, org_id: str, model: str, endpoint: str) -> Target 
             f"'{model}' has no ready replica right now (engine {engine.status})", retry_after=5
         )
     return Target(deployment.id, deployment.name, engine.id, replicas, engine.name)
+
+
+def _shown(model: str) -> str:
+    # An absurd name is not echoed whole (nor a control character raw).
+    return repr(model[:100] + ("…" if len(model) > 100 else ""))
 
 
 def _check_endpoint(deployment: DeploymentModel, endpoint: str) -> None:

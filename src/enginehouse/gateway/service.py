@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TypeVar
 
 import aiohttp
@@ -161,21 +161,22 @@ class Gateway:
     ) -> Response:
         session = self.http
 
-        async def call() -> tuple[bytes, int, str]:
+        async def call() -> tuple[bytes, int, str, dict[str, str]]:
             async with session.post(url, data=raw_body, headers=_JSON) as upstream:
                 content = await upstream.read()
-                return content, upstream.status, upstream.headers.get("content-type", "application/json")
+                media_type = upstream.headers.get("content-type", "application/json")
+                return content, upstream.status, media_type, passed_headers(upstream.headers)
 
         self.balancer.started(replica_id)
         try:
             # A client leaving cancels the call, which closes the connection: the replica stops too.
-            content, status, media_type = await unless_client_leaves(client, call())
+            content, status, media_type, headers = await unless_client_leaves(client, call())
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _replica_unreachable(exc) from None
         finally:
             self.balancer.finished(replica_id)
         timer.finish(status)
-        return Response(content, status_code=status, media_type=media_type)
+        return Response(content, status_code=status, media_type=media_type, headers=headers)
 
     async def _forward_stream(
         self, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
@@ -196,7 +197,8 @@ class Gateway:
                 upstream.release()
                 self.balancer.finished(replica_id)
             timer.finish(upstream.status)
-            return Response(content, status_code=upstream.status, media_type="application/json")
+            return Response(content, status_code=upstream.status, media_type="application/json",
+                            headers=passed_headers(upstream.headers))
         return _relay_response(_Relay(upstream, lambda: self.balancer.finished(replica_id), timer))
 
 
@@ -243,6 +245,13 @@ def _relay_response(relay: _Relay) -> ClosingStreamingResponse:
 
 
 _JSON = {"content-type": "application/json"}
+# A replica's answer headers the client is given too: a busy or loading replica's 503 says when
+# to try again (SPEC §5), and a client that sees no Retry-After retries at once or not at all.
+_PASSED_HEADERS = ("Retry-After",)
+
+
+def passed_headers(upstream: Mapping[str, str]) -> dict[str, str]:
+    return {name: upstream[name] for name in _PASSED_HEADERS if name in upstream}
 
 
 def parse_body(raw_body: bytes, request_model: type[ModelT]) -> ModelT:

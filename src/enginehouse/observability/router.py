@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from enginehouse.db.session import Database
 from enginehouse.observability.federation import ReplicaPage, merge, scrape_replicas
@@ -18,7 +18,8 @@ from enginehouse.observability.inventory import Inventory, read_inventory, repli
 router = APIRouter()
 
 
-@router.get("/metrics", include_in_schema=False)
+# Documented as text/plain: the Prometheus text format, whose version parameter rides along.
+@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
 async def metrics(request: Request) -> Response:
     state = request.app.state
     inventory = await asyncio.to_thread(_inventory, state.database)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 GuideKind = Literal["json_schema"]
+# A temperature this low is greedy decoding: dividing logits by it overflows float32 to infinity
+# (and softmax of infinities is NaN), and what it would sample is the argmax anyway.
+GREEDY_BELOW = 1e-5
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW
 
     @property
     def adjusts_logits(self) -> bool:

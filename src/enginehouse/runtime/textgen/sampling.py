@@ -36,7 +36,9 @@ def choose_tokens(
 
 
 def _sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    scores = logits / params.temperature
+    scores = finite_scores(logits / params.temperature)
+    if scores is None:
+        return int(logits.argmax().item())
     if params.min_p > 0.0:
         scores = _min_p_filter(scores, params.min_p)
     if 0 < params.top_k < scores.shape[-1]:
@@ -46,6 +48,23 @@ def _sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         scores = _top_p_filter(scores, params.top_p)
     probs = torch.softmax(scores, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def finite_scores(scores: torch.Tensor) -> torch.Tensor | None:
+    """``scores`` that softmax can take, or None when no token has a score at all.
+
+    Penalties and bias (a tiny repetition_penalty divides by almost nothing) can push scores to
+    infinity, and infinity minus infinity inside softmax is NaN, which sampling refuses. Tokens
+    at +inf are infinitely likelier than the rest, so they share the choice evenly; NaN is never
+    chosen.
+    """
+    if bool(torch.isfinite(scores).all()):
+        return scores  # the usual case, at the cost of one check
+    if bool(torch.isposinf(scores).any()):
+        return torch.where(torch.isposinf(scores), 0.0, float("-inf"))
+    if bool(torch.isnan(scores).any()):
+        scores = scores.masked_fill(torch.isnan(scores), float("-inf"))
+    return None if bool(torch.isneginf(scores).all()) else scores
 
 
 def _min_p_filter(scores: torch.Tensor, min_p: float) -> torch.Tensor:
@@ -61,5 +80,7 @@ def _top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     probs = torch.softmax(sorted_scores, dim=-1)
     mass_before = torch.cumsum(probs, dim=-1) - probs
     drop_sorted = mass_before >= top_p
+    # A top_p below float32's smallest number rounds to 0, which would drop every token.
+    drop_sorted[0] = False
     drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
     return scores.masked_fill(drop, float("-inf"))
