@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from enginehouse.api.deps import current_org
 from enginehouse.gateway.router import INFERENCE_ENDPOINTS
+from enginehouse.services.pages import DEFAULT_LIMIT, MAX_LIMIT
 
 Obj = dict[str, Any]
 _REF = "#/components/schemas/{model}"
@@ -69,6 +70,8 @@ STREAMING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 # Bodies or filters that name other objects (a training job, an engine, an experiment) that may
 # not exist.
 _NAMES_OBJECTS = frozenset({("POST", "/v1/deployments"), ("GET", "/v1/deployments")})
+
+_LIMIT_SCHEMA: Obj = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
 
 # The two ways to send a key (deps.api_key_from).
 _SECURITY_SCHEMES: Obj = {
@@ -134,6 +137,10 @@ def _complete(operation: Obj, route: RouteContext, method: str) -> None:
         operation["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": {"$ref": _ref(request_model)}}}}
         operation["responses"] = {"200": _success(route.path_format, response_model)}
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "query" and parameter["name"] == "limit":
+            # Read as text (so a bad one is a 400 naming it, see api/paging.py), meant as a number.
+            parameter["schema"] = _LIMIT_SCHEMA
     responses = operation.setdefault("responses", {})
     responses.pop("422", None)  # FastAPI's default; added back below where it is true
     for status in _error_statuses(route, method, inference is not None):
