@@ -45,8 +45,17 @@ class DeploymentKind(str, Enum):
 class ReplicaStatus(str, Enum):
     STARTING = "starting"
     READY = "ready"
+    # Takes no new request; stops once those it has end (scale-down).
+    DRAINING = "draining"
     STOPPING = "stopping"
     FAILED = "failed"
+
+
+# What an event says of a replica whose row is gone (it stopped, or it failed and was replaced).
+REPLICA_REMOVED = "removed"
+# What an event says of an engine or deployment removed for good (an undeployed one is Removed).
+DELETED = "Deleted"
+REMOVED = "Removed"
 
 
 E = EngineStatus
@@ -73,6 +82,22 @@ DEPLOYMENT_TRANSITIONS: dict[DeploymentStatus, frozenset[DeploymentStatus]] = {
 }
 
 
+R = ReplicaStatus
+REPLICA_TRANSITIONS: dict[ReplicaStatus, frozenset[ReplicaStatus]] = {
+    R.STARTING: frozenset({R.READY, R.STOPPING, R.FAILED}),
+    # ready → starting: it stopped answering as ready (reloading, or hung) and must prove itself again.
+    R.READY: frozenset({R.STARTING, R.DRAINING, R.STOPPING, R.FAILED}),
+    R.DRAINING: frozenset({R.STOPPING, R.FAILED}),
+    R.STOPPING: frozenset({R.FAILED}),
+    R.FAILED: frozenset({R.STOPPING}),
+}
+
+# The status each kind of object is created in.
+INITIAL_ENGINE_STATUSES = frozenset({E.PROVISIONING})
+INITIAL_DEPLOYMENT_STATUSES = frozenset({D.PENDING, D.DEPLOYING, D.DEPLOYED, D.DEACTIVATED})
+INITIAL_REPLICA_STATUSES = frozenset({R.STARTING})
+
+
 class TransitionError(Exception):
     def __init__(self, kind: str, current: str, requested: str) -> None:
         super().__init__(f"cannot move {kind} from {current} to {requested}")
@@ -88,3 +113,8 @@ def check_engine_transition(current: EngineStatus, new: EngineStatus) -> None:
 def check_deployment_transition(current: DeploymentStatus, new: DeploymentStatus) -> None:
     if new != current and new not in DEPLOYMENT_TRANSITIONS[current]:
         raise TransitionError("deployment", current.value, new.value)
+
+
+def check_replica_transition(current: ReplicaStatus, new: ReplicaStatus) -> None:
+    if new != current and new not in REPLICA_TRANSITIONS[current]:
+        raise TransitionError("replica", current.value, new.value)

@@ -16,18 +16,21 @@ from sqlalchemy import select
 from enginehouse.core import options
 from enginehouse.core.ids import new_id, utcnow
 from enginehouse.core.resource_management import resource_decision
-from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus, ReplicaStatus
+from enginehouse.core.status import DELETED, DeploymentKind, DeploymentStatus, EngineStatus, ReplicaStatus
 from enginehouse.core.task_types import TaskType
-from enginehouse.db.models import DeploymentModel, EngineModel, ReplicaModel
+from enginehouse.db.models import DeploymentModel, EngineModel
 from enginehouse.db.session import Database
-from enginehouse.providers.base import LaunchError, ReplicaLaunch, ReplicaProvider
+from enginehouse.providers.base import LaunchedReplica, LaunchError, ReplicaLaunch, ReplicaProvider
 from enginehouse.reconciler import policy
 from enginehouse.reconciler.policy import CrashStreak, DeploymentFacts, ReplicaFacts
 from enginehouse.reconciler.replica_client import AdapterLoadRefused, ReplicaClient
 from enginehouse.reconciler.snapshot import EngineSnapshot, ReplicaRow, load_snapshot
 from enginehouse.services import deployments as deployment_service
 from enginehouse.services import engines as engine_service
-from enginehouse.services.status import switch_deployment_status, switch_engine_status
+from enginehouse.services import replicas as replica_service
+from enginehouse.services.status import (
+    StatusChangedError, record_removed, switch_deployment_status, switch_engine_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,8 @@ class StepOutcome:
     replicas: list[ReplicaFacts]
     ready_ids: set[str]
     failure: str | None
-    removed_replica_ids: list[str]
-    launched: list[ReplicaModel]
+    removed: dict[str, str]  # replica id → why it is gone
+    launched: list[LaunchedReplica]
 
 
 class EngineStep:
@@ -93,35 +96,34 @@ class EngineStep:
         if decision is None:
             return False
         new_status, reason = decision
-        with self.database.session() as session:
-            engine = session.get(EngineModel, snapshot.engine_id)
-            if engine is None or engine.status != snapshot.status.value:
-                return True
-            if new_status is EngineStatus.REACTIVATING:
-                engine_service.reactivate_engine(session, engine.organization_id, engine.id, reason,
-                                                 manual=False)
-            else:
-                engine_service.deactivate_engine(session, engine.organization_id, engine.id, reason,
-                                                 manual=False)
+        change = (engine_service.reactivate_engine if new_status is EngineStatus.REACTIVATING
+                  else engine_service.deactivate_engine)
+        try:
+            with self.database.session() as session:
+                engine = session.get(EngineModel, snapshot.engine_id)
+                if engine is not None and engine.status == snapshot.status.value:
+                    change(session, engine.organization_id, engine.id, reason, manual=False)
+        except StatusChangedError:
+            pass  # a request changed the engine first; it wins, and the next step sees it
         return True
 
     # -- replicas -------------------------------------------------------------------------
 
     async def _reconcile_replicas(self, snapshot: EngineSnapshot, memory: EngineMemory) -> StepOutcome:
         facts = await asyncio.gather(*(self._observe(snapshot, r) for r in snapshot.replicas))
-        removed: list[str] = []
+        removed: dict[str, str] = {}
         faults: list[policy.Fault] = []
         for fact, row in zip(facts, snapshot.replicas):
             if fact.exited:
-                removed.append(row.replica_id)
-                faults.append(policy.Fault(fact.exit_reason or "replica exited", fact.permanent_failure))
+                removed[row.replica_id] = fact.exit_reason or "replica exited"
+                faults.append(policy.Fault(removed[row.replica_id], fact.permanent_failure))
             elif not fact.ready and fact.age_s > self.start_timeout_s:
                 await asyncio.to_thread(self.provider.stop, row.replica_id, row.pid)
-                removed.append(row.replica_id)
-                faults.append(policy.Fault(f"replica did not become ready in {self.start_timeout_s:.0f} s"))
+                removed[row.replica_id] = f"replica did not become ready in {self.start_timeout_s:.0f} s"
+                faults.append(policy.Fault(removed[row.replica_id]))
         memory.crashes, failure = policy.judge_faults(faults, memory.crashes, MAX_CONSECUTIVE_CRASHES)
         live = [f for f in facts if f.replica_id not in removed]
-        launched: list[ReplicaModel] = []
+        launched: list[LaunchedReplica] = []
         if snapshot.status.wants_replicas and failure is None:
             if snapshot.selected_option in options.available_option_names():
                 launched, fault = await self._launch_missing(snapshot, snapshot.desired_replicas - len(live))
@@ -132,7 +134,7 @@ class EngineStep:
             for fact in live:
                 row = next(r for r in snapshot.replicas if r.replica_id == fact.replica_id)
                 await asyncio.to_thread(self.provider.stop, row.replica_id, row.pid)
-                removed.append(row.replica_id)
+                removed[row.replica_id] = f"stopped: engine {snapshot.status.value}"
             live = []
         ready_ids = {f.replica_id for f in live if f.ready}
         if ready_ids:
@@ -141,9 +143,9 @@ class EngineStep:
 
     async def _launch_missing(
         self, snapshot: EngineSnapshot, missing: int
-    ) -> tuple[list[ReplicaModel], policy.Fault | None]:
+    ) -> tuple[list[LaunchedReplica], policy.Fault | None]:
         """Launch up to ``missing`` replicas; stops at the first that cannot be launched."""
-        launched: list[ReplicaModel] = []
+        launched: list[LaunchedReplica] = []
         for _ in range(max(0, missing)):
             try:
                 launched.append(await asyncio.to_thread(self._launch, snapshot))
@@ -167,9 +169,9 @@ class EngineStep:
         return ReplicaFacts(row.replica_id, ready=ready, exited=False, loaded=loaded, age_s=age_s,
                             base_served=base_served)
 
-    def _launch(self, snapshot: EngineSnapshot) -> ReplicaModel:
+    def _launch(self, snapshot: EngineSnapshot) -> LaunchedReplica:
         replica_id = new_id("replica")
-        launched = self.provider.launch(
+        return self.provider.launch(
             ReplicaLaunch(
                 replica_id=replica_id,
                 engine_id=snapshot.engine_id,
@@ -178,15 +180,6 @@ class EngineStep:
                 base_model=snapshot.base_model,
                 runtime_options=snapshot.runtime_options,
             )
-        )
-        return ReplicaModel(
-            id=replica_id,
-            engine_id=snapshot.engine_id,
-            status=ReplicaStatus.STARTING.value,
-            url=launched.url,
-            pid=launched.pid,
-            log_path=launched.log_path,
-            started_at=utcnow(),
         )
 
     # -- adapters -------------------------------------------------------------------------
@@ -248,31 +241,38 @@ class EngineStep:
     ) -> EngineStatus | None:
         """Record what this step observed and derived; returns the engine's status afterwards, or
         None when the engine is gone or was changed by a request meanwhile (the next step sees it)."""
+        # Replicas first, on their own: a process launched or stopped is a fact whatever a request
+        # did to the engine meanwhile.
         with self.database.session() as session:
-            engine = session.get(EngineModel, snapshot.engine_id)
-            self._write_replicas(session, outcome)
-            if engine is None or engine.status != expected.value:
-                return None
-            if expected is EngineStatus.DELETING:
-                if not outcome.replicas:
-                    _delete_engine_rows(session, engine)
-                return None
-            self._write_engine(session, engine, outcome)
-            self._write_deployments(session, engine, outcome, memory)
-            return EngineStatus(engine.status)
+            if session.get(EngineModel, snapshot.engine_id) is not None:
+                self._write_replicas(session, snapshot, outcome)
+        try:
+            with self.database.session() as session:
+                engine = session.get(EngineModel, snapshot.engine_id)
+                if engine is None or engine.status != expected.value:
+                    return None
+                if expected is EngineStatus.DELETING:
+                    if not outcome.replicas:
+                        _delete_engine_rows(session, engine)
+                    return None
+                self._write_engine(session, engine, outcome)
+                self._write_deployments(session, engine, outcome, memory)
+                return EngineStatus(engine.status)
+        except StatusChangedError as exc:
+            log.info("engine %s: %s; the next step takes it from there", snapshot.engine_id, exc.message)
+            return None
 
-    def _write_replicas(self, session, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
-        for replica_id in outcome.removed_replica_ids:
-            row = session.get(ReplicaModel, replica_id)
-            if row is not None:
-                session.delete(row)
-        for row in outcome.launched:
-            session.add(row)
-        for replica_id in outcome.ready_ids:
-            row = session.get(ReplicaModel, replica_id)
-            if row is not None and row.status != ReplicaStatus.READY.value:
-                row.status = ReplicaStatus.READY.value
-        outcome.removed_replica_ids, outcome.launched = [], []  # written once
+    def _write_replicas(self, session, snapshot: EngineSnapshot, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
+        org = snapshot.organization_id
+        for replica_id, reason in outcome.removed.items():
+            replica_service.remove_replica(session, org, replica_id, reason)
+        for launched in outcome.launched:
+            replica_service.add_replica(session, org, snapshot.engine_id, launched.replica_id, launched.url,
+                                        launched.pid, launched.log_path)
+        was_ready = {r.replica_id for r in snapshot.replicas if r.status == ReplicaStatus.READY.value}
+        for replica_id in outcome.ready_ids - was_ready:
+            replica_service.mark_replica(session, org, replica_id, ReplicaStatus.READY)
+        outcome.removed, outcome.launched = {}, []  # written once
 
     def _write_engine(self, session, engine: EngineModel, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
         current = EngineStatus(engine.status)
@@ -324,10 +324,14 @@ class EngineStep:
 
 
 def _delete_engine_rows(session, engine: EngineModel) -> None:  # type: ignore[no-untyped-def]
+    """The engine's rows go; its events stay, ending with each object's removal."""
+    org = engine.organization_id
     for row in engine_service.engine_deployments(session, engine.id):
+        record_removed(session, org, engine.id, row.id, row.name, row.status, DELETED, "engine deleted")
         session.delete(row)
-    for row in engine_service.engine_replicas(session, engine.id):
-        session.delete(row)
+    for replica in engine_service.engine_replicas(session, engine.id):
+        replica_service.remove_replica(session, org, replica.id, "engine deleted")
+    record_removed(session, org, engine.id, engine.id, engine.name, engine.status, DELETED, "deletion requested")
     session.flush()
     session.delete(engine)
 

@@ -19,6 +19,7 @@ from enginehouse.providers.base import ReplicaProvider
 from enginehouse.reconciler import policy
 from enginehouse.reconciler.engine_step import EngineStep
 from enginehouse.reconciler.replica_client import ReplicaClient
+from enginehouse.services import replicas as replica_service
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,6 @@ class Reconciler:
         """Stop the replicas this server adopted from a previous one too, and forget them all:
         the next start launches fresh replicas for the engines that want them."""
         with self.database.session() as session:
-            for row in session.scalars(select(ReplicaModel)):
-                self.provider.stop(row.id, row.pid)
-                session.delete(row)
+            for replica, organization_id in replica_service.every_replica(session):
+                self.provider.stop(replica.id, replica.pid)
+                replica_service.remove_replica(session, organization_id, replica.id, "server stopped")

@@ -17,7 +17,7 @@ from enginehouse.core.specs import (
     ExperimentSource,
     TrainingJobSource,
 )
-from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
+from enginehouse.core.status import REMOVED, DeploymentKind, DeploymentStatus, EngineStatus
 from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, OrganizationModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
@@ -26,7 +26,7 @@ from enginehouse.services.checkpoints import checkpoint_metadata
 from enginehouse.services.engines import DEPLOYMENT_FIELDS
 from enginehouse.services.pages import Page, PageRequest, newest_first
 from enginehouse.services.reads import epoch_seconds, read, read_columns
-from enginehouse.services.status import record_event
+from enginehouse.services.status import record_deployment_created, record_removed
 from enginehouse.services.training_jobs import get_checkpoint, get_training_job
 
 # The status a new fine-tuned deployment starts in, by its engine's status (SPEC §4.2).
@@ -80,9 +80,8 @@ def deploy(
         created_at=now,
         updated_at=now,
     )
-    session.add(deployment)
+    record_deployment_created(session, deployment)
     session.flush()
-    record_event(session, org_id, engine.id, deployment.id, name, None, initial.value, "created")
     return deployment
 
 
@@ -141,10 +140,8 @@ def create_base_deployment(session: Session, engine: EngineModel) -> DeploymentM
         created_at=now,
         updated_at=now,
     )
-    session.add(deployment)
+    record_deployment_created(session, deployment, "engine became Active")
     session.flush()
-    record_event(session, engine.organization_id, engine.id, deployment.id, deployment.name, None,
-                 DeploymentStatus.DEPLOYED.value, "engine became Active")
     return deployment
 
 
@@ -234,8 +231,8 @@ def remove_deployment(session: Session, org_id: str, deployment_id: str) -> Depl
             "engine (DELETE /v1/engines/{id})",
             code="base_deployment",
         )
-    record_event(session, org_id, deployment.engine_id, deployment.id, deployment.name,
-                 deployment.status, "Removed", "undeploy requested")
+    record_removed(session, org_id, deployment.engine_id, deployment.id, deployment.name,
+                   deployment.status, REMOVED, "undeploy requested")
     session.delete(deployment)
     return deployment
 

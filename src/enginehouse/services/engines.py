@@ -19,7 +19,7 @@ from enginehouse.db.models import DeploymentModel, EngineModel, EventModel, Repl
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
 from enginehouse.services.pages import Page, PageRequest, newest_first, unknown_cursor
 from enginehouse.services.reads import grouped, read, read_columns
-from enginehouse.services.status import record_event, switch_deployment_status, switch_engine_status
+from enginehouse.services.status import record_engine_created, switch_deployment_status, switch_engine_status
 
 
 def name_taken(session: Session, org_id: str, name: str) -> bool:
@@ -78,10 +78,8 @@ def create_engine(
         engine.status_reason = (
             f"waiting for deployment option {selected!r}: this installation cannot provide it"
         )
-    session.add(engine)
+    record_engine_created(session, engine)
     session.flush()
-    record_event(session, org_id, engine.id, engine.id, engine.name, None,
-                 EngineStatus.PROVISIONING.value, engine.status_reason or "created")
     return engine
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.metrics_core import Metric
 
+from enginehouse.core.status import ReplicaStatus
 from enginehouse.observability.federation import ReplicaPage, merge
 from enginehouse.observability.inventory import Inventory, ReplicaRow, replica_counts
 from enginehouse.observability.router import render
@@ -80,7 +81,7 @@ def test_replica_counts_cover_every_engine_and_status() -> None:
     assert scraped.value("enginehouse_engine_replicas", organization="default", engine="demo", status="starting") == 1
     assert scraped.value("enginehouse_engine_replicas", organization="other", engine="demo", status="ready") == 1
     assert scraped.value("enginehouse_engine_replicas", engine="idle") == 0
-    assert len(scraped.matching("enginehouse_engine_replicas", engine="idle")) == 4
+    assert len(scraped.matching("enginehouse_engine_replicas", engine="idle")) == len(ReplicaStatus)
 
 
 def test_merge_keeps_sample_names_and_adds_labels() -> None:
