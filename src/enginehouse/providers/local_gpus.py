@@ -7,6 +7,7 @@ an NVIDIA driver no child is started at all.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -42,7 +43,18 @@ def parse_probe(output: str) -> list[LocalGpu]:
     return [LocalGpu(i, str(name), int(memory)) for i, (name, memory) in enumerate(devices)]
 
 
+@functools.cache
+def _probe() -> tuple[LocalGpu, ...]:
+    return tuple(_ask_torch())
+
+
 def probe_local_gpus() -> list[LocalGpu]:
+    """Asked once per process: the GPUs do not change while it runs (and tests build many
+    providers)."""
+    return list(_probe())
+
+
+def _ask_torch() -> list[LocalGpu]:
     """Never raises: a machine whose GPUs cannot be asked about has none to offer."""
     if not nvidia_driver_present():
         return []
