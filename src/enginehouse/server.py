@@ -61,6 +61,7 @@ def create_app(
         app.state.key_cache = TTLCache(KEY_TTL_S)
         app.state.gateway = gateway
         app.state.reconciler = reconciler
+        app.state.provider = replica_provider
         await gateway.start()
         reconciler.start()
         if demo:

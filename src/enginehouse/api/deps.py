@@ -9,6 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from enginehouse.core import options
+from enginehouse.core.options import OptionOffer
 from enginehouse.db.session import Database
 from enginehouse.gateway.cache import TTLCache
 from enginehouse.services import orgs
@@ -66,6 +68,12 @@ def replica_ceiling(request: Request) -> int:
     return int(request.app.state.settings.max_replicas_per_engine)
 
 
+def option_offers(request: Request) -> list[OptionOffer]:
+    """Every deployment option, marked available when this server's provider can give it."""
+    return options.listing(request.app.state.provider.deployment_options())
+
+
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 OrgDep = Annotated[str, Depends(current_org)]
 ReplicaCeilingDep = Annotated[int, Depends(replica_ceiling)]
+OffersDep = Annotated[list[OptionOffer], Depends(option_offers)]

@@ -160,6 +160,8 @@ def options_table(options: list[Obj]) -> Table:
         accelerator = o.get("accelerator")
         if accelerator and o.get("accelerator_memory_gb"):
             accelerator = f"{accelerator} {o['accelerator_memory_gb']:g} GB"
+            if (o.get("accelerator_count") or 1) > 1:
+                accelerator = f"{o['accelerator_count']} × {accelerator}"
         rows.append((o["name"], accelerator, o.get("cpus"), o.get("memory_gb"),
                      f"${cost.get('min', 0):g}-{cost.get('max', 0):g}/h",
                      "yes" if o.get("available") else "no"))

@@ -1,9 +1,12 @@
-"""The provider interface: start, observe and stop replica processes. Nothing else."""
+"""The provider interface: which deployment options it can give, and start, observe and stop
+replica processes on them. Nothing else."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from enginehouse.core.options import DeploymentOption
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,8 @@ class ReplicaLaunch:
     task_type: str
     base_model: str
     runtime_options: dict[str, Any] = field(default_factory=dict)
+    # The option the engine was placed on (one of the provider's ``deployment_options``).
+    deployment_option: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,11 @@ class LaunchError(Exception):
 
 
 class ReplicaProvider(Protocol):
+    def deployment_options(self) -> list[DeploymentOption]:
+        """The shapes this provider can start a replica on now. Asked on every reconcile step and
+        every engine creation, so it answers from memory."""
+        ...
+
     def launch(self, launch: ReplicaLaunch) -> LaunchedReplica:
         """Start a replica; raises ``LaunchError`` when it cannot."""
         ...

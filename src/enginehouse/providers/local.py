@@ -1,5 +1,8 @@
 """Replicas as subprocesses of this machine, each serving HTTP on a free loopback port.
 
+It offers this machine's CPU (``cpu``) and each of its GPUs (``local-gpu0-…``); a replica placed
+on a local GPU sees only that GPU.
+
 Replicas run in their own session (process group) so that they outlive a crashed server: a
 restarted server finds them through the database and adopts them instead of starting duplicates.
 """
@@ -13,10 +16,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from enginehouse.core import options
+from enginehouse.core.options import DeploymentOption
 from enginehouse.providers.base import LaunchedReplica, LaunchError, ReplicaExit, ReplicaLaunch
+from enginehouse.providers.local_gpus import LocalGpu, probe_local_gpus
 from enginehouse.requestlimits import RequestLimits
 
 log = logging.getLogger(__name__)
@@ -28,7 +36,12 @@ REPLICA_ERROR_MARKER = "ENGINEHOUSE_REPLICA_ERROR:"
 
 class LocalProvider:
     def __init__(
-        self, log_dir: Path, host: str = "127.0.0.1", threads: int = 0, limits: RequestLimits | None = None
+        self,
+        log_dir: Path,
+        host: str = "127.0.0.1",
+        threads: int = 0,
+        limits: RequestLimits | None = None,
+        find_gpus: Callable[[], list[LocalGpu]] = probe_local_gpus,
     ) -> None:
         self.log_dir = log_dir
         self.host = host
@@ -36,6 +49,27 @@ class LocalProvider:
         # Replicas bound request bodies as the server does: the gateway forwards what it accepted.
         self.limits = limits or RequestLimits.default()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._find_gpus = find_gpus
+        self._gpu_devices: dict[str, int] | None = None  # option name → CUDA device index
+        self._options: list[DeploymentOption] | None = None
+        self._options_lock = threading.Lock()
+
+    def deployment_options(self) -> list[DeploymentOption]:
+        """This machine's CPU and GPUs, found on first use and remembered (they do not change
+        while the server runs)."""
+        with self._options_lock:
+            if self._options is None:
+                gpus = {options.local_gpu(g.index, g.name, g.memory_bytes): g.index for g in self._find_gpus()}
+                self._gpu_devices = {option.name: index for option, index in gpus.items()}
+                self._options = [options.host_cpu(), *gpus]
+            return list(self._options)
+
+    def _device_environment(self, option: str | None) -> dict[str, str]:
+        if option is None:
+            return {}
+        self.deployment_options()
+        device = (self._gpu_devices or {}).get(option)
+        return {} if device is None else {"CUDA_VISIBLE_DEVICES": str(device)}
 
     def launch(self, launch: ReplicaLaunch) -> LaunchedReplica:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +89,8 @@ class LocalProvider:
         ]
         if self.threads:
             command += ["--threads", str(self.threads)]
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+               **self._device_environment(launch.deployment_option)}
         with open(log_path, "ab") as log_file:
             try:
                 process = subprocess.Popen(

@@ -53,6 +53,8 @@ class StepOutcome:
     failure: str | None
     removed: dict[str, str]  # replica id → why it is gone
     launched: list[LaunchedReplica]
+    # Why no replica is started: the engine's option is one no provider can give now.
+    waiting_for: str | None = None
 
 
 class EngineStep:
@@ -124,12 +126,16 @@ class EngineStep:
         memory.crashes, failure = policy.judge_faults(faults, memory.crashes, MAX_CONSECUTIVE_CRASHES)
         live = [f for f in facts if f.replica_id not in removed]
         launched: list[LaunchedReplica] = []
+        waiting_for: str | None = None
         if snapshot.status.wants_replicas and failure is None:
-            if snapshot.selected_option in options.available_option_names():
+            offered = {option.name for option in self.provider.deployment_options()}
+            if snapshot.selected_option in offered:
                 launched, fault = await self._launch_missing(snapshot, snapshot.desired_replicas - len(live))
                 if fault is not None:
                     memory.crashes, failure = policy.judge_faults([fault], memory.crashes,
                                                                   MAX_CONSECUTIVE_CRASHES)
+            else:
+                waiting_for = options.waiting_reason(snapshot.selected_option)
         else:
             for fact in live:
                 row = next(r for r in snapshot.replicas if r.replica_id == fact.replica_id)
@@ -139,7 +145,7 @@ class EngineStep:
         ready_ids = {f.replica_id for f in live if f.ready}
         if ready_ids:
             memory.crashes = CrashStreak()
-        return StepOutcome(live, ready_ids, failure, removed, launched)
+        return StepOutcome(live, ready_ids, failure, removed, launched, waiting_for)
 
     async def _launch_missing(
         self, snapshot: EngineSnapshot, missing: int
@@ -179,6 +185,7 @@ class EngineStep:
                 task_type=snapshot.task_type,
                 base_model=snapshot.base_model,
                 runtime_options=snapshot.runtime_options,
+                deployment_option=snapshot.selected_option,
             )
         )
 
@@ -288,6 +295,8 @@ class EngineStep:
                     deployment_service.create_base_deployment(session, engine)
         elif current is EngineStatus.ACTIVE and engine.status_reason and ready:
             switch_engine_status(session, engine, current, None)
+        elif current.coming_up and outcome.waiting_for and not outcome.replicas:
+            switch_engine_status(session, engine, current, outcome.waiting_for)
 
     def _write_deployments(  # type: ignore[no-untyped-def]
         self, session, engine: EngineModel, outcome: StepOutcome, memory: EngineMemory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from enginehouse.core.ids import new_id, utcnow
+from enginehouse.core.options import OptionOffer
 from enginehouse.core.specs import (
     BaseSource,
     DeploymentSource,
@@ -111,15 +113,16 @@ def _resolve_source(session: Session, org_id: str, source: DeploymentSource) -> 
 
 def create_with_engine(
     session: Session, org_id: str, name: str, source: DeploymentSource, engine_spec: EngineSpec,
-    *, max_replicas: int | None = None,
+    *, max_replicas: int | None = None, offers: Sequence[OptionOffer] | None = None,
 ) -> DeploymentModel:
-    """Create an engine and a deployment on it in one step (one transaction); ``max_replicas`` as
-    for ``engines.create_engine``."""
+    """Create an engine and a deployment on it in one step (one transaction); ``max_replicas``
+    and ``offers`` as for ``engines.create_engine``."""
     if name == engine_spec.name:
         raise ConflictError(
             f"the deployment and its new engine cannot both be named {name!r}", code="name_taken"
         )
-    engine = engine_service.create_engine(session, org_id, engine_spec, max_replicas=max_replicas)
+    engine = engine_service.create_engine(session, org_id, engine_spec, max_replicas=max_replicas,
+                                          offers=offers)
     return deploy(session, org_id, engine.id, name, source)
 
 

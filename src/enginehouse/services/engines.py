@@ -3,6 +3,7 @@ these functions only record what should be and move statuses through the one doo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from enginehouse.core import options
 from enginehouse.core.ids import new_id, utcnow
+from enginehouse.core.options import OptionOffer
 from enginehouse.core.resource_management import Change, manual_hold
 from enginehouse.core.specs import EngineSpec
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
@@ -19,6 +21,7 @@ from enginehouse.db.models import DeploymentModel, EngineModel, EventModel, Repl
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
 from enginehouse.services.pages import Page, PageRequest, newest_first, unknown_cursor
 from enginehouse.services.reads import grouped, read, read_columns
+from enginehouse.services.sizing import select_option
 from enginehouse.services.status import record_engine_created, switch_deployment_status, switch_engine_status
 
 
@@ -33,9 +36,17 @@ def name_taken(session: Session, org_id: str, name: str) -> bool:
 
 
 def create_engine(
-    session: Session, org_id: str, spec: EngineSpec, *, max_replicas: int | None = None
+    session: Session,
+    org_id: str,
+    spec: EngineSpec,
+    *,
+    max_replicas: int | None = None,
+    offers: Sequence[OptionOffer] | None = None,
 ) -> EngineModel:
-    """``max_replicas``: the most replicas this server lets one engine run (None: no limit)."""
+    """``max_replicas``: the most replicas this server lets one engine run (None: no limit).
+    ``offers``: the deployment options and which the providers can give now (None: this
+    machine's CPU only)."""
+    offers = list(offers) if offers is not None else options.default_listing()
     _check_replica_ceiling(spec, max_replicas)
     if spec.task_type not in SERVABLE_TASK_TYPES:
         served = ", ".join(sorted(t.value for t in SERVABLE_TASK_TYPES))
@@ -44,15 +55,16 @@ def create_engine(
             f"(served: {served})",
             param="task_type",
         )
-    if spec.deployment_option != "auto" and spec.deployment_option not in options.option_names():
-        known = ", ".join(["auto", *sorted(options.option_names())])
+    if spec.deployment_option != "auto" and spec.deployment_option not in options.option_names(offers):
+        known = ", ".join(["auto", *sorted(options.option_names(offers))])
         raise ValidationFailedError(
             f"unknown deployment_option {spec.deployment_option!r} (known: {known})",
             param="deployment_option",
         )
+    # Sized before the first query: reading the model's files happens outside any transaction.
+    selected = select_option(spec, offers)
     if name_taken(session, org_id, spec.name):
         raise ConflictError(f"the name {spec.name!r} is already taken", code="name_taken", param="name")
-    selected, reason = _select_option(spec)
     now = utcnow()
     engine = EngineModel(
         id=new_id("engine"),
@@ -62,7 +74,7 @@ def create_engine(
         base_model=spec.base_model,
         status=EngineStatus.PROVISIONING.value,
         deployment_option=spec.deployment_option,
-        selected_option={"name": selected, "reason": reason},
+        selected_option=selected,
         autoscaling=spec.autoscaling.model_dump() if spec.autoscaling else None,
         resource_management_config=(
             spec.resource_management_config.model_dump()
@@ -74,10 +86,8 @@ def create_engine(
         updated_at=now,
         last_access_at=now,
     )
-    if selected not in options.available_option_names():
-        engine.status_reason = (
-            f"waiting for deployment option {selected!r}: this installation cannot provide it"
-        )
+    if selected["name"] not in {offer.name for offer in offers if offer.available}:
+        engine.status_reason = options.waiting_reason(selected["name"])
     record_engine_created(session, engine)
     session.flush()
     return engine
@@ -95,12 +105,6 @@ def _check_replica_ceiling(spec: EngineSpec, ceiling: int | None) -> None:
                 "ENGINEHOUSE_MAX_REPLICAS_PER_ENGINE)",
                 param=f"autoscaling.{field}",
             )
-
-
-def _select_option(spec: EngineSpec) -> tuple[str, str]:
-    if spec.deployment_option == "auto":
-        return options.resolve_auto(spec.base_model)
-    return spec.deployment_option, "chosen in the engine's deployment_option"
 
 
 def get_engine(session: Session, org_id: str, engine_id: str) -> EngineModel:

@@ -1,6 +1,7 @@
 """One reconcile step against a real database and the real local provider: an engine whose base
-model no process can be given fails once, with the reason, and is not retried; a manual change
-holds against the engine's schedule."""
+model no process can be given fails once, with the reason, and is not retried; an engine placed on
+an option the provider cannot give waits, saying so; a manual change holds against the engine's
+schedule."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from enginehouse.core import options
 from enginehouse.core.specs import EngineSpec
 from enginehouse.core.status import EngineStatus
 from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import EngineModel, ReplicaModel
 from enginehouse.db.session import Database
 from enginehouse.providers.local import LocalProvider
+from enginehouse.providers.local_gpus import LocalGpu, parse_probe
 from enginehouse.reconciler.engine_step import EngineStep
 from enginehouse.reconciler.replica_client import ReplicaClient
 from enginehouse.services import engines, orgs
@@ -75,3 +78,33 @@ def test_a_manual_deactivation_inside_the_window_holds_against_the_schedule(
         assert engine is not None
         # Held by hand it stays down; deactivated by anything else, its open window wakes it.
         assert engine.status == ("Inactive" if manual else "Reactivating")
+
+
+def test_an_engine_on_an_option_no_provider_gives_waits_and_says_for_what(
+    database: Database, tmp_path: Path
+) -> None:
+    # Placed on a local GPU when the engine was created; this server's provider has none now.
+    gone_gpu = options.local_gpu(0, "NVIDIA L4", 24 * 10**9)
+    spec = EngineSpec(name="gpu", base_model="/models/base", task_type=TaskType.TEXT_GENERATION,
+                      deployment_option=gone_gpu.name)
+    with database.session() as session:
+        orgs.create_organization(session, "acme")
+        org_id = orgs.create_api_key(session, "acme").organization_id
+        engine_id = engines.create_engine(session, org_id, spec, offers=options.listing([gone_gpu])).id
+    provider = LocalProvider(tmp_path / "logs", find_gpus=lambda: [])
+    assert [o.name for o in provider.deployment_options()] == ["cpu"]
+    asyncio.run(_steps(database, provider, engine_id, count=2))
+    with database.session() as session:
+        engine = session.get(EngineModel, engine_id)
+        assert engine is not None and engine.status == "Provisioning"
+        assert engine.status_reason == options.waiting_reason(gone_gpu.name)
+        assert list(session.scalars(select(ReplicaModel))) == []
+
+
+def test_the_local_provider_offers_its_cpu_and_each_gpu(tmp_path: Path) -> None:
+    gpus = [LocalGpu(0, "NVIDIA H200", 143_771_140_096), LocalGpu(1, "NVIDIA L4", 23_034_000_000)]
+    provider = LocalProvider(tmp_path / "logs", find_gpus=lambda: gpus)
+    offered = provider.deployment_options()
+    assert [o.name for o in offered] == ["cpu", "local-gpu0-h200-144gb", "local-gpu1-l4-23gb"]
+    assert offered[1].model_memory_bytes == 143_800_000_000
+    assert parse_probe('[["NVIDIA A10G", 24000000000]]\n') == [LocalGpu(0, "NVIDIA A10G", 24_000_000_000)]

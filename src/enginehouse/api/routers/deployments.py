@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from enginehouse.api.deps import OrgDep, ReplicaCeilingDep, SessionDep
+from enginehouse.api.deps import OffersDep, OrgDep, ReplicaCeilingDep, SessionDep
 from enginehouse.api.paging import PageDep
 from enginehouse.api.schemas import CreateDeploymentRequest
 from enginehouse.api.views import JsonResponse, deployment_to_dict, page_body
@@ -16,11 +16,12 @@ router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 
 @router.post("", status_code=201)
 def create_deployment(
-    body: CreateDeploymentRequest, session: SessionDep, org: OrgDep, max_replicas: ReplicaCeilingDep
+    body: CreateDeploymentRequest, session: SessionDep, org: OrgDep, max_replicas: ReplicaCeilingDep,
+    offers: OffersDep,
 ) -> JsonResponse:
     if body.engine is not None:
         deployment = deployment_service.create_with_engine(
-            session, org, body.name, body.source, body.engine, max_replicas=max_replicas
+            session, org, body.name, body.source, body.engine, max_replicas=max_replicas, offers=offers
         )
     else:
         assert body.engine_id is not None

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from enginehouse.api.deps import OrgDep, ReplicaCeilingDep, SessionDep
+from enginehouse.api.deps import OffersDep, OrgDep, ReplicaCeilingDep, SessionDep
 from enginehouse.api.paging import PageDep
 from enginehouse.api.schemas import DeployRequest, UndeployRequest
 from enginehouse.api.views import (
@@ -34,9 +34,10 @@ def _engine_view(
 
 @router.post("", status_code=201)
 def create_engine(
-    spec: EngineSpec, request: Request, session: SessionDep, org: OrgDep, max_replicas: ReplicaCeilingDep
+    spec: EngineSpec, request: Request, session: SessionDep, org: OrgDep, max_replicas: ReplicaCeilingDep,
+    offers: OffersDep,
 ) -> JsonResponse:
-    engine = engine_service.create_engine(session, org, spec, max_replicas=max_replicas)
+    engine = engine_service.create_engine(session, org, spec, max_replicas=max_replicas, offers=offers)
     return _engine_view(request, session, org, engine.id, 201)
 
 

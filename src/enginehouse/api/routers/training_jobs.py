@@ -6,10 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from enginehouse.api.deps import OrgDep, SessionDep
+from enginehouse.api.deps import OffersDep, OrgDep, SessionDep
 from enginehouse.api.paging import PageDep
 from enginehouse.api.views import JsonResponse, page_body, training_job_to_dict
-from enginehouse.core import options
 from enginehouse.services import training_jobs as job_service
 from enginehouse.services.training_jobs import TrainingJobSpec
 
@@ -34,7 +33,5 @@ def get_training_job(job_id: str, session: SessionDep, org: OrgDep) -> JsonRespo
 
 
 @router.get("/v1/deployment-options")
-def deployment_options(_org: OrgDep) -> dict[str, Any]:
-    available = options.available_option_names()
-    data = [o.to_dict(o.name in available) for o in options.catalog()]
-    return {"object": "list", "data": data}
+def deployment_options(_org: OrgDep, offers: OffersDep) -> dict[str, Any]:
+    return {"object": "list", "data": [offer.option.to_dict(offer.available) for offer in offers]}
