@@ -47,6 +47,8 @@ class ControlConfig:
     # Calls timed per kind of call, one at a time, after this many not timed.
     samples: int = 40
     warmup: int = 5
+    # Seconds the server is left alone, after the calls, to measure what it costs idle.
+    idle_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ QUICK = BenchConfig(
     tasks=TaskConfig(sentences=16, embed_requests=(8, 2), embed_concurrency=2, classify_requests=8,
                      classify_concurrency=4, classify_adapters=4,
                      classifier=EncoderShape(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)),
-    control=ControlConfig(engines=3, deployments_per_engine=4, samples=4, warmup=1),
+    control=ControlConfig(engines=3, deployments_per_engine=4, samples=4, warmup=1, idle_s=1.0),
 )
 
 _WORDS = (

@@ -29,11 +29,14 @@ from sqlalchemy import create_engine, text
 from bench.config import BenchConfig, ControlConfig
 from bench.control_seed import Seeded, postgres_schema, seed
 from bench.load import LoadResult, RequestRecord, StopCheck, one_at_a_time
+from bench.machine import CpuMeter
 from bench.runs import RunOutcome, measure, progress
 from bench.server import BENCH_API_KEY, running_server
 from bench.stats import summarize_calls
 
 DATABASES = ("sqlite", "postgresql")
+# The most of one core an idle server holding the seeded engines may use.
+IDLE_CORE_SHARE_GOAL = 0.05
 # p50 goals, in milliseconds, by kind of call; a kind not here is reported with no goal.
 GOALS_MS = {
     "engines_page": 50.0,
@@ -63,6 +66,8 @@ class DatabaseResults:
     calls: dict[str, RunOutcome] = field(default_factory=dict)
     # Bytes of each kind of call's answer.
     answer_bytes: dict[str, int] = field(default_factory=dict)
+    # Share of one core the server used while nothing called it (the reconciler's own cost).
+    idle_core_share: float | None = None
 
 
 @dataclass
@@ -104,7 +109,18 @@ def measure_database(cfg: BenchConfig, data_dir: Path, database_url: str) -> Dat
             load = _timed(http, call, cfg.control.samples)
             results.calls[call.key] = measure(key, f"{database}: {call.what}", load, cfg.patience,
                                               summarize_calls)
+        results.idle_core_share = idle_core_share(cfg.control.idle_s)
+        progress(f"control plane on {database}: idle server used {results.idle_core_share:.1%} of a core")
     return results
+
+
+def idle_core_share(seconds: float) -> float:
+    """The server's CPU over ``seconds`` in which nobody calls it, as a share of one core: what
+    the reconciler costs holding this many engines when nothing changes."""
+    meter = CpuMeter().start()
+    time.sleep(seconds)
+    report = meter.finish()
+    return round(report.by_role.get("server", 0.0) / seconds, 4)
 
 
 def calls(cfg: ControlConfig, seeded: Seeded) -> list[Call]:
@@ -201,6 +217,7 @@ def as_json(results: ControlResults) -> dict[str, Any]:
                 "seeded": {"engines": len(db.seeded.engine_ids), "deployments": db.seeded.deployments,
                            "events": db.seeded.events, "seconds": db.seeded.seconds},
                 "answer_bytes": db.answer_bytes,
+                "idle_core_share": db.idle_core_share,
                 "calls": {key: run.as_dict() for key, run in db.calls.items()},
             }
             for name, db in results.databases.items()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.classification_runs import BASE_KEY, MIXED_KEY
-from bench.control_runs import GOALS_MS, ControlResults
+from bench.control_runs import GOALS_MS, IDLE_CORE_SHARE_GOAL, ControlResults
 from bench.control_runs import as_json as control_json
 from bench.embedding_runs import encode_key, gateway_key
 from bench.runs import RunOutcome
@@ -108,6 +108,10 @@ def control_targets(control: ControlResults | None) -> list[Target]:
                 continue
             p50 = run.stats.latency_p50_ms if isinstance(run.stats, CallStats) else None
             goals.append(Target(f"{key} ({database})", _call_what(run), p50, GOALS_MS[key], False, " ms"))
+        if results.idle_core_share is not None:
+            goals.append(Target(f"idle server ({database})", "share of one core the server uses while "
+                                "nobody calls it (the reconciler holding every seeded engine)",
+                                round(results.idle_core_share * 100, 2), IDLE_CORE_SHARE_GOAL * 100, False, " %"))
     return goals
 
 
