@@ -145,6 +145,18 @@ def replica_pids(data_dir: Path) -> list[int]:
     return pids
 
 
+def replica_pid(data_dir: Path, url: str) -> int:
+    """The process of the replica that serves ``url`` (its port is on its command line)."""
+    port = url.rsplit(":", 1)[-1].encode()
+    for pid in replica_pids(data_dir):
+        try:
+            if port in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                return pid
+        except OSError:
+            continue
+    raise AssertionError(f"no replica process serves {url}")
+
+
 def engine_status(client: httpx.Client, engine_id: str) -> dict[str, Any] | None:
     response = client.get(f"/v1/engines/{engine_id}")
     return response.json() if response.status_code == 200 else None

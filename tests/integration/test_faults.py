@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.integration.harness import replica_pids, wait_deployments, wait_engine, wait_for
+from tests.integration.harness import replica_pid, wait_deployments, wait_engine, wait_for
 from tests.integration.reference import greedy_completion
 from tests.integration.test_textgen import create_engine, deploy, register_job
 
@@ -96,9 +96,7 @@ def test_a_dead_replica_is_replaced_and_deployments_return(server, tiny_llama_di
     deploy(http, engine["id"], "phoenix-ft", job["id"], 1)
     engine = wait_deployments(http, engine["id"])
     old = engine["replicas"][0]
-    before = set(replica_pids(server.data_dir))
-    victim = next(pid for pid in before if _serves_port(pid, old["url"]))
-    os.kill(victim, signal.SIGKILL)
+    os.kill(replica_pid(server.data_dir, old["url"]), signal.SIGKILL)
 
     def healed() -> dict | None:
         current = http.get(f"/v1/engines/{engine['id']}").json()
@@ -115,9 +113,3 @@ def test_a_dead_replica_is_replaced_and_deployments_return(server, tiny_llama_di
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
     reply = client.completions.create(model="phoenix-ft", prompt="the cat", max_tokens=6, temperature=0)
     assert reply.choices[0].text == greedy_completion(tiny_llama_dir, tiny_adapter_dirs[0], "the cat", 6)
-
-
-def _serves_port(pid: int, url: str) -> bool:
-    port = url.rsplit(":", 1)[-1]
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    return port.encode() in cmdline

@@ -36,5 +36,8 @@ class TTLCache(Generic[K, V]):
             self._entries.clear()  # crude, but bounded; entries are cheap to rebuild
         self._entries[key] = (time.monotonic() + self.ttl_s, value)
 
+    def discard(self, key: K) -> None:
+        self._entries.pop(key, None)
+
     def clear(self) -> None:
         self._entries.clear()

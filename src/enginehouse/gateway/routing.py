@@ -5,7 +5,7 @@ Everything here reads the database; it runs in a worker thread, never on the eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,6 +27,10 @@ class Target:
     engine_id: str
     replicas: dict[str, str]  # replica id → url
     engine_name: str = ""
+
+    def without(self, replica_id: str) -> Target:
+        """The same route less one replica (one that just failed)."""
+        return replace(self, replicas={r: url for r, url in self.replicas.items() if r != replica_id})
 
 
 @dataclass(frozen=True)

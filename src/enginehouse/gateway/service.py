@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import TypeVar
 
 import aiohttp
@@ -20,17 +22,26 @@ from enginehouse.db.session import Database
 from enginehouse.errors import BadRequestError, EnginehouseError, ServiceUnavailableError
 from enginehouse.gateway.balancer import LeastInFlight
 from enginehouse.gateway.cache import TTLCache
+from enginehouse.gateway.failover import ReplicaFailed, is_replica_failure, is_replica_refusal, untried
 from enginehouse.gateway.routing import Target, Waking, resolve
 from enginehouse.observability.gateway import GatewayMetrics, RequestTimer, RouteLabels
 from enginehouse.protocol.openai import describe_validation_error
 from enginehouse.services import engines as engine_service
 
+log = logging.getLogger(__name__)
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
+# (organization id, model name, endpoint): what a call is routed by.
+RouteKey = tuple[str, str, str]
+# One attempt at a call on one replica: (replica id, url, body, timer) → the client's answer.
+Forward = Callable[[str, str, bytes, RequestTimer], Awaitable[Response]]
 
 # Record an engine's last access at most this often (the inactive timeout needs no finer grain).
 TOUCH_EVERY_S = 1.0
 # How long a resolved route (deployment → ready replicas) is reused without asking the database.
 ROUTE_TTL_S = 1.0
+# How often a call whose replica died looks for its replacement in the database.
+REPLACEMENT_POLL_S = 0.2
 
 
 class Gateway:
@@ -56,7 +67,7 @@ class Gateway:
         # Organization names never change: looked up once each, for the metrics' labels.
         self._org_names: dict[str, str] = {}
         # Ready routes, reused for a moment (see gateway/cache.py for what that trades).
-        self._routes: TTLCache[tuple[str, str, str], Target] = TTLCache(ROUTE_TTL_S)
+        self._routes: TTLCache[RouteKey, Target] = TTLCache(ROUTE_TTL_S)
 
     async def start(self) -> None:
         # aiohttp rather than httpx on this path: about a millisecond less CPU per forwarded call
@@ -91,11 +102,8 @@ class Gateway:
         timer = self.metrics.start(route, started)
         try:
             await self._touch(target.engine_id)
-            replica_id = self.balancer.choose(sorted(target.replicas))
-            url = f"{target.replicas[replica_id]}{endpoint}"
-            if wants_stream(body):
-                return await self._forward_stream(replica_id, url, raw_body, timer)
-            return await self._forward(client, replica_id, url, raw_body, timer)
+            forward = partial(self._forward_stream if wants_stream(body) else self._forward, client)
+            return await self._send(client, forward, (org_id, model_name, endpoint), target, raw_body, timer)
         except ClientLeft:
             timer.finish(CLIENT_CLOSED_REQUEST)
             raise
@@ -105,6 +113,64 @@ class Gateway:
         except Exception:
             timer.finish(500)
             raise
+
+    async def _send(
+        self, client: Request, forward: Forward, key: RouteKey, target: Target, raw_body: bytes, timer: RequestTimer
+    ) -> Response:
+        """Forward to a ready replica and, when it fails before the client got a byte, once more to
+        another (SPEC §4.2: a replica that dies is healed without the user, and so are its calls)."""
+        endpoint = key[2]
+        replica_id = self.balancer.choose(sorted(target.replicas))
+        try:
+            return await forward(replica_id, f"{target.replicas[replica_id]}{endpoint}", raw_body, timer)
+        except ReplicaFailed as failed:
+            self._forget_replica(key, replica_id)
+            # A dead replica's replacement is worth waiting for; a live one that refused is not.
+            wait_s = self.wake_wait_s if failed.replica_gone else 0.0
+            retry = await unless_client_leaves(client, self._another_replica(key, target, replica_id, wait_s))
+            if retry is None:
+                return failed.give_up(timer)
+            log.warning("replica %s failed a call to %s before answering (%s); sending it to %s",
+                        replica_id, key[1], failed, retry[1])
+            self.metrics.retried(timer.route)
+        target, replica_id = retry
+        try:
+            return await forward(replica_id, f"{target.replicas[replica_id]}{endpoint}", raw_body, timer)
+        except ReplicaFailed as failed:  # never a third try: the call itself may be what kills them
+            self._forget_replica(key, replica_id)
+            return failed.give_up(timer)
+
+    async def _another_replica(
+        self, key: RouteKey, target: Target, failed_id: str, wait_s: float
+    ) -> tuple[Target, str] | None:
+        """A ready replica of the deployment other than ``failed_id``: one the route already names,
+        or else the first the database shows within ``wait_s`` (the failed one's replacement)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            others = untried(target.replicas, {failed_id})
+            if others:
+                return target, self.balancer.choose(others)
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(REPLACEMENT_POLL_S)
+            try:
+                route = await asyncio.to_thread(self._resolve, *key)
+            except ServiceUnavailableError:  # no replica ready yet: the replacement is starting
+                continue
+            if isinstance(route, Target):
+                target = route
+
+    def _forget_replica(self, key: RouteKey, replica_id: str) -> None:
+        """Stop handing out a replica that just failed, until the route is next read from the
+        database (by then the reconciler has usually seen the replica die)."""
+        cached = self._routes.get(key)
+        if cached is None or replica_id not in cached.replicas:
+            return
+        rest = cached.without(replica_id)
+        if rest.replicas:
+            self._routes.put(key, rest)
+        else:
+            self._routes.discard(key)
 
     async def _target(self, org_id: str, model: str, endpoint: str) -> Target:
         cached = self._routes.get((org_id, model, endpoint))
@@ -172,34 +238,58 @@ class Gateway:
             # A client leaving cancels the call, which closes the connection: the replica stops too.
             content, status, media_type, headers = await unless_client_leaves(client, call())
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _replica_unreachable(exc) from None
+            raise _replica_error(exc) from None
         finally:
             self.balancer.finished(replica_id)
-        timer.finish(status)
-        return Response(content, status_code=status, media_type=media_type, headers=headers)
+        return _replica_answer(Response(content, status_code=status, media_type=media_type, headers=headers), timer)
 
     async def _forward_stream(
-        self, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
+        self, client: Request, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
     ) -> Response:
-        assert self._client is not None
         self.balancer.started(replica_id)
         try:
-            upstream = await self._client.post(url, data=raw_body, headers=_JSON)
+            upstream = await self.http.post(url, data=raw_body, headers=_JSON)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             self.balancer.finished(replica_id)
-            raise _replica_unreachable(exc) from None
+            raise _replica_error(exc) from None
         if upstream.status != 200:
             try:
                 content = await upstream.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise _replica_unreachable(exc) from None
+                raise _replica_error(exc) from None
             finally:
                 upstream.release()
                 self.balancer.finished(replica_id)
-            timer.finish(upstream.status)
-            return Response(content, status_code=upstream.status, media_type="application/json",
-                            headers=passed_headers(upstream.headers))
-        return _relay_response(_Relay(upstream, lambda: self.balancer.finished(replica_id), timer))
+            return _replica_answer(Response(content, status_code=upstream.status, media_type="application/json",
+                                            headers=passed_headers(upstream.headers)), timer)
+        # The client's answer starts with the replica's first event, not before: a replica that dies
+        # until then can still be swapped for another without the client seeing it.
+        try:
+            first = await unless_client_leaves(client, _first_chunk(upstream))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            upstream.close()
+            self.balancer.finished(replica_id)
+            raise _replica_error(exc) from None
+        except BaseException:  # the client left first
+            upstream.close()
+            self.balancer.finished(replica_id)
+            raise
+        return _relay_response(_Relay(upstream, lambda: self.balancer.finished(replica_id), timer, first))
+
+
+async def _first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
+    chunk = await upstream.content.readany()
+    if not chunk:  # a 200 with no event at all: the replica went away before writing one
+        raise aiohttp.ServerDisconnectedError("the replica closed the stream before its first event")
+    return chunk
+
+
+def _replica_answer(answer: Response, timer: RequestTimer) -> Response:
+    """A replica's answer, the client's own unless it is a refusal another replica may not give."""
+    if is_replica_refusal(answer.status_code):
+        raise ReplicaFailed(answer, replica_gone=False)
+    timer.finish(answer.status_code)
+    return answer
 
 
 class _Relay:
@@ -207,8 +297,11 @@ class _Relay:
     stream ends: to its end, the replica failing, or the client leaving (even before the first
     event, when the response's body is never iterated and a generator's ``finally`` never runs)."""
 
-    def __init__(self, upstream: aiohttp.ClientResponse, on_close: Callable[[], None], timer: RequestTimer) -> None:
+    def __init__(
+        self, upstream: aiohttp.ClientResponse, on_close: Callable[[], None], timer: RequestTimer, first: bytes = b""
+    ) -> None:
         self.upstream = upstream
+        self._first = first  # already read from the replica (see ``Gateway._forward_stream``)
         self._on_close = on_close
         self._timer = timer
         self._complete = False
@@ -217,6 +310,8 @@ class _Relay:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The replica's events as they come; the call's latency runs to the stream's end."""
         try:
+            if self._first:
+                yield self._first
             async for chunk in self.upstream.content.iter_any():
                 yield chunk
             self._complete = True
@@ -276,8 +371,11 @@ def wants_stream(body: BaseModel) -> bool:
     return getattr(body, "stream", None) is True
 
 
-def _replica_unreachable(exc: Exception) -> ServiceUnavailableError:
-    return ServiceUnavailableError(
+def _replica_error(exc: Exception) -> Exception:
+    """What a failed call to a replica raises: a ``ReplicaFailed`` another replica may take over,
+    or (a replica silent for the whole timeout) the client's 503 at once."""
+    unreachable = ServiceUnavailableError(
         f"the replica could not be reached ({type(exc).__name__}); try again", retry_after=2,
         code="replica_unreachable",
     )
+    return ReplicaFailed(unreachable, replica_gone=True) if is_replica_failure(exc) else unreachable

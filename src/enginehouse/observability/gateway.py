@@ -35,6 +35,15 @@ class GatewayMetrics:
             "From the gateway receiving a routed call to its answer's end (a stream's last byte).",
             labels, buckets=_LATENCY_BUCKETS, registry=registry,
         )
+        self.retries = Counter(
+            "enginehouse_gateway_retries_total",
+            "Calls sent to a second replica because the first failed before answering (it died, "
+            "could not be reached or was shutting down).",
+            labels, registry=registry,
+        )
+
+    def retried(self, route: RouteLabels) -> None:
+        self.retries.labels(route.organization, route.engine, route.deployment).inc()
 
     def start(self, route: RouteLabels, started: float) -> RequestTimer:
         """``started`` is a ``time.perf_counter()`` reading taken when the call arrived."""
