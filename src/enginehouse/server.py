@@ -61,6 +61,7 @@ def create_app(
         app.state.key_cache = TTLCache(KEY_TTL_S)
         app.state.gateway = gateway
         app.state.reconciler = reconciler
+        reconciler.in_flight = gateway.in_flight_by_replica
         app.state.provider = replica_provider
         await gateway.start()
         reconciler.start()

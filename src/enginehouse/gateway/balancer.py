@@ -28,4 +28,6 @@ class LeastInFlight:
         self._in_flight[replica_id] = max(0, self._in_flight[replica_id] - 1)
 
     def snapshot(self) -> dict[str, int]:
-        return {k: v for k, v in self._in_flight.items() if v}
+        """Safe from another thread (the reconciler's): the items are copied in one C call,
+        under the interpreter lock, before they are filtered."""
+        return {k: v for k, v in list(self._in_flight.items()) if v}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import httpx
 from sqlalchemy import select
@@ -22,7 +24,8 @@ from enginehouse.db.models import DeploymentModel, EngineModel
 from enginehouse.db.session import Database
 from enginehouse.providers.base import LaunchedReplica, LaunchError, ReplicaLaunch, ReplicaProvider
 from enginehouse.reconciler import policy
-from enginehouse.reconciler.policy import CrashStreak, DeploymentFacts, ReplicaFacts
+from enginehouse.reconciler.policy import CrashStreak, DeploymentFacts, Fault, ReplicaFacts
+from enginehouse.reconciler.replica_plan import ObservedReplica, ReplicaLimits, judge, plan_replicas
 from enginehouse.reconciler.replica_client import AdapterLoadRefused, ReplicaClient
 from enginehouse.reconciler.snapshot import EngineSnapshot, ReplicaRow, load_snapshot
 from enginehouse.services import deployments as deployment_service
@@ -34,8 +37,6 @@ from enginehouse.services.status import (
 
 log = logging.getLogger(__name__)
 
-# Consecutive replica crashes (or start time-outs) after which the engine is Failed.
-MAX_CONSECUTIVE_CRASHES = 3
 
 
 @dataclass
@@ -44,6 +45,14 @@ class EngineMemory:
 
     crashes: CrashStreak = field(default_factory=CrashStreak)
     load_errors: dict[str, str] = field(default_factory=dict)  # deployment id → reason
+    # Per replica: when its health check last answered, and when it began draining (wall clock).
+    answered_at: dict[str, float] = field(default_factory=dict)
+    draining_since: dict[str, float] = field(default_factory=dict)
+
+    def forget(self, replica_ids: set[str]) -> None:
+        for replica_id in replica_ids:
+            self.answered_at.pop(replica_id, None)
+            self.draining_since.pop(replica_id, None)
 
 
 @dataclass
@@ -53,8 +62,10 @@ class StepOutcome:
     failure: str | None
     removed: dict[str, str]  # replica id → why it is gone
     launched: list[LaunchedReplica]
-    # Why no replica is started: the engine's option is one no provider can give now.
+    # Why no replica is started: the engine's option is one no provider can give now, or a
+    # crash backoff.
     waiting_for: str | None = None
+    drain: list[str] = field(default_factory=list)  # ready replicas to move to draining
 
 
 class EngineStep:
@@ -64,11 +75,15 @@ class EngineStep:
         provider: ReplicaProvider,
         replicas: ReplicaClient,
         start_timeout_s: float,
+        in_flight: Callable[[], Mapping[str, int]] = dict,
+        limits: ReplicaLimits | None = None,
     ) -> None:
+        """``in_flight``: requests the gateway has running on each replica now (by replica id)."""
         self.database = database
         self.provider = provider
         self.replicas = replicas
-        self.start_timeout_s = start_timeout_s
+        self.limits = replace(limits or ReplicaLimits(), start_timeout_s=start_timeout_s)
+        self.in_flight = in_flight
         self.memory: dict[str, EngineMemory] = {}
 
     async def run(self, engine_id: str) -> None:
@@ -113,43 +128,45 @@ class EngineStep:
 
     async def _reconcile_replicas(self, snapshot: EngineSnapshot, memory: EngineMemory) -> StepOutcome:
         facts = await asyncio.gather(*(self._observe(snapshot, r) for r in snapshot.replicas))
-        removed: dict[str, str] = {}
-        faults: list[policy.Fault] = []
-        for fact, row in zip(facts, snapshot.replicas):
-            if fact.exited:
-                removed[row.replica_id] = fact.exit_reason or "replica exited"
-                faults.append(policy.Fault(removed[row.replica_id], fact.permanent_failure))
-            elif not fact.ready and fact.age_s > self.start_timeout_s:
-                await asyncio.to_thread(self.provider.stop, row.replica_id, row.pid)
-                removed[row.replica_id] = f"replica did not become ready in {self.start_timeout_s:.0f} s"
-                faults.append(policy.Fault(removed[row.replica_id]))
-        memory.crashes, failure = policy.judge_faults(faults, memory.crashes, MAX_CONSECUTIVE_CRASHES)
-        live = [f for f in facts if f.replica_id not in removed]
+        now = time.time()
+        observed = [self._observed(row, fact, memory, now) for row, fact in zip(snapshot.replicas, facts)]
+        offered = {option.name for option in self.provider.deployment_options()}
+        can_launch = snapshot.selected_option in offered
+        plan = plan_replicas(snapshot.status, observed, snapshot.desired_replicas, memory.crashes, now,
+                             self.limits, can_launch)
+        pids = {row.replica_id: row.pid for row in snapshot.replicas}
+        for replica_id in plan.stop:
+            await asyncio.to_thread(self.provider.stop, replica_id, pids.get(replica_id))
+        streak, failure = plan.streak, plan.failure
         launched: list[LaunchedReplica] = []
-        waiting_for: str | None = None
-        if snapshot.status.wants_replicas and failure is None:
-            offered = {option.name for option in self.provider.deployment_options()}
-            if snapshot.selected_option in offered:
-                launched, fault = await self._launch_missing(snapshot, snapshot.desired_replicas - len(live))
-                if fault is not None:
-                    memory.crashes, failure = policy.judge_faults([fault], memory.crashes,
-                                                                  MAX_CONSECUTIVE_CRASHES)
-            else:
-                waiting_for = options.waiting_reason(snapshot.selected_option)
-        else:
-            for fact in live:
-                row = next(r for r in snapshot.replicas if r.replica_id == fact.replica_id)
-                await asyncio.to_thread(self.provider.stop, row.replica_id, row.pid)
-                removed[row.replica_id] = f"stopped: engine {snapshot.status.value}"
-            live = []
-        ready_ids = {f.replica_id for f in live if f.ready}
-        if ready_ids:
-            memory.crashes = CrashStreak()
-        return StepOutcome(live, ready_ids, failure, removed, launched, waiting_for)
+        if plan.launch:
+            launched, fault = await self._launch_missing(snapshot, plan.launch)
+            if fault is not None:
+                streak, failure = judge([fault], streak, now, self.limits)
+        memory.crashes = streak
+        memory.forget({row.replica_id for row in snapshot.replicas if not plan.keeps(row.replica_id)})
+        live = [f for f in facts if plan.keeps(f.replica_id)]
+        draining = set(plan.drain) | {o.facts.replica_id for o in observed if o.draining_s is not None}
+        ready_ids = {f.replica_id for f in live if f.ready and f.replica_id not in draining}
+        waiting_for = None if can_launch else options.waiting_reason(snapshot.selected_option)
+        return StepOutcome(live, ready_ids, failure, {**plan.gone, **plan.stop}, launched,
+                           waiting_for or plan.held_back, plan.drain)
+
+    def _observed(self, row: ReplicaRow, facts: ReplicaFacts, memory: EngineMemory, now: float) -> ObservedReplica:
+        """A replica's facts with what the plan also weighs: how long since it last answered,
+        its requests in flight, how long it has drained (remembered between steps)."""
+        if facts.answered:
+            memory.answered_at[row.replica_id] = now
+        unanswered_s = now - memory.answered_at.setdefault(row.replica_id, now)
+        status = ReplicaStatus(row.status)
+        draining_s = None
+        if status is ReplicaStatus.DRAINING:
+            draining_s = now - memory.draining_since.setdefault(row.replica_id, now)
+        return ObservedReplica(facts, status, unanswered_s, self.in_flight().get(row.replica_id, 0), draining_s)
 
     async def _launch_missing(
         self, snapshot: EngineSnapshot, missing: int
-    ) -> tuple[list[LaunchedReplica], policy.Fault | None]:
+    ) -> tuple[list[LaunchedReplica], Fault | None]:
         """Launch up to ``missing`` replicas; stops at the first that cannot be launched."""
         launched: list[LaunchedReplica] = []
         for _ in range(max(0, missing)):
@@ -157,7 +174,7 @@ class EngineStep:
                 launched.append(await asyncio.to_thread(self._launch, snapshot))
             except LaunchError as exc:
                 log.warning("engine %s: %s", snapshot.engine_id, exc.reason)
-                return launched, policy.Fault(exc.reason, exc.permanent)
+                return launched, Fault(exc.reason, exc.permanent)
         return launched, None
 
     async def _observe(self, snapshot: EngineSnapshot, row: ReplicaRow) -> ReplicaFacts:
@@ -173,7 +190,7 @@ class EngineStep:
         loaded = health.loaded if health else {}
         base_served = bool(health.body.get("base_served", True)) if health else True
         return ReplicaFacts(row.replica_id, ready=ready, exited=False, loaded=loaded, age_s=age_s,
-                            base_served=base_served)
+                            base_served=base_served, answered=health is not None)
 
     def _launch(self, snapshot: EngineSnapshot) -> LaunchedReplica:
         replica_id = new_id("replica")
@@ -238,8 +255,7 @@ class EngineStep:
         base_served = facts.base_served
         if loaded != facts.loaded and not serves_lora:
             base_served = not loaded  # a single-model replica's fine-tune takes the base's place
-        return ReplicaFacts(facts.replica_id, facts.ready, facts.exited, loaded=loaded, age_s=facts.age_s,
-                            base_served=base_served)
+        return replace(facts, loaded=loaded, base_served=base_served)
 
     # -- statuses -------------------------------------------------------------------------
 
@@ -278,8 +294,10 @@ class EngineStep:
                                         launched.pid, launched.log_path)
         was_ready = {r.replica_id for r in snapshot.replicas if r.status == ReplicaStatus.READY.value}
         for replica_id in outcome.ready_ids - was_ready:
-            replica_service.mark_replica(session, org, replica_id, ReplicaStatus.READY)
-        outcome.removed, outcome.launched = {}, []  # written once
+            replica_service.mark_replica(session, org, replica_id, ReplicaStatus.READY, "health check passed")
+        for replica_id in outcome.drain:
+            replica_service.mark_replica(session, org, replica_id, ReplicaStatus.DRAINING, "scaled down")
+        outcome.removed, outcome.launched, outcome.drain = {}, [], []  # written once
 
     def _write_engine(self, session, engine: EngineModel, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
         current = EngineStatus(engine.status)
@@ -293,10 +311,11 @@ class EngineStep:
                 if not engine.activated_once:
                     engine.activated_once = True
                     deployment_service.create_base_deployment(session, engine)
+        elif current.wants_replicas and outcome.waiting_for:
+            # Held back (a crash backoff, an option no provider gives): the reason says till when.
+            switch_engine_status(session, engine, current, outcome.waiting_for)
         elif current is EngineStatus.ACTIVE and engine.status_reason and ready:
             switch_engine_status(session, engine, current, None)
-        elif current.coming_up and outcome.waiting_for and not outcome.replicas:
-            switch_engine_status(session, engine, current, outcome.waiting_for)
 
     def _write_deployments(  # type: ignore[no-untyped-def]
         self, session, engine: EngineModel, outcome: StepOutcome, memory: EngineMemory

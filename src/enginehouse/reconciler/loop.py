@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable, Mapping
 
 import httpx
 from sqlalchemy import exists, select
@@ -40,6 +41,9 @@ class Reconciler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
         self._wake: asyncio.Event | None = None
+        # Requests in flight on each replica, from the gateway (set before start(); it must be
+        # safe to call from the reconciler's thread). Draining replicas stop once at zero.
+        self.in_flight: Callable[[], Mapping[str, int]] = dict
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run_thread, name="reconciler", daemon=True)
@@ -69,7 +73,8 @@ class Reconciler:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         async with httpx.AsyncClient() as client:
-            step = EngineStep(self.database, self.provider, ReplicaClient(client), self.start_timeout_s)
+            step = EngineStep(self.database, self.provider, ReplicaClient(client), self.start_timeout_s,
+                              self.in_flight)
             tasks: dict[str, asyncio.Task[None]] = {}
             while not self._stopping.is_set():
                 for engine_id in await asyncio.to_thread(self._engine_ids):

@@ -23,6 +23,8 @@ class ReplicaFacts:
     age_s: float = 0.0
     # False while a single-model replica serves a fine-tuned model in place of its base model.
     base_served: bool = True
+    # Its health check answered (ready or not); False when it did not answer at all.
+    answered: bool = True
 
 
 @dataclass(frozen=True)
@@ -49,23 +51,8 @@ class CrashStreak:
 
     count: int = 0
     last_reason: str | None = None
-
-
-def judge_faults(faults: list[Fault], streak: CrashStreak, max_crashes: int) -> tuple[CrashStreak, str | None]:
-    """The streak after ``faults``, and why the engine cannot come up (None: try again).
-
-    A permanent fault fails the engine at once, with its own reason: retrying a base model that
-    can never be opened would only repeat the failure. Transient ones (a crash, a start that timed
-    out, a launch that may work next time) are healed by starting a new replica, until
-    ``max_crashes`` of them in a row say the engine is stuck.
-    """
-    for fault in faults:
-        if fault.permanent:
-            return streak, fault.reason
-        streak = CrashStreak(streak.count + 1, fault.reason)
-    if streak.count >= max_crashes:
-        return streak, f"replica keeps failing ({streak.count} times): {streak.last_reason}"
-    return streak, None
+    # Wall-clock seconds before which no replica is launched (the backoff after the last fault).
+    retry_at: float = 0.0
 
 
 def desired_adapters(deployments: list[DeploymentFacts]) -> dict[str, str]:

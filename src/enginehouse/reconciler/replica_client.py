@@ -25,14 +25,20 @@ class ReplicaClient:
         self.client = client
 
     async def health(self, url: str) -> Health | None:
-        """None when the replica does not answer (yet)."""
+        """None when the replica does not answer at all (not up yet, gone, or hung); an answer
+        other than a ready one is a Health that is not ready."""
         try:
             response = await self.client.get(f"{url}/health", timeout=5.0)
+        except httpx.HTTPError:
+            return None
+        try:
             body = response.json()
-        except (httpx.HTTPError, ValueError):
-            return None
-        if response.status_code != 200 or not isinstance(body, dict):
-            return None
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        if response.status_code != 200:
+            return Health(ready=False, loaded={}, body=body)
         adapters = body.get("adapters") or {}
         loaded = {
             name: str(info.get("path"))

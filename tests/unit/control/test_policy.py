@@ -6,15 +6,12 @@ import pytest
 
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
 from enginehouse.reconciler.policy import (
-    CrashStreak,
     DeploymentFacts,
-    Fault,
     ReplicaFacts,
     at_rest,
     derive_deployment_status,
     derive_engine_status,
     desired_adapters,
-    judge_faults,
     plan_adapters,
 )
 
@@ -116,24 +113,6 @@ def test_single_model_base_comes_back_when_the_fine_tune_goes() -> None:
     was_replaced = base(D.DEACTIVATED)
     assert derive_deployment_status(E.ACTIVE, None, was_replaced, [serving_ft], None)[0] is D.REACTIVATING
     assert derive_deployment_status(E.ACTIVE, None, base(D.REACTIVATING), [back], None)[0] is D.DEPLOYED
-
-
-def test_a_permanent_fault_fails_the_engine_at_once_with_its_reason() -> None:
-    streak, failure = judge_faults([Fault("base model /m does not exist", permanent=True)], CrashStreak(), 3)
-    assert failure == "base model /m does not exist" and streak == CrashStreak()
-    # Even after transient ones in the same step: the permanent reason is the one to show.
-    _, failure = judge_faults([Fault("exited (code 1)"), Fault("cannot open", permanent=True)], CrashStreak(), 3)
-    assert failure == "cannot open"
-
-
-def test_transient_faults_are_retried_until_they_repeat() -> None:
-    streak, failure = judge_faults([Fault("exited (code -9)")], CrashStreak(), 3)
-    assert failure is None and streak == CrashStreak(1, "exited (code -9)")
-    streak, failure = judge_faults([Fault("did not become ready in 300 s")], streak, 3)
-    assert failure is None and streak.count == 2
-    streak, failure = judge_faults([Fault("exited (code 1)")], streak, 3)
-    assert failure == "replica keeps failing (3 times): exited (code 1)"
-    assert judge_faults([], CrashStreak(1, "x"), 3) == (CrashStreak(1, "x"), None)
 
 
 def test_only_sleeping_engines_with_nothing_to_watch_are_at_rest() -> None:
