@@ -25,6 +25,7 @@ from enginehouse.observability.gateway import GatewayMetrics
 from enginehouse.providers.base import ReplicaProvider
 from enginehouse.providers.local import LocalProvider
 from enginehouse.reconciler.loop import Reconciler
+from enginehouse.reconciler.replica_plan import ReplicaLimits
 from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
 from enginehouse.services import orgs
 from enginehouse.settings import Settings
@@ -52,7 +53,7 @@ def create_app(
         )
         reconciler = Reconciler(
             database, replica_provider, settings.reconcile_interval_s,
-            settings.replica_start_timeout_s,
+            settings.replica_start_timeout_s, replica_limits(settings),
         )
         gateway = Gateway(
             database, settings.wake_wait_s, settings.gateway_timeout_s, reconciler.poke, gateway_metrics
@@ -94,6 +95,15 @@ def create_app(
 
     install_openapi(app)
     return app
+
+
+def replica_limits(settings: Settings) -> ReplicaLimits:
+    return ReplicaLimits(
+        start_timeout_s=settings.replica_start_timeout_s,
+        hang_timeout_s=settings.replica_hang_timeout_s,
+        drain_timeout_s=settings.replica_drain_timeout_s,
+        max_crashes=settings.replica_max_crashes,
+    )
 
 
 def _bootstrap(database: Database, settings: Settings) -> None:

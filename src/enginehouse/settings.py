@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 0.5
     # How long a replica may take from process start to answering /health before it is failed.
     replica_start_timeout_s: float = 300.0
+    # A ready replica whose health check has not answered this long (hung) is replaced.
+    replica_hang_timeout_s: float = Field(default=30.0, gt=0)
+    # Replica failures in a row, none ready in between, after which the engine is Failed; each is
+    # retried after a backoff that doubles from 2 s (at most 60 s).
+    replica_max_crashes: int = Field(default=5, ge=1)
+    # A replica scaled down stops once its requests end, or after this long anyway.
+    replica_drain_timeout_s: float = Field(default=120.0, gt=0)
     # How long an inference call waits for a waking engine before answering 503 + Retry-After.
     wake_wait_s: float = 60.0
     # CPU threads each replica's torch may use (0: torch's default, all cores).

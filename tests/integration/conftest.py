@@ -30,11 +30,13 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, database_url: str) ->
     """Start servers on demand; every one started is stopped (with its replicas) at the end."""
     servers: list[ServerProcess] = []
 
-    def start(data_dir: Path | None = None, api_key: str | None = None) -> ServerProcess:
+    def start(data_dir: Path | None = None, api_key: str | None = None,
+              settings: dict[str, str] | None = None) -> ServerProcess:
         server = ServerProcess(
             data_dir or tmp_path_factory.mktemp("server"),
             api_key or f"eh-test-{secrets.token_hex(8)}",
             database_url,
+            settings,
         )
         servers.append(server)
         return server.start()

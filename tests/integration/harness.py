@@ -42,10 +42,13 @@ def wait_for(check: Callable[[], T | None], timeout: float = 120.0, interval: fl
 class ServerProcess:
     """``enginehouse up`` on a free port with its own data directory."""
 
-    def __init__(self, data_dir: Path, api_key: str, database_url: str = "") -> None:
+    def __init__(self, data_dir: Path, api_key: str, database_url: str = "",
+                 settings: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.api_key = api_key
         self.database_url = database_url
+        # More ENGINEHOUSE_* settings for this server (a short hang timeout, say).
+        self.settings = settings or {}
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
@@ -63,6 +66,7 @@ class ServerProcess:
             "ENGINEHOUSE_REPLICA_THREADS": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_OFFLINE": "1",
+            **self.settings,
         }
         if self.database_url:
             env["ENGINEHOUSE_DATABASE_URL"] = self.database_url

@@ -20,6 +20,7 @@ from enginehouse.providers.base import ReplicaProvider
 from enginehouse.reconciler import policy
 from enginehouse.reconciler.engine_step import EngineStep
 from enginehouse.reconciler.replica_client import ReplicaClient
+from enginehouse.reconciler.replica_plan import ReplicaLimits
 from enginehouse.services import replicas as replica_service
 
 log = logging.getLogger(__name__)
@@ -32,11 +33,13 @@ class Reconciler:
         provider: ReplicaProvider,
         interval_s: float = 0.5,
         start_timeout_s: float = 300.0,
+        limits: ReplicaLimits | None = None,
     ) -> None:
         self.database = database
         self.provider = provider
         self.interval_s = interval_s
         self.start_timeout_s = start_timeout_s
+        self.limits = limits
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
@@ -74,7 +77,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         async with httpx.AsyncClient() as client:
             step = EngineStep(self.database, self.provider, ReplicaClient(client), self.start_timeout_s,
-                              self.in_flight)
+                              self.in_flight, self.limits)
             tasks: dict[str, asyncio.Task[None]] = {}
             while not self._stopping.is_set():
                 for engine_id in await asyncio.to_thread(self._engine_ids):

@@ -277,12 +277,15 @@ def engine_events(
     """An engine's events in the order they happened, a page at a time.
 
     Unlike the other lists this one is oldest first: it is a log, read from the start, and
-    ``after`` (an event's id) then also serves to follow it, asking for what came since.
+    ``after`` (an event's id) then also serves to follow it, asking for what came since. A
+    deleted engine's events stay readable: its log ends with its deletion.
     """
-    get_engine(session, org_id, engine_id)
-    query = select(*read_columns(session, EventModel, EVENT_FIELDS)).where(
-        EventModel.engine_id == engine_id, EventModel.organization_id == org_id
-    )
+    mine = (EventModel.engine_id == engine_id, EventModel.organization_id == org_id)
+    deleted_with_events = (session.get(EngineModel, engine_id) is None
+                           and session.scalar(select(EventModel.id).where(*mine).limit(1)) is not None)
+    if not deleted_with_events:
+        get_engine(session, org_id, engine_id)  # 404 for an unknown engine or another organization's
+    query = select(*read_columns(session, EventModel, EVENT_FIELDS)).where(*mine)
     if page.after is not None:
         after = _event_cursor(session, org_id, engine_id, page.after)
         query = query.where(EventModel.id > after)

@@ -24,6 +24,7 @@ from enginehouse.reconciler.engine_step import EngineStep
 from enginehouse.reconciler.replica_client import ReplicaClient
 from enginehouse.services import engines, orgs
 from enginehouse.services.pages import PageRequest
+from enginehouse.errors import NotFoundError
 from enginehouse.services.status import switch_engine_status
 
 
@@ -108,3 +109,21 @@ def test_the_local_provider_offers_its_cpu_and_each_gpu(tmp_path: Path) -> None:
     assert [o.name for o in offered] == ["cpu", "local-gpu0-h200-144gb", "local-gpu1-l4-23gb"]
     assert offered[1].model_memory_bytes == 143_800_000_000
     assert parse_probe('[["NVIDIA A10G", 24000000000]]\n') == [LocalGpu(0, "NVIDIA A10G", 24_000_000_000)]
+
+
+def test_a_deleted_engine_leaves_its_log_ending_with_the_deletion(database: Database, tmp_path: Path) -> None:
+    spec = EngineSpec(name="gone", base_model="/models/base", task_type=TaskType.TEXT_GENERATION)
+    with database.session() as session:
+        orgs.create_organization(session, "acme")
+        org_id = orgs.create_api_key(session, "acme").organization_id
+        engine = engines.create_engine(session, org_id, spec)
+        engines.delete_engine(session, org_id, engine.id)
+        engine_id = engine.id
+    asyncio.run(_steps(database, LocalProvider(tmp_path / "logs"), engine_id, count=1))
+    with database.session() as session:
+        assert session.get(EngineModel, engine_id) is None
+        events = engines.engine_events(session, org_id, engine_id, PageRequest()).items
+        assert [(e.from_status, e.to_status) for e in events] == [
+            (None, "Provisioning"), ("Provisioning", "Deleting"), ("Deleting", "Deleted")]
+        with pytest.raises(NotFoundError):
+            engines.engine_events(session, "org-someone-else", engine_id, PageRequest())
