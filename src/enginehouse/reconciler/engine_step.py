@@ -87,21 +87,26 @@ class EngineStep:
         self.memory: dict[str, EngineMemory] = {}
 
     async def run(self, engine_id: str) -> None:
-        with self.database.session() as session:
-            snapshot = load_snapshot(session, engine_id)
+        # Database work runs in worker threads: the loop stays free for every other engine's
+        # health checks and adapter loads.
+        snapshot = await asyncio.to_thread(self._load, engine_id)
         if snapshot is None:
             self.memory.pop(engine_id, None)
             return
         memory = self.memory.setdefault(engine_id, EngineMemory())
-        if self._apply_resource_policy(snapshot):
+        if await asyncio.to_thread(self._apply_resource_policy, snapshot):
             return
         outcome = await self._reconcile_replicas(snapshot, memory)
         # Statuses are written before the adapters load (so a deployment shows Deploying while
         # it loads) and again after.
-        status = self._write(snapshot, snapshot.status, outcome, memory)
+        status = await asyncio.to_thread(self._write, snapshot, snapshot.status, outcome, memory)
         if status is not None and status.wants_replicas and outcome.ready_ids:
             await self._reconcile_adapters(snapshot, outcome, memory)
-            self._write(snapshot, status, outcome, memory)
+            await asyncio.to_thread(self._write, snapshot, status, outcome, memory)
+
+    def _load(self, engine_id: str) -> EngineSnapshot | None:
+        with self.database.session() as session:
+            return load_snapshot(session, engine_id)
 
     # -- time-based deactivation and reactivation ------------------------------------------
 

@@ -281,10 +281,12 @@ def engine_events(
     deleted engine's events stay readable: its log ends with its deletion.
     """
     mine = (EventModel.engine_id == engine_id, EventModel.organization_id == org_id)
-    deleted_with_events = (session.get(EngineModel, engine_id) is None
-                           and session.scalar(select(EventModel.id).where(*mine).limit(1)) is not None)
-    if not deleted_with_events:
-        get_engine(session, org_id, engine_id)  # 404 for an unknown engine or another organization's
+    engine = session.get(EngineModel, engine_id)
+    if engine is None:
+        if session.scalar(select(EventModel.id).where(*mine).limit(1)) is None:
+            raise NotFoundError(f"engine {engine_id!r} not found", param="engine_id")
+    elif engine.organization_id != org_id:
+        raise NotFoundError(f"engine {engine_id!r} not found", param="engine_id")
     query = select(*read_columns(session, EventModel, EVENT_FIELDS)).where(*mine)
     if page.after is not None:
         after = _event_cursor(session, org_id, engine_id, page.after)
