@@ -33,6 +33,7 @@ class Decision:
     reason: str  # in words, starting with the metric against its target
     at: float  # the clock value the decision was made at
     changed: bool  # desired differs from the count before
+    capped: bool = False  # the provider cannot give what the load wants: desired is its bound
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def decide(
     if ready_replicas != current_desired:
         why += f" ({ready_replicas} of {current_desired} ready)"
     reason = f"{config.metric} {value:.1f} over target {config.target:g} per replica: {_wish(wanted, wished)}"
-    return Decision(desired, f"{reason}; {why}", now, desired != current_desired), state
+    return Decision(desired, f"{reason}; {why}", now, desired != current_desired, capped is not None), state
 
 
 def _follow(config: Autoscaling, state: AutoscalerState, wished: int, current: int, now: float) -> tuple[int, str]:
