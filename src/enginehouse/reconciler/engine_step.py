@@ -49,6 +49,7 @@ class EngineMemory:
 
     crashes: CrashStreak = field(default_factory=CrashStreak)
     load_errors: dict[str, str] = field(default_factory=dict)  # deployment id → reason
+    load_tries: dict[str, policy.LoadTries] = field(default_factory=dict)  # deployment id → transient failures
     # Per replica: when its health check last answered, and when it began draining (wall clock).
     answered_at: dict[str, float] = field(default_factory=dict)
     draining_since: dict[str, float] = field(default_factory=dict)
@@ -290,14 +291,27 @@ class EngineStep:
             for name in to_unload:
                 await self.replicas.unload_adapter(url, name)
                 loaded.pop(name, None)
-            for name, path in to_load:
-                try:
-                    await self.replicas.load_adapter(url, name, path)
-                    loaded[name] = path
-                except AdapterLoadRefused as refused:
-                    memory.load_errors[by_name[name].deployment_id] = str(refused)
         except httpx.HTTPError as exc:
-            log.warning("replica %s: adapter sync failed, will retry: %s", facts.replica_id, exc)
+            log.warning("replica %s: adapter unload failed, will retry: %s", facts.replica_id, exc)
+        now = time.time()
+        for name, path in to_load:
+            deployment_id = by_name[name].deployment_id
+            if memory.load_tries.get(deployment_id, policy.LoadTries()).retry_at > now:
+                continue  # backing off after a transient failure
+            try:
+                await self.replicas.load_adapter(url, name, path)
+                loaded[name] = path
+                memory.load_tries.pop(deployment_id, None)
+            except AdapterLoadRefused as refused:  # the adapter itself is wrong: no retry helps
+                memory.load_errors[deployment_id] = str(refused)
+            except httpx.HTTPError as exc:
+                tries, failure = policy.after_load_error(memory.load_tries.get(deployment_id, policy.LoadTries()),
+                                                         _describe(exc), now)
+                memory.load_tries[deployment_id] = tries
+                if failure is not None:
+                    memory.load_errors[deployment_id] = failure
+                log.warning("replica %s: loading adapter %s failed (try %d): %s", facts.replica_id, name,
+                            tries.count, exc)
         base_served = facts.base_served
         if loaded != facts.loaded and not serves_lora:
             base_served = not loaded  # a single-model replica's fine-tune takes the base's place
@@ -400,6 +414,13 @@ class EngineStep:
                 if deployment is not None:
                     switch_deployment_status(session, deployment, status, reason)
         memory.load_errors = {k: v for k, v in memory.load_errors.items() if k in facts_of}
+        memory.load_tries = {k: v for k, v in memory.load_tries.items() if k in facts_of}
+
+
+def _describe(error: httpx.HTTPError) -> str:
+    if isinstance(error, httpx.HTTPStatusError):
+        return f"the replica answered {error.response.status_code}"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _held_back(outcome: StepOutcome) -> str | None:

@@ -55,6 +55,25 @@ class CrashStreak:
     retry_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class LoadTries:
+    """An adapter's failed loads in a row that a retry may fix (a timeout, a replica's 5xx)."""
+
+    count: int = 0
+    retry_at: float = 0.0  # wall-clock seconds before which it is not tried again
+
+
+def after_load_error(
+    tries: LoadTries, reason: str, now: float, max_tries: int = 4, backoff_base_s: float = 1.0
+) -> tuple[LoadTries, str | None]:
+    """The tries after one more transient load error, and the deployment's failure once
+    ``max_tries`` of them came in a row (None: try again after a backoff that doubles)."""
+    count = tries.count + 1
+    if count >= max_tries:
+        return LoadTries(count), f"could not load the adapter ({count} tries): {reason}"
+    return LoadTries(count, now + backoff_base_s * 2 ** (count - 1)), None
+
+
 def desired_adapters(deployments: list[DeploymentFacts]) -> dict[str, str]:
     """The adapters every ready replica should hold: each fine-tuned deployment not Failed."""
     return {

@@ -126,3 +126,14 @@ def test_only_sleeping_engines_with_nothing_to_watch_are_at_rest() -> None:
     for status in (EngineStatus.PROVISIONING, EngineStatus.ACTIVE, EngineStatus.DEACTIVATING,
                    EngineStatus.REACTIVATING, EngineStatus.DELETING):
         assert not at_rest(status, None, has_replicas=False)
+
+
+def test_a_transient_adapter_load_error_is_retried_with_backoff_then_fails() -> None:
+    from enginehouse.reconciler.policy import LoadTries, after_load_error
+
+    tries, failure = after_load_error(LoadTries(), "ReadTimeout", now=100.0, max_tries=3, backoff_base_s=1.0)
+    assert failure is None and tries == LoadTries(1, 101.0)
+    tries, failure = after_load_error(tries, "the replica answered 503", now=102.0, max_tries=3, backoff_base_s=1.0)
+    assert failure is None and tries == LoadTries(2, 104.0)
+    tries, failure = after_load_error(tries, "the replica answered 503", now=105.0, max_tries=3, backoff_base_s=1.0)
+    assert failure == "could not load the adapter (3 tries): the replica answered 503"
