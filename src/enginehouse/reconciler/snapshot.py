@@ -47,12 +47,6 @@ class EngineSnapshot:
     deployments: list[DeploymentFacts]
     replicas: list[ReplicaRow]
 
-    @property
-    def desired_replicas(self) -> int:
-        if self.autoscaling:
-            return int(self.autoscaling.get("min_replicas", 1))
-        return 1
-
 
 def _aware(moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
