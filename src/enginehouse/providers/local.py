@@ -109,10 +109,11 @@ class LocalProvider:
         )
         try:
             write_record(self.state_dir, record)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             # A replica without a record could not be found again after a crash: do not keep it.
             terminate_group(process.pid, 5.0, lambda: process.poll() is not None)
-            raise LaunchError(f"cannot record the replica process: {exc.strerror or exc}",
+            process.wait(timeout=1)
+            raise LaunchError(f"cannot record the replica process: {getattr(exc, 'strerror', None) or exc}",
                               permanent=False) from None
         with self._lock:
             self._table()[launch.replica_id] = _Replica(record, child=process)
