@@ -49,7 +49,7 @@ def create_app(
         database.migrate()
         _bootstrap(database, settings)
         replica_provider = provider or LocalProvider(
-            settings.data_dir / "logs", threads=settings.replica_threads, limits=limits
+            settings.data_dir, threads=settings.replica_threads, limits=limits
         )
         reconciler = Reconciler(
             database, replica_provider, settings.reconcile_interval_s,

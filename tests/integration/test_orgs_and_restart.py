@@ -81,6 +81,7 @@ def test_killed_server_converges_on_restart(served, start_server, tiny_llama_dir
     assert sorted(d["name"] for d in back["deployments"]) == ["home", "home-ft"]
     wait_for(lambda: len(replica_pids(server.data_dir)) == 1, timeout=30, what="exactly one replica")
     assert len(back["replicas"]) == 1
+    assert replica_pids(server.data_dir) == pids_before  # adopted from its record, not replaced
     client = openai.OpenAI(base_url=f"{restarted.url}/v1", api_key=server.api_key, max_retries=0)
     reply = client.completions.create(model="home-ft", prompt="the cat sat on the", max_tokens=8, temperature=0)
     assert reply.choices[0].text == greedy_completion(tiny_llama_dir, tiny_adapter_dirs[0], "the cat sat on the", 8)

@@ -146,7 +146,8 @@ class DeploymentModel(Base):
 
 
 class ReplicaModel(Base):
-    """A replica process the control plane started; kept so a restarted server can find it."""
+    """A replica the control plane launched: its address and status. Where and how it runs
+    (a process, its log) is its provider's to know."""
 
     __tablename__ = "replicas"
 
@@ -157,8 +158,6 @@ class ReplicaModel(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     status_reason: Mapped[str | None] = mapped_column(Text)
     url: Mapped[str] = mapped_column(Text, nullable=False)
-    pid: Mapped[int | None] = mapped_column(Integer)
-    log_path: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = _created()
 
 

@@ -1,5 +1,6 @@
-"""The provider interface: which deployment options it can give, and start, observe and stop
-replica processes on them. Nothing else."""
+"""The provider interface: which deployment options it can give, and launch, list and stop
+replicas on them. Nothing else: no process ids, ports or log files cross it, so a provider that
+runs replicas elsewhere (a cluster) implements the same five methods."""
 
 from __future__ import annotations
 
@@ -26,18 +27,30 @@ class ReplicaLaunch:
 @dataclass(frozen=True)
 class LaunchedReplica:
     replica_id: str
-    url: str
-    pid: int | None
-    log_path: str | None
+    url: str  # where the gateway and the health checks reach it
 
 
 @dataclass(frozen=True)
 class ReplicaExit:
-    """A replica process that is gone: its exit code and, when it said why, the reason."""
+    """A replica that is gone: its exit code when known and, when it said why, the reason."""
 
     code: int | None
     reason: str | None
     permanent: bool  # True when the replica itself declared the failure (bad model, bad options)
+
+
+@dataclass(frozen=True)
+class ProviderReplica:
+    """A replica as its provider sees it: where it answers and whether it still runs."""
+
+    replica_id: str
+    engine_id: str
+    url: str
+    exit: ReplicaExit | None = None  # None while it runs
+
+    @property
+    def running(self) -> bool:
+        return self.exit is None
 
 
 class LaunchError(Exception):
@@ -60,12 +73,16 @@ class ReplicaProvider(Protocol):
         """Start a replica; raises ``LaunchError`` when it cannot."""
         ...
 
-    def exit_status(self, replica_id: str, pid: int | None, log_path: str | None) -> ReplicaExit | None:
-        """None while the replica's process runs; how it ended otherwise."""
+    def list_replicas(self, engine_id: str | None = None) -> list[ProviderReplica]:
+        """The replicas this provider has (one engine's, or all), running or exited, including
+        those a previous server process launched. Asked on every reconcile step, so it is cheap.
+        An exited replica stays listed until it is stopped."""
         ...
 
-    def stop(self, replica_id: str, pid: int | None, grace_s: float = 5.0) -> None: ...
+    def stop(self, replica_id: str, grace_s: float = 5.0) -> None:
+        """End the replica (if it still runs) and forget it. Unknown ids are ignored."""
+        ...
 
     def stop_all(self) -> None:
-        """Stop every replica this provider started in this server process (shutdown)."""
+        """Stop every replica this provider has (shutdown)."""
         ...

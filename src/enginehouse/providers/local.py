@@ -3,8 +3,10 @@
 It offers this machine's CPU (``cpu``) and each of its GPUs (``local-gpu0-…``); a replica placed
 on a local GPU sees only that GPU.
 
-Replicas run in their own session (process group) so that they outlive a crashed server: a
-restarted server finds them through the database and adopts them instead of starting duplicates.
+Replicas run in their own session (process group) so that they outlive a crashed server. What the
+provider needs to find one again (its pid and start time, address, log file) is kept in a record
+under ``<data dir>/replicas/`` (``local_records``): a restarted server reads them and adopts the
+replicas still running instead of starting duplicates.
 """
 
 from __future__ import annotations
@@ -12,43 +14,54 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from enginehouse.core import options
 from enginehouse.core.options import DeploymentOption
-from enginehouse.providers.base import LaunchedReplica, LaunchError, ReplicaExit, ReplicaLaunch
+from enginehouse.providers.base import (
+    LaunchedReplica, LaunchError, ProviderReplica, ReplicaExit, ReplicaLaunch,
+)
 from enginehouse.providers.local_gpus import LocalGpu, probe_local_gpus
+from enginehouse.providers.local_process import declared_error, is_running, process_start_time, terminate_group
+from enginehouse.providers.local_records import ReplicaRecord, read_records, remove_record, write_record
 from enginehouse.requestlimits import RequestLimits
 
 log = logging.getLogger(__name__)
 
-# The line a replica prints on stderr before exiting when it cannot come up for a reason that a
-# restart will not fix (a model that does not load, options it cannot honour).
-REPLICA_ERROR_MARKER = "ENGINEHOUSE_REPLICA_ERROR:"
+
+@dataclass
+class _Replica:
+    record: ReplicaRecord
+    # The process handle when this server launched it (it knows the exit code and reaps it);
+    # None for a replica adopted from a previous server.
+    child: subprocess.Popen[bytes] | None
+    exit: ReplicaExit | None = None  # once seen gone, it stays gone
 
 
 class LocalProvider:
     def __init__(
         self,
-        log_dir: Path,
+        data_dir: Path,
         host: str = "127.0.0.1",
         threads: int = 0,
         limits: RequestLimits | None = None,
         find_gpus: Callable[[], list[LocalGpu]] = probe_local_gpus,
     ) -> None:
-        self.log_dir = log_dir
+        self.log_dir = data_dir / "logs"
+        self.state_dir = data_dir / "replicas"
         self.host = host
         self.threads = threads
         # Replicas bound request bodies as the server does: the gateway forwards what it accepted.
         self.limits = limits or RequestLimits.default()
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        # Read from the state directory on first use, not here: constructing does no work.
+        self._replicas: dict[str, _Replica] | None = None
+        self._lock = threading.Lock()  # the reconciler calls in from several worker threads
         self._find_gpus = find_gpus
         self._gpu_devices: dict[str, int] | None = None  # option name → CUDA device index
         self._options: list[DeploymentOption] | None = None
@@ -71,10 +84,43 @@ class LocalProvider:
         device = (self._gpu_devices or {}).get(option)
         return {} if device is None else {"CUDA_VISIBLE_DEVICES": str(device)}
 
+    def _table(self) -> dict[str, _Replica]:
+        """The replicas this provider has; call with the lock held. The first call adopts those
+        a previous server on this data directory left recorded."""
+        if self._replicas is None:
+            self._replicas = {}
+            for record in read_records(self.state_dir):
+                log.info("found replica %s (pid %s) left by a previous server", record.replica_id, record.pid)
+                self._replicas[record.replica_id] = _Replica(record, child=None)
+        return self._replicas
+
+    # -- launch ------------------------------------------------------------------------------
+
     def launch(self, launch: ReplicaLaunch) -> LaunchedReplica:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         port = _free_port(self.host)
         log_path = self.log_dir / f"{launch.replica_id}.log"
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+               **self._device_environment(launch.deployment_option)}
+        process = self._spawn(self._command(launch, port), env, log_path, launch.base_model)
+        record = ReplicaRecord(
+            replica_id=launch.replica_id, engine_id=launch.engine_id, url=f"http://{self.host}:{port}",
+            pid=process.pid, start_time=process_start_time(process.pid), log_path=str(log_path),
+        )
+        try:
+            write_record(self.state_dir, record)
+        except (OSError, ValueError) as exc:
+            # A replica without a record could not be found again after a crash: do not keep it.
+            terminate_group(process.pid, 5.0, lambda: process.poll() is not None)
+            process.wait(timeout=1)
+            raise LaunchError(f"cannot record the replica process: {getattr(exc, 'strerror', None) or exc}",
+                              permanent=False) from None
+        with self._lock:
+            self._table()[launch.replica_id] = _Replica(record, child=process)
+        log.info("started replica %s (pid %s) on port %s", launch.replica_id, process.pid, port)
+        return LaunchedReplica(replica_id=launch.replica_id, url=record.url)
+
+    def _command(self, launch: ReplicaLaunch, port: int) -> list[str]:
         command = [
             sys.executable, "-m", "enginehouse.runtime",
             "--task-type", launch.task_type,
@@ -87,103 +133,75 @@ class LocalProvider:
             "--max-body-bytes", str(self.limits.max_body_bytes),
             "--max-json-depth", str(self.limits.max_json_depth),
         ]
-        if self.threads:
-            command += ["--threads", str(self.threads)]
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-               **self._device_environment(launch.deployment_option)}
+        return command + (["--threads", str(self.threads)] if self.threads else [])
+
+    @staticmethod
+    def _spawn(command: list[str], env: dict[str, str], log_path: Path, base_model: str) -> subprocess.Popen[bytes]:
         with open(log_path, "ab") as log_file:
             try:
-                process = subprocess.Popen(
+                return subprocess.Popen(
                     command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     env=env, start_new_session=True,
                 )
             except ValueError as exc:  # an argument no process can take (a NUL byte): never will
-                raise LaunchError(f"cannot start a replica for base model {launch.base_model!r}: {exc}",
+                raise LaunchError(f"cannot start a replica for base model {base_model!r}: {exc}",
                                   permanent=True) from None
             except OSError as exc:  # out of processes or memory: may pass
                 raise LaunchError(f"cannot start a replica process: {exc.strerror or exc}",
                                   permanent=False) from None
-        self._children[launch.replica_id] = process
-        log.info("started replica %s (pid %s) on port %s", launch.replica_id, process.pid, port)
-        return LaunchedReplica(
-            replica_id=launch.replica_id,
-            url=f"http://{self.host}:{port}",
-            pid=process.pid,
-            log_path=str(log_path),
-        )
 
-    def exit_status(self, replica_id: str, pid: int | None, log_path: str | None) -> ReplicaExit | None:
-        child = self._children.get(replica_id)
-        if child is not None:
-            code = child.poll()
-            if code is None:
-                return None
-        elif pid is not None and _is_our_replica(pid, replica_id):
-            return None
-        else:
-            code = None  # not our child (a previous server's) and gone: the exit code is lost
-        reason = _declared_error(log_path)
-        if reason is None:
-            reason = f"replica process exited (code {code})" if code is not None else "replica process is gone"
-        return ReplicaExit(code=code, reason=reason, permanent=_declared_error(log_path) is not None)
+    # -- list --------------------------------------------------------------------------------
 
-    def stop(self, replica_id: str, pid: int | None, grace_s: float = 5.0) -> None:
-        child = self._children.pop(replica_id, None)
+    def list_replicas(self, engine_id: str | None = None) -> list[ProviderReplica]:
+        with self._lock:
+            entries = [e for e in self._table().values()
+                       if engine_id is None or e.record.engine_id == engine_id]
+            return [ProviderReplica(e.record.replica_id, e.record.engine_id, e.record.url, _exit(e))
+                    for e in entries]
+
+    # -- stop --------------------------------------------------------------------------------
+
+    def stop(self, replica_id: str, grace_s: float = 5.0) -> None:
+        with self._lock:
+            entry = self._table().pop(replica_id, None)
+        if entry is None:
+            return
+        child, record = entry.child, entry.record
         if child is not None:
-            _terminate_group(child.pid, grace_s, lambda: child.poll() is not None)
+            if child.poll() is None:
+                terminate_group(child.pid, grace_s, lambda: child.poll() is not None)
             child.wait(timeout=1)
-        elif pid is not None and _is_our_replica(pid, replica_id):
-            _terminate_group(pid, grace_s, lambda: not _is_our_replica(pid, replica_id))
+        elif is_running(record.pid, record.start_time):  # never signal a pid someone reused
+            terminate_group(record.pid, grace_s, lambda: not is_running(record.pid, record.start_time))
+        remove_record(self.state_dir, replica_id)
 
     def stop_all(self) -> None:
-        for replica_id, child in list(self._children.items()):
-            self.stop(replica_id, child.pid)
+        with self._lock:
+            replica_ids = list(self._table())
+        for replica_id in replica_ids:
+            self.stop(replica_id)
+
+
+def _exit(entry: _Replica) -> ReplicaExit | None:
+    """How ``entry``'s process ended, or None while it runs (remembered once it has ended)."""
+    if entry.exit is not None:
+        return entry.exit
+    if entry.child is not None:
+        code = entry.child.poll()
+        if code is None:
+            return None
+    elif is_running(entry.record.pid, entry.record.start_time):
+        return None
+    else:
+        code = None  # a previous server's child: its exit code went with that server
+    declared = declared_error(entry.record.log_path)
+    reason = declared or (f"replica process exited (code {code})" if code is not None
+                          else "replica process is gone")
+    entry.exit = ReplicaExit(code=code, reason=reason, permanent=declared is not None)
+    return entry.exit
 
 
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def _is_our_replica(pid: int, replica_id: str) -> bool:
-    """True when ``pid`` is alive and is the replica ``replica_id`` (pids get reused)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # a zombie has exited
-        return False
-    return replica_id.encode() in cmdline
-
-
-def _declared_error(log_path: str | None) -> str | None:
-    if not log_path:
-        return None
-    try:
-        with open(log_path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 16384))
-            tail = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
-        if REPLICA_ERROR_MARKER in line:
-            return line.split(REPLICA_ERROR_MARKER, 1)[1].strip()
-    return None
-
-
-def _terminate_group(pid: int, grace_s: float, gone) -> None:  # type: ignore[no-untyped-def]
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if gone():
-                return
-            time.sleep(0.05)

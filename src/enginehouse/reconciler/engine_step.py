@@ -25,7 +25,9 @@ from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel
 from enginehouse.db.session import Database
 from enginehouse.gateway.load import LoadMeter
-from enginehouse.providers.base import LaunchedReplica, LaunchError, ReplicaLaunch, ReplicaProvider
+from enginehouse.providers.base import (
+    LaunchedReplica, LaunchError, ProviderReplica, ReplicaExit, ReplicaLaunch, ReplicaProvider,
+)
 from enginehouse.reconciler import policy
 from enginehouse.reconciler.policy import CrashStreak, DeploymentFacts, Fault, ReplicaFacts
 from enginehouse.reconciler.autoscaler import AutoscalerState, Decision, decide
@@ -41,6 +43,9 @@ from enginehouse.services.status import (
 
 log = logging.getLogger(__name__)
 
+# A replica the database knows and its provider does not list (a provider that lost it, or a
+# record removed by hand) is gone: the plan replaces it.
+_NOT_LISTED = ReplicaExit(code=None, reason="replica is gone (its provider no longer has it)", permanent=False)
 
 
 @dataclass
@@ -149,7 +154,11 @@ class EngineStep:
     # -- replicas -------------------------------------------------------------------------
 
     async def _reconcile_replicas(self, snapshot: EngineSnapshot, memory: EngineMemory) -> StepOutcome:
-        facts = await asyncio.gather(*(self._observe(snapshot, r) for r in snapshot.replicas))
+        # One question to the provider per step: which of this engine's replicas still run.
+        provided = await asyncio.to_thread(self.provider.list_replicas, snapshot.engine_id)
+        listed = {r.replica_id: r for r in provided}
+        facts = await asyncio.gather(*(self._observe(snapshot, r, listed.get(r.replica_id))
+                                       for r in snapshot.replicas))
         now = time.time()
         observed = [self._observed(row, fact, memory, now) for row, fact in zip(snapshot.replicas, facts)]
         option = next((o for o in self.provider.deployment_options() if o.name == snapshot.selected_option), None)
@@ -161,9 +170,9 @@ class EngineStep:
             memory.rest()
         plan = plan_replicas(snapshot.status, observed, desired, memory.crashes, now, self.limits,
                              can_launch=option is not None)
-        pids = {row.replica_id: row.pid for row in snapshot.replicas}
-        for replica_id in plan.stop:
-            await asyncio.to_thread(self.provider.stop, replica_id, pids.get(replica_id))
+        # An exited replica is stopped too: that is how its provider forgets it.
+        for replica_id in [*plan.stop, *plan.gone]:
+            await asyncio.to_thread(self.provider.stop, replica_id)
         streak, failure = plan.streak, plan.failure
         launched: list[LaunchedReplica] = []
         if plan.launch:
@@ -224,11 +233,11 @@ class EngineStep:
                 return launched, Fault(exc.reason, exc.permanent)
         return launched, None
 
-    async def _observe(self, snapshot: EngineSnapshot, row: ReplicaRow) -> ReplicaFacts:
+    async def _observe(
+        self, snapshot: EngineSnapshot, row: ReplicaRow, listed: ProviderReplica | None
+    ) -> ReplicaFacts:
         age_s = (utcnow() - row.started_at).total_seconds()
-        exit_info = await asyncio.to_thread(
-            self.provider.exit_status, row.replica_id, row.pid, row.log_path
-        )
+        exit_info = listed.exit if listed is not None else _NOT_LISTED
         if exit_info is not None:
             return ReplicaFacts(row.replica_id, ready=False, exited=True, exit_reason=exit_info.reason,
                                 permanent_failure=exit_info.permanent, age_s=age_s)
@@ -350,8 +359,7 @@ class EngineStep:
         for replica_id, reason in outcome.removed.items():
             replica_service.remove_replica(session, org, replica_id, reason)
         for launched in outcome.launched:
-            replica_service.add_replica(session, org, snapshot.engine_id, launched.replica_id, launched.url,
-                                        launched.pid, launched.log_path)
+            replica_service.add_replica(session, org, snapshot.engine_id, launched.replica_id, launched.url)
         was_ready = {r.replica_id for r in snapshot.replicas if r.status == ReplicaStatus.READY.value}
         for replica_id in outcome.ready_ids - was_ready:
             replica_service.mark_replica(session, org, replica_id, ReplicaStatus.READY, "health check passed")

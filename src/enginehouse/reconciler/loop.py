@@ -20,11 +20,15 @@ from enginehouse.gateway.load import LoadMeter
 from enginehouse.providers.base import ReplicaProvider
 from enginehouse.reconciler import policy
 from enginehouse.reconciler.engine_step import EngineStep
+from enginehouse.reconciler.orphans import find_orphans
 from enginehouse.reconciler.replica_client import ReplicaClient
 from enginehouse.reconciler.replica_plan import ReplicaLimits
 from enginehouse.services import replicas as replica_service
 
 log = logging.getLogger(__name__)
+
+# How often the loop looks for replicas the provider has and the database does not (orphans.py).
+ORPHAN_SWEEP_S = 30.0
 
 
 class Reconciler:
@@ -50,6 +54,7 @@ class Reconciler:
         self.in_flight: Callable[[], Mapping[str, int]] = dict
         # The gateway's measure of each engine's load (set before start()), for autoscaling.
         self.load: LoadMeter | None = None
+        self._strays_logged: set[str] = set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run_thread, name="reconciler", daemon=True)
@@ -82,7 +87,13 @@ class Reconciler:
             step = EngineStep(self.database, self.provider, ReplicaClient(client), self.start_timeout_s,
                               self.in_flight, self.limits, self.load)
             tasks: dict[str, asyncio.Task[None]] = {}
+            next_sweep = 0.0  # the first pass sweeps before any step runs
             while not self._stopping.is_set():
+                if self._loop.time() >= next_sweep:
+                    # Awaited here, before new steps start: only the engines busy now can be
+                    # between a launch and its row.
+                    await self._sweep_orphans({e for e, task in tasks.items() if not task.done()})
+                    next_sweep = self._loop.time() + ORPHAN_SWEEP_S
                 for engine_id in await asyncio.to_thread(self._engine_ids):
                     task = tasks.get(engine_id)
                     if task is None or task.done():
@@ -104,6 +115,31 @@ class Reconciler:
         except Exception:  # one engine's trouble must never stop the loop for the others
             log.exception("reconcile step failed for engine %s", engine_id)
 
+    async def _sweep_orphans(self, busy_engines: set[str]) -> None:
+        try:
+            listed = await asyncio.to_thread(self.provider.list_replicas)
+            if not listed:
+                return
+            known_replicas, known_engines = await asyncio.to_thread(self._known_ids)
+            orphans = find_orphans(listed, known_replicas, known_engines, busy_engines)
+            for replica in orphans.stop:
+                log.warning("stopping replica %s of engine %s: the database has no row for it "
+                            "(launched just before a crash?)", replica.replica_id, replica.engine_id)
+                await asyncio.to_thread(self.provider.stop, replica.replica_id)
+            for replica in orphans.unknown_engine:
+                if replica.replica_id not in self._strays_logged:
+                    self._strays_logged.add(replica.replica_id)
+                    log.warning("leaving replica %s alone: its engine %s is not in this database",
+                                replica.replica_id, replica.engine_id)
+        except Exception:  # a failed sweep is tried again at the next; steps must go on
+            log.exception("looking for orphaned replicas failed")
+
+    def _known_ids(self) -> tuple[set[str], set[str]]:
+        with self.database.session() as session:
+            replicas = set(session.scalars(select(ReplicaModel.id)))
+            engines = set(session.scalars(select(EngineModel.id)))
+        return replicas, engines
+
     def _engine_ids(self) -> list[str]:
         """The engines to step: all but those at rest (nothing for a step to do), so a server
         holding many sleeping engines costs next to nothing between changes."""
@@ -119,5 +155,5 @@ class Reconciler:
         the next start launches fresh replicas for the engines that want them."""
         with self.database.session() as session:
             for replica, organization_id in replica_service.every_replica(session):
-                self.provider.stop(replica.id, replica.pid)
+                self.provider.stop(replica.id)
                 replica_service.remove_replica(session, organization_id, replica.id, "server stopped")

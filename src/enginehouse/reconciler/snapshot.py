@@ -21,8 +21,6 @@ class ReplicaRow:
     replica_id: str
     status: str
     url: str
-    pid: int | None
-    log_path: str | None
     started_at: datetime
 
 
@@ -70,7 +68,7 @@ def load_snapshot(session: Session, engine_id: str) -> EngineSnapshot | None:
         for row in session.execute(query)
     ]
     replicas = [
-        ReplicaRow(r.id, r.status, r.url, r.pid, r.log_path, _aware(r.started_at))  # type: ignore[arg-type]
+        ReplicaRow(r.id, r.status, r.url, _aware(r.started_at))  # type: ignore[arg-type]
         for r in engine_service.engine_replicas(session, engine.id)
     ]
     return EngineSnapshot(

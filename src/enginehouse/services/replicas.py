@@ -16,13 +16,10 @@ from enginehouse.db.models import EngineModel, ReplicaModel
 from enginehouse.services.status import record_removed, record_replica_created, switch_replica_status
 
 
-def add_replica(
-    session: Session, organization_id: str, engine_id: str, replica_id: str, url: str,
-    pid: int | None, log_path: str | None,
-) -> ReplicaModel:
+def add_replica(session: Session, organization_id: str, engine_id: str, replica_id: str, url: str) -> ReplicaModel:
     """Record a replica just launched; it is ``starting`` until its health check says ready."""
     replica = ReplicaModel(id=replica_id, engine_id=engine_id, status=ReplicaStatus.STARTING.value,
-                           url=url, pid=pid, log_path=log_path, started_at=utcnow())
+                           url=url, started_at=utcnow())
     record_replica_created(session, organization_id, replica)
     return replica
 

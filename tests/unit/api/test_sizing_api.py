@@ -22,7 +22,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     # No reconcile pass after start-up (creating an engine does not wake the reconciler), so the
     # engines below never start a replica process; no GPU is offered whatever the machine has.
     settings = Settings(data_dir=tmp_path / "data", bootstrap_key=KEY, reconcile_interval_s=3600)
-    provider = LocalProvider(tmp_path / "logs", find_gpus=lambda: [])
+    provider = LocalProvider(tmp_path, find_gpus=lambda: [])
     with TestClient(create_app(settings, provider=provider), raise_server_exceptions=False) as client:
         yield client
 

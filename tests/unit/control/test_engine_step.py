@@ -45,7 +45,7 @@ def test_a_base_model_no_process_can_take_fails_the_engine_once(database: Databa
         orgs.create_organization(session, "acme")
         org_id = orgs.create_api_key(session, "acme").organization_id
         engine_id = engines.create_engine(session, org_id, spec).id
-    provider = LocalProvider(tmp_path / "logs")
+    provider = LocalProvider(tmp_path)
     asyncio.run(_steps(database, provider, engine_id, count=3))
     with database.session() as session:
         engine = session.get(EngineModel, engine_id)
@@ -73,7 +73,7 @@ def test_a_manual_deactivation_inside_the_window_holds_against_the_schedule(
         engines.deactivate_engine(session, org_id, engine.id, manual=manual)
         switch_engine_status(session, engine, EngineStatus.INACTIVE)
         engine_id = engine.id
-    asyncio.run(_steps(database, LocalProvider(tmp_path / "logs"), engine_id, count=1))
+    asyncio.run(_steps(database, LocalProvider(tmp_path), engine_id, count=1))
     with database.session() as session:
         engine = session.get(EngineModel, engine_id)
         assert engine is not None
@@ -92,7 +92,7 @@ def test_an_engine_on_an_option_no_provider_gives_waits_and_says_for_what(
         orgs.create_organization(session, "acme")
         org_id = orgs.create_api_key(session, "acme").organization_id
         engine_id = engines.create_engine(session, org_id, spec, offers=options.listing([gone_gpu])).id
-    provider = LocalProvider(tmp_path / "logs", find_gpus=lambda: [])
+    provider = LocalProvider(tmp_path, find_gpus=lambda: [])
     assert [o.name for o in provider.deployment_options()] == ["cpu"]
     asyncio.run(_steps(database, provider, engine_id, count=2))
     with database.session() as session:
@@ -104,7 +104,7 @@ def test_an_engine_on_an_option_no_provider_gives_waits_and_says_for_what(
 
 def test_the_local_provider_offers_its_cpu_and_each_gpu(tmp_path: Path) -> None:
     gpus = [LocalGpu(0, "NVIDIA H200", 143_771_140_096), LocalGpu(1, "NVIDIA L4", 23_034_000_000)]
-    provider = LocalProvider(tmp_path / "logs", find_gpus=lambda: gpus)
+    provider = LocalProvider(tmp_path, find_gpus=lambda: gpus)
     offered = provider.deployment_options()
     assert [o.name for o in offered] == ["cpu", "local-gpu0-h200-144gb", "local-gpu1-l4-23gb"]
     assert offered[1].model_memory_bytes == 143_800_000_000
@@ -119,7 +119,7 @@ def test_a_deleted_engine_leaves_its_log_ending_with_the_deletion(database: Data
         engine = engines.create_engine(session, org_id, spec)
         engines.delete_engine(session, org_id, engine.id)
         engine_id = engine.id
-    asyncio.run(_steps(database, LocalProvider(tmp_path / "logs"), engine_id, count=1))
+    asyncio.run(_steps(database, LocalProvider(tmp_path), engine_id, count=1))
     with database.session() as session:
         assert session.get(EngineModel, engine_id) is None
         events = engines.engine_events(session, org_id, engine_id, PageRequest()).items

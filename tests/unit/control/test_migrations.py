@@ -36,3 +36,15 @@ def test_the_list_indexes_step_down_and_up(database: Database) -> None:
     assert "ix_deployments_list" not in indexes and "ix_deployments_engine_id" in indexes
     _migrate(database, "upgrade", "head")
     assert _differences(database) == []
+
+
+def test_replicas_lose_their_process_columns_and_get_them_back(database: Database) -> None:
+    def columns() -> set[str]:
+        return {c["name"] for c in inspect(database.engine).get_columns("replicas")}
+
+    assert not {"pid", "log_path"} & columns()
+    _migrate(database, "downgrade", "0004")
+    assert {"pid", "log_path"} <= columns()
+    _migrate(database, "upgrade", "head")
+    assert not {"pid", "log_path"} & columns()
+    assert _differences(database) == []
