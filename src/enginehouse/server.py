@@ -63,6 +63,7 @@ def create_app(
         app.state.gateway = gateway
         app.state.reconciler = reconciler
         reconciler.in_flight = gateway.in_flight_by_replica
+        reconciler.load = gateway.load
         app.state.provider = replica_provider
         await gateway.start()
         reconciler.start()

@@ -100,7 +100,7 @@ def engine_to_dict(
 ) -> Obj:
     (id_, name, task_type, base_model, status, status_reason, deployment_option, selected_option,
      autoscaling, resource_management, runtime_options, created_at, last_access_at,
-     hold_until) = read.engine
+     hold_until, autoscaler_decision) = read.engine
     upcoming = _next_transition(status, resource_management, last_access_at, hold_until)
     return {
         "id": id_,
@@ -113,6 +113,7 @@ def engine_to_dict(
         "deployment_option": deployment_option,
         "selected_deployment_option": stored_json(selected_option),
         "autoscaling": stored_json(autoscaling),
+        "autoscaler": stored_json(autoscaler_decision),
         "resource_management_config": stored_json(resource_management),
         "runtime_options": stored_json(runtime_options),
         "replicas": [replica_to_dict(r, in_flight.get(r[0], 0)) for r in read.replicas],

@@ -79,6 +79,17 @@ def host_memory_bytes() -> int:
         return 0
 
 
+def replica_capacity(option: DeploymentOption, replica_bytes: int | None) -> int:
+    """How many replicas of a model needing ``replica_bytes`` (None: unknown) one provider's
+    ``option`` can run at once: on CPU, one per core and as many as host memory holds; on a GPU
+    shape, as many as its memory holds. At least one: a model that fits no copy was refused
+    when its engine was sized."""
+    fits = option.model_memory_bytes // replica_bytes if replica_bytes else None
+    if option.kind == "cpu":
+        return max(1, min(option.cpus, fits) if fits is not None else option.cpus)
+    return max(1, fits) if fits is not None else 1
+
+
 def host_cpu() -> DeploymentOption:
     """This machine's CPUs, the model held in host memory."""
     return DeploymentOption("cpu", "cpu", None, None, os.cpu_count() or 1,

@@ -107,6 +107,8 @@ class EngineModel(Base):
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
     last_access_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A cluster engine's last autoscaler decision: {"replicas", "reason", "at"}.
+    autoscaler_decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Until when a manual deactivate or reactivate holds against the engine's schedule.
     schedule_hold_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set once the engine has been Active: the base deployment exists from then on.

@@ -23,6 +23,7 @@ from enginehouse.errors import BadRequestError, EnginehouseError, ServiceUnavail
 from enginehouse.gateway.balancer import LeastInFlight
 from enginehouse.gateway.cache import TTLCache
 from enginehouse.gateway.failover import ReplicaFailed, is_replica_failure, is_replica_refusal, untried
+from enginehouse.gateway.load import LoadMeter
 from enginehouse.gateway.routing import Target, Waking, resolve
 from enginehouse.observability.gateway import GatewayMetrics, RequestTimer, RouteLabels
 from enginehouse.protocol.openai import describe_validation_error
@@ -52,10 +53,13 @@ class Gateway:
         timeout_s: float,
         poke_reconciler: Callable[[], None] = lambda: None,
         metrics: GatewayMetrics | None = None,
+        load: LoadMeter | None = None,
     ) -> None:
         self.database = database
         self.wake_wait_s = wake_wait_s
         self.balancer = LeastInFlight()
+        # Per-engine calls in flight and arriving, read by the autoscaler from another thread.
+        self.load = load or LoadMeter()
         self.poke_reconciler = poke_reconciler
         self.metrics = metrics or GatewayMetrics(CollectorRegistry())
         # No limit on a whole call (a long generation streams for as long as it takes); a replica
@@ -100,9 +104,10 @@ class Gateway:
         # Counted from here on: before, there is no deployment to name (or a made-up one).
         route = RouteLabels(self._org_names.get(org_id, org_id), target.engine_name, target.deployment_name)
         timer = self.metrics.start(route, started)
+        self.load.arrived(target.engine_id)  # once per call, however many replicas it is sent to
         try:
             await self._touch(target.engine_id)
-            forward = partial(self._forward_stream if wants_stream(body) else self._forward, client)
+            forward = partial(self._forward_stream if wants_stream(body) else self._forward, client, target.engine_id)
             return await self._send(client, forward, (org_id, model_name, endpoint), target, raw_body, timer)
         except ClientLeft:
             timer.finish(CLIENT_CLOSED_REQUEST)
@@ -222,8 +227,16 @@ class Gateway:
         with self.database.session() as session:
             engine_service.touch_engine(session, engine_id)
 
+    def _attempt_started(self, engine_id: str, replica_id: str) -> None:
+        self.balancer.started(replica_id)
+        self.load.started(engine_id)
+
+    def _attempt_finished(self, engine_id: str, replica_id: str) -> None:
+        self.balancer.finished(replica_id)
+        self.load.finished(engine_id)
+
     async def _forward(
-        self, client: Request, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
+        self, client: Request, engine_id: str, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
     ) -> Response:
         session = self.http
 
@@ -233,25 +246,28 @@ class Gateway:
                 media_type = upstream.headers.get("content-type", "application/json")
                 return content, upstream.status, media_type, passed_headers(upstream.headers)
 
-        self.balancer.started(replica_id)
+        self._attempt_started(engine_id, replica_id)
         try:
             # A client leaving cancels the call, which closes the connection: the replica stops too.
             content, status, media_type, headers = await unless_client_leaves(client, call())
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _replica_error(exc) from None
         finally:
-            self.balancer.finished(replica_id)
+            self._attempt_finished(engine_id, replica_id)
         return _replica_answer(Response(content, status_code=status, media_type=media_type, headers=headers), timer)
 
     async def _forward_stream(
-        self, client: Request, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
+        self, client: Request, engine_id: str, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
     ) -> Response:
-        self.balancer.started(replica_id)
+        finished = partial(self._attempt_finished, engine_id, replica_id)
+        self._attempt_started(engine_id, replica_id)
         try:
             upstream = await self.http.post(url, data=raw_body, headers=_JSON)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            self.balancer.finished(replica_id)
-            raise _replica_error(exc) from None
+        except BaseException as exc:  # cancelled too: the attempt must not stay counted in flight
+            finished()
+            if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
+                raise _replica_error(exc) from None
+            raise
         if upstream.status != 200:
             try:
                 content = await upstream.read()
@@ -259,7 +275,7 @@ class Gateway:
                 raise _replica_error(exc) from None
             finally:
                 upstream.release()
-                self.balancer.finished(replica_id)
+                finished()
             return _replica_answer(Response(content, status_code=upstream.status, media_type="application/json",
                                             headers=passed_headers(upstream.headers)), timer)
         # The client's answer starts with the replica's first event, not before: a replica that dies
@@ -268,13 +284,13 @@ class Gateway:
             first = await unless_client_leaves(client, _first_chunk(upstream))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             upstream.close()
-            self.balancer.finished(replica_id)
+            finished()
             raise _replica_error(exc) from None
         except BaseException:  # the client left first
             upstream.close()
-            self.balancer.finished(replica_id)
+            finished()
             raise
-        return _relay_response(_Relay(upstream, lambda: self.balancer.finished(replica_id), timer, first))
+        return _relay_response(_Relay(upstream, finished, timer, first))
 
 
 async def _first_chunk(upstream: aiohttp.ClientResponse) -> bytes:

@@ -17,14 +17,18 @@ from sqlalchemy import select
 
 from enginehouse.core import options
 from enginehouse.core.ids import new_id, utcnow
+from enginehouse.core.options import DeploymentOption
 from enginehouse.core.resource_management import resource_decision
+from enginehouse.core.specs import Autoscaling
 from enginehouse.core.status import DELETED, DeploymentKind, DeploymentStatus, EngineStatus, ReplicaStatus
 from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel
 from enginehouse.db.session import Database
+from enginehouse.gateway.load import LoadMeter
 from enginehouse.providers.base import LaunchedReplica, LaunchError, ReplicaLaunch, ReplicaProvider
 from enginehouse.reconciler import policy
 from enginehouse.reconciler.policy import CrashStreak, DeploymentFacts, Fault, ReplicaFacts
+from enginehouse.reconciler.autoscaler import AutoscalerState, Decision, decide
 from enginehouse.reconciler.replica_plan import ObservedReplica, ReplicaLimits, judge, plan_replicas
 from enginehouse.reconciler.replica_client import AdapterLoadRefused, ReplicaClient
 from enginehouse.reconciler.snapshot import EngineSnapshot, ReplicaRow, load_snapshot
@@ -48,6 +52,13 @@ class EngineMemory:
     # Per replica: when its health check last answered, and when it began draining (wall clock).
     answered_at: dict[str, float] = field(default_factory=dict)
     draining_since: dict[str, float] = field(default_factory=dict)
+    # A cluster engine's autoscaler: its state, and the replica count it last chose.
+    autoscaler: AutoscalerState = field(default_factory=AutoscalerState)
+    desired: int | None = None
+
+    def rest(self) -> None:
+        """The engine sleeps: its next wake starts the autoscaler afresh, from min_replicas."""
+        self.autoscaler, self.desired = AutoscalerState(), None
 
     def forget(self, replica_ids: set[str]) -> None:
         for replica_id in replica_ids:
@@ -66,6 +77,8 @@ class StepOutcome:
     # crash backoff.
     waiting_for: str | None = None
     drain: list[str] = field(default_factory=list)  # ready replicas to move to draining
+    # The autoscaler's decision when it changed the count (recorded on the engine), else None.
+    scaled: Decision | None = None
 
 
 class EngineStep:
@@ -77,13 +90,16 @@ class EngineStep:
         start_timeout_s: float,
         in_flight: Callable[[], Mapping[str, int]] = dict,
         limits: ReplicaLimits | None = None,
+        load: LoadMeter | None = None,
     ) -> None:
-        """``in_flight``: requests the gateway has running on each replica now (by replica id)."""
+        """``in_flight``: requests the gateway has running on each replica now (by replica id);
+        ``load``: the gateway's measure of each engine's load, which cluster engines scale by."""
         self.database = database
         self.provider = provider
         self.replicas = replicas
         self.limits = replace(limits or ReplicaLimits(), start_timeout_s=start_timeout_s)
         self.in_flight = in_flight
+        self.load = load or LoadMeter()
         self.memory: dict[str, EngineMemory] = {}
 
     async def run(self, engine_id: str) -> None:
@@ -135,10 +151,15 @@ class EngineStep:
         facts = await asyncio.gather(*(self._observe(snapshot, r) for r in snapshot.replicas))
         now = time.time()
         observed = [self._observed(row, fact, memory, now) for row, fact in zip(snapshot.replicas, facts)]
-        offered = {option.name for option in self.provider.deployment_options()}
-        can_launch = snapshot.selected_option in offered
-        plan = plan_replicas(snapshot.status, observed, snapshot.desired_replicas, memory.crashes, now,
-                             self.limits, can_launch)
+        option = next((o for o in self.provider.deployment_options() if o.name == snapshot.selected_option), None)
+        scaled = None
+        if snapshot.status.wants_replicas:
+            desired, scaled = self._desired_replicas(snapshot, memory, observed, option)
+        else:
+            desired = 0
+            memory.rest()
+        plan = plan_replicas(snapshot.status, observed, desired, memory.crashes, now, self.limits,
+                             can_launch=option is not None)
         pids = {row.replica_id: row.pid for row in snapshot.replicas}
         for replica_id in plan.stop:
             await asyncio.to_thread(self.provider.stop, replica_id, pids.get(replica_id))
@@ -153,9 +174,29 @@ class EngineStep:
         live = [f for f in facts if plan.keeps(f.replica_id)]
         draining = set(plan.drain) | {o.facts.replica_id for o in observed if o.draining_s is not None}
         ready_ids = {f.replica_id for f in live if f.ready and f.replica_id not in draining}
-        waiting_for = None if can_launch else options.waiting_reason(snapshot.selected_option)
+        waiting_for = None if option is not None else options.waiting_reason(snapshot.selected_option)
         return StepOutcome(live, ready_ids, failure, {**plan.gone, **plan.stop}, launched,
-                           waiting_for or plan.held_back, plan.drain)
+                           waiting_for or plan.held_back, plan.drain, scaled)
+
+    def _desired_replicas(
+        self, snapshot: EngineSnapshot, memory: EngineMemory, observed: list[ObservedReplica],
+        option: DeploymentOption | None,
+    ) -> tuple[int, Decision | None]:
+        """How many replicas the engine should run: one, or for a cluster engine what its
+        autoscaler decides from the gateway's measure of its load (and the decision, when it
+        changed the count)."""
+        if not snapshot.autoscaling:
+            return 1, None
+        config = Autoscaling.model_validate(snapshot.autoscaling)
+        current = memory.desired or int((snapshot.autoscaler_decision or {}).get("replicas", 0)) or config.min_replicas
+        ready = sum(1 for o in observed if o.facts.ready and o.draining_s is None)
+        capacity = options.replica_capacity(option, snapshot.replica_bytes) if option else None
+        now = self.load.clock()
+        decision, memory.autoscaler = decide(config, memory.autoscaler, self.load.sample(snapshot.engine_id, now),
+                                             ready, current, capacity, now)
+        memory.desired = decision.desired
+        changed = decision.changed or snapshot.autoscaler_decision is None
+        return decision.desired, decision if changed or decision.capped else None
 
     def _observed(self, row: ReplicaRow, facts: ReplicaFacts, memory: EngineMemory, now: float) -> ObservedReplica:
         """A replica's facts with what the plan also weighs: how long since it last answered,
@@ -316,11 +357,16 @@ class EngineStep:
                 if not engine.activated_once:
                     engine.activated_once = True
                     deployment_service.create_base_deployment(session, engine)
-        elif current.wants_replicas and outcome.waiting_for:
-            # Held back (a crash backoff, an option no provider gives): the reason says till when.
-            switch_engine_status(session, engine, current, outcome.waiting_for)
+        elif current.wants_replicas and (note := _held_back(outcome)):
+            # Held back (a crash backoff, an option no provider gives, a provider's bound on the
+            # replica count): the reason says by what, and till when.
+            switch_engine_status(session, engine, current, note)
         elif current is EngineStatus.ACTIVE and engine.status_reason and ready:
             switch_engine_status(session, engine, current, None)
+        scaled = outcome.scaled
+        if scaled is not None and (scaled.changed or engine.autoscaler_decision is None):
+            engine.autoscaler_decision = {"replicas": scaled.desired, "reason": scaled.reason,
+                                          "at": utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
 
     def _write_deployments(  # type: ignore[no-untyped-def]
         self, session, engine: EngineModel, outcome: StepOutcome, memory: EngineMemory
@@ -354,6 +400,14 @@ class EngineStep:
                 if deployment is not None:
                     switch_deployment_status(session, deployment, status, reason)
         memory.load_errors = {k: v for k, v in memory.load_errors.items() if k in facts_of}
+
+
+def _held_back(outcome: StepOutcome) -> str | None:
+    if outcome.waiting_for:
+        return outcome.waiting_for
+    if outcome.scaled is not None and outcome.scaled.capped:
+        return f"autoscaler: {outcome.scaled.reason}"
+    return None
 
 
 def _delete_engine_rows(session, engine: EngineModel) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ from sqlalchemy import exists, select
 from enginehouse.core.status import EngineStatus
 from enginehouse.db.models import EngineModel, ReplicaModel
 from enginehouse.db.session import Database
+from enginehouse.gateway.load import LoadMeter
 from enginehouse.providers.base import ReplicaProvider
 from enginehouse.reconciler import policy
 from enginehouse.reconciler.engine_step import EngineStep
@@ -47,6 +48,8 @@ class Reconciler:
         # Requests in flight on each replica, from the gateway (set before start(); it must be
         # safe to call from the reconciler's thread). Draining replicas stop once at zero.
         self.in_flight: Callable[[], Mapping[str, int]] = dict
+        # The gateway's measure of each engine's load (set before start()), for autoscaling.
+        self.load: LoadMeter | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run_thread, name="reconciler", daemon=True)
@@ -77,7 +80,7 @@ class Reconciler:
         self._wake = asyncio.Event()
         async with httpx.AsyncClient() as client:
             step = EngineStep(self.database, self.provider, ReplicaClient(client), self.start_timeout_s,
-                              self.in_flight, self.limits)
+                              self.in_flight, self.limits, self.load)
             tasks: dict[str, asyncio.Task[None]] = {}
             while not self._stopping.is_set():
                 for engine_id in await asyncio.to_thread(self._engine_ids):

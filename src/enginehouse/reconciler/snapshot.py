@@ -41,6 +41,9 @@ class EngineSnapshot:
     resource_management: dict[str, Any] | None
     last_access_at: datetime | None
     schedule_hold_until: datetime | None
+    # What one replica needs in memory, from the engine's sizing (None: not sized).
+    replica_bytes: int | None
+    autoscaler_decision: dict[str, Any] | None
     deployments: list[DeploymentFacts]
     replicas: list[ReplicaRow]
 
@@ -90,6 +93,8 @@ def load_snapshot(session: Session, engine_id: str) -> EngineSnapshot | None:
         resource_management=engine.resource_management_config,
         last_access_at=_aware(engine.last_access_at),
         schedule_hold_until=_aware(engine.schedule_hold_until),
+        replica_bytes=((engine.selected_option or {}).get("estimate") or {}).get("total_bytes"),
+        autoscaler_decision=engine.autoscaler_decision,
         deployments=deployments,
         replicas=replicas,
     )

@@ -197,7 +197,7 @@ def touch_engine(session: Session, engine_id: str) -> None:
 ENGINE_FIELDS = (
     "id", "name", "task_type", "base_model", "status", "status_reason", "deployment_option",
     "selected_option", "autoscaling", "resource_management_config", "runtime_options",
-    "created_at", "last_access_at", "schedule_hold_until",
+    "created_at", "last_access_at", "schedule_hold_until", "autoscaler_decision",
 )
 DEPLOYMENT_FIELDS = (
     "id", "name", "engine_id", "kind", "source", "status", "status_reason", "task_type",
