@@ -78,6 +78,10 @@ class ReactivationSeries:
 @dataclass
 class ScaleUp:
     description: str
+    # The autoscaler's first decision for two replicas (its reason says what load it saw): the
+    # part of the wait spent measuring load, before a replica starts.
+    to_decision_s: float | None = None
+    decision_reason: str | None = None
     to_ready_s: float | None = None  # two ready replicas
     to_serving_s: float | None = None  # and the new one with a call in flight
     error: str | None = None  # why there is no number
@@ -202,7 +206,8 @@ def measure_scale_up(cfg: BenchConfig, server: BenchServer, http: httpx.Client, 
     failed = [r.error for r in records if r.error]
     result.requests, result.failed = len(records), len(failed)
     result.first_error = failed[0] if failed else None
-    progress(f"lifecycle: (scale_up) two ready replicas after {_seconds(result.to_ready_s)}, the new one serving "
+    progress(f"lifecycle: (scale_up) decided after {_seconds(result.to_decision_s)}, "
+             f"two ready replicas after {_seconds(result.to_ready_s)}, the new one serving "
              f"after {_seconds(result.to_serving_s)}; {len(records)} requests ({len(failed)} failed)"
              + (f"; not run: {result.error}" if result.error else ""))
     return result
@@ -215,6 +220,9 @@ def _watch_scale_up(http: httpx.Client, engine_id: str, first_replica: str, star
     while True:
         engine = _engine(http, engine_id)
         elapsed = time.perf_counter() - start
+        decision = engine.get("autoscaler") or {}
+        if result.to_decision_s is None and int(decision.get("replicas") or 0) >= 2:
+            result.to_decision_s, result.decision_reason = round(elapsed, 3), decision.get("reason")
         ready = [r for r in engine["replicas"] if r["status"] == "ready"]
         new = [r for r in ready if r["id"] != first_replica]
         if len(ready) >= 2 and new and result.to_ready_s is None:

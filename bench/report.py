@@ -375,8 +375,12 @@ def lifecycle_details(lifecycle: LifecycleResults) -> list[str]:
     lines = ["- Reactivation: timed from the reactivate call to the first read of the engine showing it Active "
              "(to Active) and Active with every deployment Deployed (to serving); each time includes up to one "
              "read's delay."]
-    lines.append(f"- scale_up: timed from the load's start to the first read showing two ready replicas "
-                 f"({_secs(scale.to_ready_s)} s) and to the first read showing a call in flight on the new one "
-                 f"(to serving); {scale.requests} requests during the run, {scale.failed} failed"
+    decided = (f"the autoscaler's decision for two replicas after {_secs(scale.to_decision_s)} s "
+               f"({scale.decision_reason}), " if scale.to_decision_s is not None else "no decision for two "
+               "replicas seen, ")
+    lines.append(f"- scale_up: timed from the load's start to the first read of the engine showing each step: "
+                 f"{decided}two ready replicas after {_secs(scale.to_ready_s)} s, a call in flight on the new "
+                 f"one (to serving) after {_secs(scale.to_serving_s)} s; {scale.requests} requests during the "
+                 f"run, {scale.failed} failed"
                  + (f", first: {scale.first_error}" if scale.first_error else "") + ".")
     return lines
