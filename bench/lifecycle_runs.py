@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class Reactivation:
     to_active_s: float
     to_deployed_s: float  # Active with every deployment Deployed
     others_cpu_share: float
+    # Reactivations done for this sample: more than one when others disturbed the first.
+    attempts: int = 1
 
 
 @dataclass
@@ -146,15 +148,35 @@ def reactivations(cfg: BenchConfig, server: BenchServer, http: httpx.Client, bas
     engine_ids = {ADAPTERS_KEY: loaded.id, BASE_KEY: plain.id}
     for round_ in range(lc.repeats):
         for key in (ADAPTERS_KEY, BASE_KEY):
-            wait_for(lambda: not replica_pids(server.data_dir), SETTLE_TIMEOUT_S, what="no replica running")
-            wait_for_quiet(cfg.patience)
-            sample = time_reactivation(http, engine_ids[key], series[key].deployments, lc.poll_s)
-            series[key].samples.append(sample)
-            progress(f"lifecycle: ({key}) round {round_ + 1}: Active after {sample.to_active_s:.2f} s, "
-                     f"every deployment Deployed after {sample.to_deployed_s:.2f} s, "
-                     f"others' CPU {sample.others_cpu_share:.0%}")
-            deactivate(http, engine_ids[key], SETTLE_TIMEOUT_S)
+            progress(f"lifecycle: ({key}) round {round_ + 1}")
+            series[key].samples.append(sample_reactivation(cfg, server, http, engine_ids[key],
+                                                           series[key].deployments))
     return series
+
+
+def sample_reactivation(cfg: BenchConfig, server: BenchServer, http: httpx.Client, engine_id: str,
+                        deployments: int) -> Reactivation:
+    """One reactivation of an Inactive engine, left Inactive again. As ``measure`` does for a
+    load, one that others disturbed is done again while patience allows, and the least disturbed
+    is kept: on two cores a neighbour's burst stretches a replica's start by seconds."""
+    patience = cfg.patience
+    best: Reactivation | None = None
+    attempts = 0
+    for attempts in range(1, 2 + patience.retries):
+        wait_for(lambda: not replica_pids(server.data_dir), SETTLE_TIMEOUT_S, what="no replica running")
+        wait_for_quiet(patience)
+        sample = time_reactivation(http, engine_id, deployments, cfg.lifecycle.poll_s)
+        deactivate(http, engine_id, SETTLE_TIMEOUT_S)
+        progress(f"lifecycle: Active after {sample.to_active_s:.2f} s, every deployment Deployed after "
+                 f"{sample.to_deployed_s:.2f} s, others' CPU {sample.others_cpu_share:.0%}")
+        if best is None or sample.others_cpu_share < best.others_cpu_share:
+            best = sample
+        if (sample.others_cpu_share <= patience.quiet_share or attempts > patience.retries
+                or not patience.allows_more()):
+            break
+        progress("lifecycle: disturbed by other processes, reactivating again")
+    assert best is not None
+    return replace(best, attempts=attempts)
 
 
 def time_reactivation(http: httpx.Client, engine_id: str, deployments: int, poll_s: float) -> Reactivation:

@@ -375,6 +375,11 @@ def lifecycle_details(lifecycle: LifecycleResults) -> list[str]:
     lines = ["- Reactivation: timed from the reactivate call to the first read of the engine showing it Active "
              "(to Active) and Active with every deployment Deployed (to serving); each time includes up to one "
              "read's delay."]
+    for key, series in lifecycle.reactivation.items():
+        redone = [f"round {i} of {s.attempts}" for i, s in enumerate(series.samples, start=1) if s.attempts > 1]
+        if redone:
+            lines.append(f"- {key}: other processes disturbed some reactivations, done again and the least "
+                         f"disturbed kept ({', '.join(redone)} reactivations).")
     decided = (f"the autoscaler's decision for two replicas after {_secs(scale.to_decision_s)} s "
                f"({scale.decision_reason}), " if scale.to_decision_s is not None else "no decision for two "
                "replicas seen, ")
