@@ -52,6 +52,29 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class LifecycleConfig:
+    """The engine-lifecycle runs (``bench/lifecycle_runs.py``)."""
+
+    # Reactivation: an engine holding this many adapter deployments against a base-only one,
+    # both with the same runtime options (max_cpu_loras ≥ adapters, so every adapter stays in
+    # host memory and none is re-read from disk while serving).
+    adapters: int = 50
+    max_loras: int = 8
+    max_cpu_loras: int = 64
+    # Reactivations of each engine, alternating between the two; the medians are compared.
+    repeats: int = 3
+    # Seconds between two reads of the engine while timing; the resolution of every time here.
+    poll_s: float = 0.05
+    # Scale-up: this many streaming clients in a closed loop against a cluster engine of at most
+    # two replicas whose target is ``scale_target`` calls in flight per replica.
+    scale_concurrency: int = 8
+    scale_target: int = 2
+    scale_max_tokens: int = 16
+    # Seconds the load may run without a second replica before the run counts as not run.
+    scale_bound_s: float = 120.0
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     concurrency: int = 16
     # Measured requests per run = concurrency × rounds (after one warm-up round).
@@ -77,6 +100,7 @@ class BenchConfig:
     patience: Patience = field(default_factory=Patience)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
 
     @property
     def requests_per_run(self) -> int:
@@ -110,6 +134,7 @@ QUICK = BenchConfig(
                      classify_concurrency=4, classify_adapters=4,
                      classifier=EncoderShape(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)),
     control=ControlConfig(engines=3, deployments_per_engine=4, samples=4, warmup=1, idle_s=1.0),
+    lifecycle=LifecycleConfig(adapters=8, repeats=1, scale_bound_s=30.0),
 )
 
 _WORDS = (

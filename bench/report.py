@@ -14,6 +14,8 @@ from bench.classification_runs import BASE_KEY, MIXED_KEY
 from bench.control_runs import GOALS_MS, IDLE_CORE_SHARE_GOAL, ControlResults
 from bench.control_runs import as_json as control_json
 from bench.embedding_runs import encode_key, gateway_key
+from bench.lifecycle_runs import ADAPTERS_KEY, REACTIVATION_RATIO_GOAL, LifecycleResults
+from bench.lifecycle_runs import as_json as lifecycle_json
 from bench.runs import RunOutcome
 from bench.stats import CallStats, RunStats
 from bench.task_runs import TaskResults, as_json
@@ -115,15 +117,32 @@ def control_targets(control: ControlResults | None) -> list[Target]:
     return goals
 
 
+def lifecycle_targets(lifecycle: LifecycleResults | None) -> list[Target]:
+    if lifecycle is None:
+        return []
+    adapters = lifecycle.reactivation[ADAPTERS_KEY].deployments - 1
+    scale = lifecycle.scale_up
+    return [
+        Target(f"reactivation {adapters} adapters", f"reactivation with {adapters} adapter deployments vs base "
+               "only, to Active with every deployment Deployed, medians", lifecycle.reactivation_ratio,
+               REACTIVATION_RATIO_GOAL, False, "×"),
+        # No goal yet: reported so that the autoscaler's reaction time shows from its first run on.
+        Target("scale-up", "seconds from a step load to a second replica serving", scale.to_serving_s, None,
+               False, " s"),
+    ]
+
+
 def _call_what(run: RunOutcome) -> str:
     return run.description.split(": ", 1)[-1]  # without the database's name in front
 
 
 def write_results(out_dir: Path, summary: dict[str, Any], runs: dict[str, RunOutcome],
                   gateway: dict[str, Any], memory: dict[str, Any],
-                  tasks: TaskResults | None = None, control: ControlResults | None = None) -> tuple[Path, Path]:
+                  tasks: TaskResults | None = None, control: ControlResults | None = None,
+                  lifecycle: LifecycleResults | None = None) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    goals = targets(runs, gateway, memory) + task_targets(tasks) + control_targets(control)
+    goals = (targets(runs, gateway, memory) + task_targets(tasks) + control_targets(control)
+             + lifecycle_targets(lifecycle))
     document = {
         **summary,
         "runs": {key: runs[key].as_dict() for key in RUN_ORDER if key in runs},
@@ -131,12 +150,13 @@ def write_results(out_dir: Path, summary: dict[str, Any], runs: dict[str, RunOut
         "adapter_memory": memory,
         "tasks": as_json(tasks) if tasks else None,
         "control": control_json(control) if control else None,
+        "lifecycle": lifecycle_json(lifecycle) if lifecycle else None,
         "targets": [t.as_dict() for t in goals],
     }
     json_path, md_path = out_dir / "latest.json", out_dir / "latest.md"
     # Written next to the final name and renamed: an interrupted run never leaves half a file.
     for path, text in ((json_path, json.dumps(document, indent=2) + "\n"),
-                       (md_path, markdown(summary, runs, gateway, memory, goals, tasks, control))):
+                       (md_path, markdown(summary, runs, gateway, memory, goals, tasks, control, lifecycle))):
         partial = path.with_suffix(path.suffix + ".tmp")
         partial.write_text(text)
         partial.replace(path)
@@ -155,7 +175,7 @@ def _verdict(target: Target) -> str:
 
 def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict[str, Any],
              memory: dict[str, Any], goals: list[Target], tasks: TaskResults | None = None,
-             control: ControlResults | None = None) -> str:
+             control: ControlResults | None = None, lifecycle: LifecycleResults | None = None) -> str:
     lines = [
         "# Serving benchmark",
         "",
@@ -169,6 +189,8 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
         lines += [*task_table(tasks), ""]
     if control:
         lines += [*control_table(control), ""]
+    if lifecycle:
+        lines += [*lifecycle_table(lifecycle), ""]
     lines += ["| target | value | goal | result |", "|---|---:|---:|---|"]
     for t in goals:
         comparison = "≥" if t.at_least else "≤"
@@ -185,6 +207,7 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
     for key, run in (tasks.runs.items() if tasks else []):
         lines += [f"- {_task_label(key)} {note}" for note in run.notes]
     lines += control_details(control) if control else []
+    lines += lifecycle_details(lifecycle) if lifecycle else []
     return "\n".join(lines) + "\n"
 
 
@@ -317,4 +340,52 @@ def control_details(control: ControlResults) -> list[str]:
     for db in control.databases.values():
         for run in db.calls.values():
             lines += [f"- {run.key} {note}" for note in run.notes]
+    return lines
+
+
+def lifecycle_table(lifecycle: LifecycleResults) -> list[str]:
+    lines = [
+        f"Engine lifecycle: {lifecycle.info['load']}.",
+        "",
+        "| run | what | serving after s (median) | Active after s (median) | samples: serving after s "
+        "| others' CPU (most) |",
+        "|---|---|---:|---:|---|---:|",
+    ]
+    for key, series in lifecycle.reactivation.items():
+        samples = ", ".join(f"{s.to_deployed_s:.2f}" for s in series.samples)
+        share = "–" if series.others_cpu_share is None else f"{series.others_cpu_share:.0%}"
+        lines.append(f"| `{key}` | reactivation, {series.description} | {_secs(series.median('to_deployed_s'))} "
+                     f"| {_secs(series.median('to_active_s'))} | {samples} | {share} |")
+    scale = lifecycle.scale_up
+    share = "–" if scale.others_cpu_share is None else f"{scale.others_cpu_share:.0%}"
+    if scale.error:
+        lines.append(f"| `scale_up` | {scale.description} | not run: {scale.error} | | | {share} |")
+    else:
+        lines.append(f"| `scale_up` | {scale.description} | {_secs(scale.to_serving_s)} | "
+                     f"2 ready after {_secs(scale.to_ready_s)} | | {share} |")
+    return lines
+
+
+def _secs(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def lifecycle_details(lifecycle: LifecycleResults) -> list[str]:
+    scale = lifecycle.scale_up
+    lines = ["- Reactivation: timed from the reactivate call to the first read of the engine showing it Active "
+             "(to Active) and Active with every deployment Deployed (to serving); each time includes up to one "
+             "read's delay."]
+    for key, series in lifecycle.reactivation.items():
+        redone = [f"round {i} of {s.attempts}" for i, s in enumerate(series.samples, start=1) if s.attempts > 1]
+        if redone:
+            lines.append(f"- {key}: other processes disturbed some reactivations, done again and the least "
+                         f"disturbed kept ({', '.join(redone)} reactivations).")
+    decided = (f"the autoscaler's decision for two replicas after {_secs(scale.to_decision_s)} s "
+               f"({scale.decision_reason}), " if scale.to_decision_s is not None else "no decision for two "
+               "replicas seen, ")
+    lines.append(f"- scale_up: timed from the load's start to the first read of the engine showing each step: "
+                 f"{decided}two ready replicas after {_secs(scale.to_ready_s)} s, a call in flight on the new "
+                 f"one (to serving) after {_secs(scale.to_serving_s)} s; {scale.requests} requests during the "
+                 f"run, {scale.failed} failed"
+                 + (f", first: {scale.first_error}" if scale.first_error else "") + ".")
     return lines

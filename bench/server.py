@@ -16,7 +16,7 @@ import httpx
 
 from bench.machine import pid_with_argument
 from bench.runs import progress
-from tests.integration.harness import ServerProcess, wait_deployments, wait_engine, wait_for
+from tests.integration.harness import ServerProcess, replica_pids, wait_deployments, wait_engine, wait_for
 
 
 class BenchServer(ServerProcess):
@@ -83,9 +83,12 @@ def register_job(http: httpx.Client, name: str, base_dir: Path, adapters: list[P
 
 
 def create_engine(http: httpx.Client, name: str, base_dir: Path, runtime_options: dict[str, Any],
-                  timeout: float = 300, task_type: str = "text-generation") -> Engine:
+                  timeout: float = 300, task_type: str = "text-generation",
+                  autoscaling: dict[str, Any] | None = None) -> Engine:
+    """Create an engine and wait until it is Active with its base deployment Deployed; a cluster
+    engine (``autoscaling``) must start with one replica, its ``min_replicas``."""
     body = {"name": name, "base_model": str(base_dir), "task_type": task_type,
-            "runtime_options": runtime_options}
+            "runtime_options": runtime_options, "autoscaling": autoscaling}
     engine_id = str(_ok(http.post("/v1/engines", json=body), 201)["id"])
     engine = wait_engine(http, engine_id, "Active", timeout=timeout)
     engine = wait_deployments(http, engine_id, timeout=timeout)  # the base deployment
@@ -117,3 +120,28 @@ def delete_engine(http: httpx.Client, engine: Engine, timeout: float = 120) -> N
              what=f"engine {engine.name} to be deleted")
     wait_for(lambda: pid_with_argument(engine.replica_id) is None, timeout,
              what=f"replica {engine.replica_id} to exit")
+
+
+def deactivate(http: httpx.Client, engine_id: str, timeout: float = 120) -> None:
+    """Deactivate an Active engine and wait until it is Inactive (every replica stopped)."""
+    _ok(http.post(f"/v1/engines/{engine_id}/deactivate"), 202)
+    wait_engine(http, engine_id, "Inactive", timeout=timeout)
+
+
+def reactivate(http: httpx.Client, engine_id: str) -> None:
+    """Ask for an Inactive engine back; returns at once, the caller waits as it needs."""
+    _ok(http.post(f"/v1/engines/{engine_id}/reactivate"), 202)
+
+
+def delete_every_engine(server: BenchServer, http: httpx.Client, timeout: float = 120) -> None:
+    """Delete every engine of the server and wait until none is left and no replica process of
+    it runs: what a part does last, also after an error, so the next part has the cores."""
+    ids = [str(e["id"]) for e in _ok(http.get("/v1/engines?limit=1000"), 200)["data"]]
+    for engine_id in ids:
+        response = http.delete(f"/v1/engines/{engine_id}")
+        if response.status_code not in (202, 404):
+            raise RuntimeError(f"DELETE engine {engine_id}: {response.status_code} {response.text[:300]}")
+    for engine_id in ids:
+        wait_for(lambda: http.get(f"/v1/engines/{engine_id}").status_code == 404, timeout,
+                 what=f"engine {engine_id} to be deleted")
+    wait_for(lambda: not replica_pids(server.data_dir), timeout, what="every replica to exit")
