@@ -54,7 +54,7 @@ def create_app(
         )
         reconciler = Reconciler(
             database, replica_provider, settings.reconcile_interval_s,
-            settings.replica_start_timeout_s, replica_limits(settings),
+            replica_limits(settings),
         )
         gateway = Gateway(
             database, settings.wake_wait_s, settings.gateway_timeout_s, reconciler.poke, gateway_metrics

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
 from orjson import Fragment
 from starlette.responses import Response
 
-from enginehouse.core.ids import utcnow
+from enginehouse.core.ids import iso, utcnow
 from enginehouse.core.resource_management import NextTransition, next_transition
 from enginehouse.core.status import DeploymentKind, EngineStatus
 from enginehouse.services.deployments import ModelList
@@ -120,7 +120,7 @@ def engine_to_dict(
         "deployments": [deployment_view(d) for d in read.deployments],
         "created_at": created_at,
         "last_access_timestamp": last_access_at,
-        "next_transition_at": _iso(upcoming.at) if upcoming else None,
+        "next_transition_at": iso(upcoming.at) if upcoming else None,
         "next_transition": upcoming.change.value if upcoming else None,
     }
 
@@ -140,10 +140,6 @@ def _next_transition(
 def _parsed(iso: str | None) -> datetime | None:
     return None if iso is None else datetime.fromisoformat(iso)
 
-
-def _iso(moment: datetime) -> str:
-    """As the database formats timestamps for the views (see services/reads.py)."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def training_job_to_dict(read: TrainingJobRead) -> Obj:

@@ -16,9 +16,11 @@ def utcnow() -> datetime:
 
 
 def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z``; databases may hand back naive datetimes, which are UTC here."""
+    """ISO 8601 UTC with a ``Z`` and microseconds always shown, as the database formats the
+    timestamps the views read (services/reads.py); databases may hand back naive datetimes,
+    which are UTC here."""
     if moment is None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")

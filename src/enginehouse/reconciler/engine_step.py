@@ -16,7 +16,7 @@ import httpx
 from sqlalchemy import select
 
 from enginehouse.core import options
-from enginehouse.core.ids import new_id, utcnow
+from enginehouse.core.ids import iso, new_id, utcnow
 from enginehouse.core.options import DeploymentOption
 from enginehouse.core.resource_management import resource_decision
 from enginehouse.core.specs import Autoscaling
@@ -83,7 +83,8 @@ class StepOutcome:
     # crash backoff.
     waiting_for: str | None = None
     drain: list[str] = field(default_factory=list)  # ready replicas to move to draining
-    # The autoscaler's decision when it changed the count (recorded on the engine), else None.
+    # A cluster engine's autoscaler decision in this step (recorded on the engine when it
+    # changed the count), else None.
     scaled: Decision | None = None
 
 
@@ -93,9 +94,8 @@ class EngineStep:
         database: Database,
         provider: ReplicaProvider,
         replicas: ReplicaClient,
-        start_timeout_s: float,
-        in_flight: Callable[[], Mapping[str, int]] = dict,
         limits: ReplicaLimits | None = None,
+        in_flight: Callable[[], Mapping[str, int]] = dict,
         load: LoadMeter | None = None,
     ) -> None:
         """``in_flight``: requests the gateway has running on each replica now (by replica id);
@@ -103,7 +103,7 @@ class EngineStep:
         self.database = database
         self.provider = provider
         self.replicas = replicas
-        self.limits = replace(limits or ReplicaLimits(), start_timeout_s=start_timeout_s)
+        self.limits = limits or ReplicaLimits()
         self.in_flight = in_flight
         self.load = load or LoadMeter()
         self.memory: dict[str, EngineMemory] = {}
@@ -160,7 +160,9 @@ class EngineStep:
         facts = await asyncio.gather(*(self._observe(snapshot, r, listed.get(r.replica_id))
                                        for r in snapshot.replicas))
         now = time.time()
-        observed = [self._observed(row, fact, memory, now) for row, fact in zip(snapshot.replicas, facts)]
+        in_flight = self.in_flight()  # one copy of the gateway's counts for the whole step
+        observed = [self._observed(row, fact, memory, now, in_flight.get(row.replica_id, 0))
+                    for row, fact in zip(snapshot.replicas, facts)]
         option = next((o for o in self.provider.deployment_options() if o.name == snapshot.selected_option), None)
         scaled = None
         if snapshot.status.wants_replicas:
@@ -193,8 +195,7 @@ class EngineStep:
         option: DeploymentOption | None,
     ) -> tuple[int, Decision | None]:
         """How many replicas the engine should run: one, or for a cluster engine what its
-        autoscaler decides from the gateway's measure of its load (and the decision, when it
-        changed the count)."""
+        autoscaler decides from the gateway's measure of its load (and that decision)."""
         if not snapshot.autoscaling:
             return 1, None
         config = Autoscaling.model_validate(snapshot.autoscaling)
@@ -205,10 +206,11 @@ class EngineStep:
         decision, memory.autoscaler = decide(config, memory.autoscaler, self.load.sample(snapshot.engine_id, now),
                                              ready, current, capacity, now)
         memory.desired = decision.desired
-        changed = decision.changed or snapshot.autoscaler_decision is None
-        return decision.desired, decision if changed or decision.capped else None
+        return decision.desired, decision
 
-    def _observed(self, row: ReplicaRow, facts: ReplicaFacts, memory: EngineMemory, now: float) -> ObservedReplica:
+    def _observed(
+        self, row: ReplicaRow, facts: ReplicaFacts, memory: EngineMemory, now: float, in_flight: int
+    ) -> ObservedReplica:
         """A replica's facts with what the plan also weighs: how long since it last answered,
         its requests in flight, how long it has drained (remembered between steps)."""
         if facts.answered:
@@ -218,7 +220,7 @@ class EngineStep:
         draining_s = None
         if status is ReplicaStatus.DRAINING:
             draining_s = now - memory.draining_since.setdefault(row.replica_id, now)
-        return ObservedReplica(facts, status, unanswered_s, self.in_flight().get(row.replica_id, 0), draining_s)
+        return ObservedReplica(facts, status, unanswered_s, in_flight, draining_s)
 
     async def _launch_missing(
         self, snapshot: EngineSnapshot, missing: int
@@ -388,7 +390,7 @@ class EngineStep:
         scaled = outcome.scaled
         if scaled is not None and (scaled.changed or engine.autoscaler_decision is None):
             engine.autoscaler_decision = {"replicas": scaled.desired, "reason": scaled.reason,
-                                          "at": utcnow().strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+                                          "at": iso(utcnow())}
 
     def _write_deployments(  # type: ignore[no-untyped-def]
         self, session, engine: EngineModel, outcome: StepOutcome, memory: EngineMemory

@@ -37,13 +37,11 @@ class Reconciler:
         database: Database,
         provider: ReplicaProvider,
         interval_s: float = 0.5,
-        start_timeout_s: float = 300.0,
         limits: ReplicaLimits | None = None,
     ) -> None:
         self.database = database
         self.provider = provider
         self.interval_s = interval_s
-        self.start_timeout_s = start_timeout_s
         self.limits = limits
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -84,8 +82,8 @@ class Reconciler:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         async with httpx.AsyncClient() as client:
-            step = EngineStep(self.database, self.provider, ReplicaClient(client), self.start_timeout_s,
-                              self.in_flight, self.limits, self.load)
+            step = EngineStep(self.database, self.provider, ReplicaClient(client), self.limits,
+                              self.in_flight, self.load)
             tasks: dict[str, asyncio.Task[None]] = {}
             next_sweep = 0.0  # the first pass sweeps before any step runs
             while not self._stopping.is_set():

@@ -281,12 +281,10 @@ def engine_events(
     deleted engine's events stay readable: its log ends with its deletion.
     """
     mine = (EventModel.engine_id == engine_id, EventModel.organization_id == org_id)
+    # Held while get_engine looks again: the session's identity map keeps only what is referenced.
     engine = session.get(EngineModel, engine_id)
-    if engine is None:
-        if session.scalar(select(EventModel.id).where(*mine).limit(1)) is None:
-            raise NotFoundError(f"engine {engine_id!r} not found", param="engine_id")
-    elif engine.organization_id != org_id:
-        raise NotFoundError(f"engine {engine_id!r} not found", param="engine_id")
+    if engine is not None or session.scalar(select(EventModel.id).where(*mine).limit(1)) is None:
+        get_engine(session, org_id, engine_id)  # 404 for an unknown engine or another organization's
     query = select(*read_columns(session, EventModel, EVENT_FIELDS)).where(*mine)
     if page.after is not None:
         after = _event_cursor(session, org_id, engine_id, page.after)

@@ -22,6 +22,7 @@ from enginehouse.providers.local import LocalProvider
 from enginehouse.providers.local_gpus import LocalGpu, parse_probe
 from enginehouse.reconciler.engine_step import EngineStep
 from enginehouse.reconciler.replica_client import ReplicaClient
+from enginehouse.reconciler.replica_plan import ReplicaLimits
 from enginehouse.services import engines, orgs
 from enginehouse.services.pages import PageRequest
 from enginehouse.errors import NotFoundError
@@ -30,7 +31,7 @@ from enginehouse.services.status import switch_engine_status
 
 async def _steps(database: Database, provider: LocalProvider, engine_id: str, count: int) -> None:
     async with httpx.AsyncClient() as client:
-        step = EngineStep(database, provider, ReplicaClient(client), start_timeout_s=60)
+        step = EngineStep(database, provider, ReplicaClient(client), ReplicaLimits(start_timeout_s=60))
         for _ in range(count):
             await step.run(engine_id)
 
