@@ -49,6 +49,11 @@ class ControlConfig:
     warmup: int = 5
     # Seconds the server is left alone, after the calls, to measure what it costs idle.
     idle_s: float = 10.0
+    # What one change costs the reconciler (a deploy onto one engine; its steps and the server's
+    # CPU) is measured on the seeded database and on one seeded with this many engines, to show
+    # it does not grow with the engines a server holds.
+    changes: int = 5
+    fewer_engines: int = 10
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,8 @@ QUICK = BenchConfig(
     tasks=TaskConfig(sentences=16, embed_requests=(8, 2), embed_concurrency=2, classify_requests=8,
                      classify_concurrency=4, classify_adapters=4,
                      classifier=EncoderShape(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)),
-    control=ControlConfig(engines=3, deployments_per_engine=4, samples=4, warmup=1, idle_s=1.0),
+    control=ControlConfig(engines=3, deployments_per_engine=4, samples=4, warmup=1, idle_s=1.0, changes=2,
+                          fewer_engines=2),
     lifecycle=LifecycleConfig(adapters=8, repeats=1, scale_bound_s=30.0),
 )
 

@@ -9,7 +9,10 @@ replica runs and the reconciler only walks them.
 
 Each database's part is ``measure_database``: a later measurement of the same server (the
 reconciler's idle CPU with this many engines, say) is one more step there and one more field of
-``DatabaseResults``.
+``DatabaseResults``. What the reconciler does is measured twice, on the seeded database and on
+one seeded with fewer engines: its CPU while nothing changes, and what one change costs it (the
+engine steps a deploy onto one engine causes, read from the server's own metrics, and the server's
+CPU), which must not grow with the engines it holds.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,11 @@ from bench.stats import summarize_calls
 DATABASES = ("sqlite", "postgresql")
 # The most of one core an idle server holding the seeded engines may use.
 IDLE_CORE_SHARE_GOAL = 0.05
+# Steps one change causes with the seeded engines ÷ with fewer: the same, up to noise.
+CHANGE_STEPS_RATIO_GOAL = 1.25
+# After a change, how long to wait before the next: past the reconciler's next read of the
+# events table (2 s), which may step the engine once more.
+CHANGE_SETTLE_S = 3.0
 # p50 goals, in milliseconds, by kind of call; a kind not here is reported with no goal.
 GOALS_MS = {
     "engines_page": 50.0,
@@ -59,6 +67,17 @@ class Call:
     status: int = 200
 
 
+@dataclass(frozen=True)
+class ReconcilerCost:
+    """What the reconciler costs on a server holding ``engines`` engines."""
+
+    engines: int
+    idle_core_share: float
+    changes: int
+    steps_per_change: float
+    server_cpu_ms_per_change: float
+
+
 @dataclass
 class DatabaseResults:
     version: str
@@ -68,6 +87,14 @@ class DatabaseResults:
     answer_bytes: dict[str, int] = field(default_factory=dict)
     # Share of one core the server used while nothing called it (the reconciler's own cost).
     idle_core_share: float | None = None
+    # The reconciler's cost with the seeded engines, then with fewer.
+    reconciler: list[ReconcilerCost] = field(default_factory=list)
+
+    def change_steps_ratio(self) -> float | None:
+        """Steps per change with the most engines ÷ with the fewest."""
+        if len(self.reconciler) < 2 or not self.reconciler[-1].steps_per_change:
+            return None
+        return round(self.reconciler[0].steps_per_change / self.reconciler[-1].steps_per_change, 2)
 
 
 @dataclass
@@ -85,9 +112,14 @@ def run_control(cfg: BenchConfig, work_dir: Path, postgres_url: str | None) -> C
         data_dir = work_dir / f"control-{database}"
         if database == "sqlite":
             databases[database] = measure_database(cfg, data_dir, f"sqlite:///{data_dir / 'enginehouse.db'}")
+            fewer_dir = work_dir / f"control-{database}-fewer"
+            databases[database].reconciler.append(
+                measure_fewer(cfg, fewer_dir, f"sqlite:///{fewer_dir / 'enginehouse.db'}"))
         elif postgres_url:
             with postgres_schema(postgres_url) as url:
                 databases[database] = measure_database(cfg, data_dir, url)
+            with postgres_schema(postgres_url) as url:
+                databases[database].reconciler.append(measure_fewer(cfg, work_dir / f"control-{database}-fewer", url))
         else:
             skipped[database] = "no PostgreSQL to run on (--postgres-url or ENGINEHOUSE_TEST_DATABASE_URL)"
             progress(f"control plane on {database}: skipped, {skipped[database]}")
@@ -111,7 +143,51 @@ def measure_database(cfg: BenchConfig, data_dir: Path, database_url: str) -> Dat
                                               summarize_calls)
         results.idle_core_share = idle_core_share(cfg.control.idle_s)
         progress(f"control plane on {database}: idle server used {results.idle_core_share:.1%} of a core")
+        results.reconciler.append(reconciler_cost(cfg.control, http, seeded, results.idle_core_share, database))
     return results
+
+
+def measure_fewer(cfg: BenchConfig, data_dir: Path, database_url: str) -> ReconcilerCost:
+    """The reconciler's cost on a server holding ``fewer_engines`` engines."""
+    database = database_url.split(":", 1)[0].split("+", 1)[0]
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    seeded = seed(database_url, BENCH_API_KEY, data_dir, cfg.control, cfg.control.fewer_engines)
+    with running_server(data_dir, database_url) as server, server.client() as http:
+        idle = idle_core_share(cfg.control.idle_s)
+        progress(f"control plane on {database}, {cfg.control.fewer_engines} engines: idle server used "
+                 f"{idle:.1%} of a core")
+        return reconciler_cost(cfg.control, http, seeded, idle, database)
+
+
+def reconciler_cost(cfg: ControlConfig, http: httpx.Client, seeded: Seeded, idle: float, database: str
+                    ) -> ReconcilerCost:
+    """Deploy a fine-tune onto one engine at a time, ``cfg.changes`` times, each left to settle:
+    the engine steps that caused (the server's own counter) and the server's CPU, per change."""
+    before = reconciler_steps(http)  # read outside the CPU window: a scrape walks every engine
+    meter = CpuMeter().start()
+    for n in range(cfg.changes):
+        engine = seeded.engine_ids[(len(seeded.engine_ids) // 2 + n) % len(seeded.engine_ids)]
+        body = {"name": f"bench-change-{n:03d}", "training_id": seeded.training_id, "checkpoint": 1}
+        response = http.post(f"/v1/engines/{engine}/deploy", json=body)
+        if response.status_code != 201:
+            raise RuntimeError(f"a change failed: HTTP {response.status_code}: {response.text[:300]}")
+        time.sleep(CHANGE_SETTLE_S)
+    report = meter.finish()
+    steps = reconciler_steps(http) - before
+    cost = ReconcilerCost(len(seeded.engine_ids), idle, cfg.changes, round(steps / cfg.changes, 2),
+                          round(report.by_role.get("server", 0.0) * 1000 / cfg.changes, 1))
+    progress(f"control plane on {database}, {cost.engines} engines: one change cost {cost.steps_per_change} "
+             f"engine steps and {cost.server_cpu_ms_per_change} ms of server CPU")
+    return cost
+
+
+def reconciler_steps(http: httpx.Client) -> float:
+    """Engine steps the server's reconciler has run, whatever their cause (``GET /metrics``)."""
+    response = http.get("/metrics")
+    response.raise_for_status()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in response.text.splitlines()
+               if line.startswith("enginehouse_reconciler_steps_total{"))
 
 
 def idle_core_share(seconds: float) -> float:
@@ -202,7 +278,8 @@ def _version(database_url: str) -> str:
 def describe(cfg: ControlConfig) -> dict[str, str]:
     return {
         "load": f"{cfg.engines} Inactive engines × {cfg.deployments_per_engine} deployments (the base one "
-                f"included), seeded through the services; one client, one call at a time over a kept-alive "
+                f"included), each asleep on a schedule whose window opens in 12 h, seeded through the "
+                f"services; one client, one call at a time over a kept-alive "
                 f"connection, {cfg.samples} timed calls of each kind after {cfg.warmup} not timed",
     }
 
@@ -218,6 +295,8 @@ def as_json(results: ControlResults) -> dict[str, Any]:
                            "events": db.seeded.events, "seconds": db.seeded.seconds},
                 "answer_bytes": db.answer_bytes,
                 "idle_core_share": db.idle_core_share,
+                "reconciler": [asdict(cost) for cost in db.reconciler],
+                "change_steps_ratio": db.change_steps_ratio(),
                 "calls": {key: run.as_dict() for key, run in db.calls.items()},
             }
             for name, db in results.databases.items()

@@ -1,6 +1,8 @@
 """The control plane's data at scale, written through the services layer before the server starts:
 the organization and key the server will find, one training job, and engines that are Inactive
 (so no replica starts) with their base deployment and fine-tuned deployments, all Deactivated.
+Each engine sleeps on a schedule whose window opens hours after the run, as engines that serve
+office hours do overnight: the reconciler must hold them all without stepping them idly.
 
 Every row goes through the same service functions an API call uses (create_engine, the one door
 for statuses, deploy), so the rows, events and indexes are what a real installation would have.
@@ -13,7 +15,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
@@ -49,7 +53,9 @@ def fake_adapter(path: Path) -> Path:
     return path
 
 
-def seed(database_url: str, api_key: str, work_dir: Path, cfg: ControlConfig) -> Seeded:
+def seed(database_url: str, api_key: str, work_dir: Path, cfg: ControlConfig, engine_count: int | None = None
+         ) -> Seeded:
+    """``engine_count`` engines (``cfg.engines`` by default) of ``cfg.deployments_per_engine``."""
     started = time.monotonic()
     database = Database(database_url)
     try:
@@ -63,7 +69,9 @@ def seed(database_url: str, api_key: str, work_dir: Path, cfg: ControlConfig) ->
                     checkpoint=1, path=str(fake_adapter(work_dir / "adapter")))],
             )
             job_id = training_jobs.register_training_job(session, org_id, spec).id
-        engine_ids = [_seed_engine(database, org_id, job_id, i, cfg, work_dir) for i in range(cfg.engines)]
+        schedule = _closed_schedule()
+        engine_ids = [_seed_engine(database, org_id, job_id, i, cfg, work_dir, schedule)
+                      for i in range(engine_count or cfg.engines)]
         with database.session() as session:
             deployment_ids = list(session.scalars(select(DeploymentModel.id).order_by(DeploymentModel.id)))
             events = session.scalar(select(func.count()).select_from(EventModel)) or 0
@@ -75,12 +83,21 @@ def seed(database_url: str, api_key: str, work_dir: Path, cfg: ControlConfig) ->
     return Seeded(engine_ids, deployment_ids, job_id, len(deployment_ids), events, round(seconds, 1))
 
 
+def _closed_schedule() -> dict[str, Any]:
+    """A daily hour-long window opening twelve hours from now (UTC): closed for the whole run."""
+    opens = datetime.now(timezone.utc) + timedelta(hours=12)
+    return {"management_type": "schedule", "management_config": {
+        "timezone": "UTC", "start_time": opens.strftime("%H:%M"),
+        "end_time": (opens + timedelta(hours=1)).strftime("%H:%M")}}
+
+
 def _seed_engine(database: Database, org_id: str, job_id: str, index: int, cfg: ControlConfig,
-                 work_dir: Path) -> str:
+                 work_dir: Path, schedule: dict[str, Any]) -> str:
     """One engine, in one transaction: created, Active (its base deployment appears), then
     deactivated, then ``deployments_per_engine - 1`` fine-tunes deployed onto it."""
     name = f"engine-{index:03d}"
-    spec = EngineSpec(name=name, base_model=str(work_dir / "base"), task_type="text-generation")
+    spec = EngineSpec.model_validate({"name": name, "base_model": str(work_dir / "base"),
+                                      "task_type": "text-generation", "resource_management_config": schedule})
     source = TrainingJobSource(type="training_job", training_id=job_id, checkpoint=1)
     with database.session() as session:
         engine = engines.create_engine(session, org_id, spec)

@@ -23,6 +23,7 @@ from enginehouse.gateway.cache import TTLCache
 from enginehouse.gateway.service import Gateway
 from enginehouse.observability import router as metrics_router
 from enginehouse.observability.gateway import GatewayMetrics
+from enginehouse.observability.reconciler import ReconcilerMetrics
 from enginehouse.providers.base import ReplicaProvider
 from enginehouse.providers.local import LocalProvider
 from enginehouse.reconciler.loop import Reconciler
@@ -41,6 +42,7 @@ def create_app(
     # One registry per app, never the process-global one: tests build several apps in a process.
     registry = CollectorRegistry()
     gateway_metrics = GatewayMetrics(registry)
+    reconciler_metrics = ReconcilerMetrics(registry)
     limits = RequestLimits.from_settings(settings)
 
     @asynccontextmanager
@@ -54,10 +56,10 @@ def create_app(
         )
         reconciler = Reconciler(
             database, replica_provider, settings.reconcile_interval_s,
-            replica_limits(settings),
+            replica_limits(settings), metrics=reconciler_metrics,
         )
         gateway = Gateway(
-            database, settings.wake_wait_s, settings.gateway_timeout_s, reconciler.poke, gateway_metrics
+            database, settings.wake_wait_s, settings.gateway_timeout_s, gateway_metrics
         )
         app.state.database = database
         app.state.key_cache = TTLCache(KEY_TTL_S)

@@ -90,3 +90,12 @@ def test_unknown_models_are_not_series(server: ServerProcess) -> None:
     assert response.status_code == 404
     metrics = scrape(server)
     assert not metrics.matching("enginehouse_gateway_requests_total", deployment="no-such-model")
+
+
+def test_the_reconciler_counts_its_steps_by_cause(server: ServerProcess) -> None:
+    metrics = scrape(server)
+    steps = {labels["cause"]: value for labels, value in metrics.matching("enginehouse_reconciler_steps_total")}
+    assert set(steps) == {"change", "timer", "resync"}
+    # The engine was created and deployed onto (changes); its replica's health is checked (timers).
+    assert steps["change"] >= 1 and steps["timer"] >= 1
+    assert metrics.value("enginehouse_reconciler_step_seconds_count") >= 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -40,9 +41,17 @@ class Interval:
 def intervals(config: Mapping[str, Any], around: datetime) -> list[Interval]:
     """The schedule's windows near ``around``, as merged UTC intervals in order."""
     zone = ZoneInfo(config.get("timezone") or "UTC")
-    start, end = _clock(config["start_time"]), _clock(config["end_time"])
-    days = set(config.get("days") or WEEKDAYS)
     today = around.astimezone(zone).date()
+    days = tuple(sorted(set(config.get("days") or WEEKDAYS)))
+    return list(_intervals_around(zone, config["start_time"], config["end_time"], days, today))
+
+
+# The windows depend on ``around`` only through its local date: a page of engines on schedules,
+# or a reconciler pass over them, lays each schedule out once a day rather than once a call.
+@lru_cache(maxsize=4096)
+def _intervals_around(zone: ZoneInfo, start_time: str, end_time: str, days: tuple[str, ...], today: date
+                      ) -> tuple[Interval, ...]:
+    start, end = _clock(start_time), _clock(end_time)
     first = today - timedelta(days=_DAYS_BEFORE)
     last = today + timedelta(days=_DAYS_AFTER)
     raw: list[tuple[datetime, datetime]] = []
@@ -60,7 +69,7 @@ def intervals(config: Mapping[str, Any], around: datetime) -> list[Interval]:
             merged[-1] = Interval(previous.start, max(previous.end, window_end), previous.open_start)
         else:
             merged.append(Interval(window_start, window_end, window_start <= edge_start))
-    return [Interval(i.start, i.end, i.open_start, i.end >= edge_end) for i in merged]
+    return tuple(Interval(i.start, i.end, i.open_start, i.end >= edge_end) for i in merged)
 
 
 def in_window(config: Mapping[str, Any], now: datetime) -> bool:

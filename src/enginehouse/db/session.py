@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy import create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+from enginehouse.db.models import EventModel
+
+log = logging.getLogger(__name__)
+
+# Told, after each commit that recorded events, the ids of the engines those events belong to.
+ChangeListener = Callable[[set[str]], None]
 
 
 class Database:
@@ -24,11 +32,23 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._change_listeners: list[ChangeListener] = []
+        event.listen(self._sessions, "after_flush", _note_changed_engines)
+        event.listen(self._sessions, "after_commit", self._announce_changes)
+        event.listen(self._sessions, "after_rollback", _forget_changed_engines)
+
+    def on_engine_change(self, listener: ChangeListener) -> None:
+        """Call ``listener`` after every commit that changed an engine or what it holds (every
+        such change records an event), with those engines' ids. It runs on the committing
+        thread, so it must be quick and thread-safe."""
+        self._change_listeners.append(listener)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One unit of work: commits on success, rolls back on error."""
+    def session(self, announce: bool = True) -> Iterator[Session]:
+        """One unit of work: commits on success, rolls back on error. With ``announce`` false,
+        the change listeners are not told of what it commits (the reconciler's own writes)."""
         session = self._sessions()
+        session.info["announce"] = announce
         try:
             yield session
             session.commit()
@@ -38,6 +58,16 @@ class Database:
         finally:
             session.close()
 
+    def _announce_changes(self, session: Session) -> None:
+        changed: set[str] = session.info.pop(_CHANGED, set())
+        if not changed or not session.info.get("announce", True):
+            return
+        for listener in self._change_listeners:
+            try:
+                listener(changed)
+            except Exception:  # a listener's trouble must not fail a write already committed
+                log.exception("a change listener failed")
+
     def migrate(self) -> None:
         from enginehouse.db.migrate import upgrade_to_head
 
@@ -45,6 +75,20 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+_CHANGED = "changed_engines"
+
+
+def _note_changed_engines(session: Session, _flush_context: object) -> None:
+    # After a flush the session still lists what the flush wrote as new.
+    for obj in session.new:
+        if isinstance(obj, EventModel):
+            session.info.setdefault(_CHANGED, set()).add(obj.engine_id)
+
+
+def _forget_changed_engines(session: Session) -> None:
+    session.info.pop(_CHANGED, None)
 
 
 def _ensure_sqlite_dir(url: str) -> None:

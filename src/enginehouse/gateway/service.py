@@ -51,7 +51,6 @@ class Gateway:
         database: Database,
         wake_wait_s: float,
         timeout_s: float,
-        poke_reconciler: Callable[[], None] = lambda: None,
         metrics: GatewayMetrics | None = None,
         load: LoadMeter | None = None,
     ) -> None:
@@ -60,7 +59,6 @@ class Gateway:
         self.balancer = LeastInFlight()
         # Per-engine calls in flight and arriving, read by the autoscaler from another thread.
         self.load = load or LoadMeter()
-        self.poke_reconciler = poke_reconciler
         self.metrics = metrics or GatewayMetrics(CollectorRegistry())
         # No limit on a whole call (a long generation streams for as long as it takes); a replica
         # silent for ``timeout_s`` is given up on.
@@ -210,8 +208,8 @@ class Gateway:
         with self.database.session() as session:
             engine = engine_service.get_engine(session, org_id, route.engine_id)
             if engine.status == "Inactive":
+                # Its commit tells the reconciler, which steps the engine at once.
                 engine_service.reactivate_engine(session, org_id, engine.id, "inference request")
-        self.poke_reconciler()
 
     async def _touch(self, engine_id: str) -> None:
         now = time.monotonic()

@@ -75,7 +75,7 @@ class EngineMemory:
 @dataclass
 class StepOutcome:
     replicas: list[ReplicaFacts]
-    ready_ids: set[str]
+    ready_ids: set[str]  # answered their health check ready (adapters are loaded onto these)
     failure: str | None
     removed: dict[str, str]  # replica id → why it is gone
     launched: list[LaunchedReplica]
@@ -86,6 +86,8 @@ class StepOutcome:
     # A cluster engine's autoscaler decision in this step (recorded on the engine when it
     # changed the count), else None.
     scaled: Decision | None = None
+    # The ready replicas that take traffic (set when the step writes; see _serving_ids).
+    serving_ids: set[str] = field(default_factory=set)
 
 
 class EngineStep:
@@ -97,37 +99,50 @@ class EngineStep:
         limits: ReplicaLimits | None = None,
         in_flight: Callable[[], Mapping[str, int]] = dict,
         load: LoadMeter | None = None,
+        busy_interval_s: float = 0.5,
     ) -> None:
         """``in_flight``: requests the gateway has running on each replica now (by replica id);
-        ``load``: the gateway's measure of each engine's load, which cluster engines scale by."""
+        ``load``: the gateway's measure of each engine's load, which cluster engines scale by;
+        ``busy_interval_s``: how soon an engine with replicas (or on its way to or from them) is
+        stepped again, which is how often its replicas' health is checked."""
         self.database = database
         self.provider = provider
         self.replicas = replicas
         self.limits = limits or ReplicaLimits()
         self.in_flight = in_flight
         self.load = load or LoadMeter()
+        self.busy_interval_s = busy_interval_s
         self.memory: dict[str, EngineMemory] = {}
 
-    async def run(self, engine_id: str) -> None:
+    async def run(self, engine_id: str) -> float | None:
+        """Step the engine once; returns the seconds until it needs its next step on its own
+        account, or None when only a change to it (or the periodic resync) calls for one."""
         # Database work runs in worker threads: the loop stays free for every other engine's
         # health checks and adapter loads.
         snapshot = await asyncio.to_thread(self._load, engine_id)
         if snapshot is None:
             self.memory.pop(engine_id, None)
-            return
+            return None
         memory = self.memory.setdefault(engine_id, EngineMemory())
         if await asyncio.to_thread(self._apply_resource_policy, snapshot):
-            return
+            return 0.0  # it was just told to sleep or wake: the next step carries that out
         outcome = await self._reconcile_replicas(snapshot, memory)
+        has_replicas = bool(outcome.replicas or outcome.launched)
         # Statuses are written before the adapters load (so a deployment shows Deploying while
         # it loads) and again after.
         status = await asyncio.to_thread(self._write, snapshot, snapshot.status, outcome, memory)
         if status is not None and status.wants_replicas and outcome.ready_ids:
             await self._reconcile_adapters(snapshot, outcome, memory)
-            await asyncio.to_thread(self._write, snapshot, status, outcome, memory)
+            status = await asyncio.to_thread(self._write, snapshot, status, outcome, memory)
+        if status is None:
+            # A request changed the engine meanwhile, or it is being deleted: look again soon.
+            return self.busy_interval_s
+        return policy.next_step_in(status, snapshot.resource_management, has_replicas,
+                                   snapshot.last_access_at, snapshot.schedule_hold_until, utcnow(),
+                                   self.busy_interval_s)
 
     def _load(self, engine_id: str) -> EngineSnapshot | None:
-        with self.database.session() as session:
+        with self.database.session(announce=False) as session:
             return load_snapshot(session, engine_id)
 
     # -- time-based deactivation and reactivation ------------------------------------------
@@ -143,7 +158,7 @@ class EngineStep:
         change = (engine_service.reactivate_engine if new_status is EngineStatus.REACTIVATING
                   else engine_service.deactivate_engine)
         try:
-            with self.database.session() as session:
+            with self.database.session(announce=False) as session:
                 engine = session.get(EngineModel, snapshot.engine_id)
                 if engine is not None and engine.status == snapshot.status.value:
                     change(session, engine.organization_id, engine.id, reason, manual=False)
@@ -271,12 +286,8 @@ class EngineStep:
     ) -> None:
         if not snapshot.status.wants_replicas:
             return
-        wanted = [d for d in snapshot.deployments if d.deployment_id not in memory.load_errors]
-        desired = policy.desired_adapters(wanted)
+        desired = _desired_adapters(snapshot, memory)
         serves_lora = TaskType(snapshot.task_type).serves_lora
-        if not serves_lora:  # one model at a time: the replacement, or none (the base model)
-            replacement = policy.single_model_replacement(wanted)
-            desired = {n: p for n, p in desired.items() if n == replacement}
         by_name = {d.name: d for d in snapshot.deployments}
         ready = [f for f in outcome.replicas if f.replica_id in outcome.ready_ids]
         url_of = {r.replica_id: r.url for r in snapshot.replicas}
@@ -335,13 +346,14 @@ class EngineStep:
     ) -> EngineStatus | None:
         """Record what this step observed and derived; returns the engine's status afterwards, or
         None when the engine is gone or was changed by a request meanwhile (the next step sees it)."""
+        outcome.serving_ids = _serving_ids(snapshot, outcome, memory)
         # Replicas first, on their own: a process launched or stopped is a fact whatever a request
         # did to the engine meanwhile.
-        with self.database.session() as session:
+        with self.database.session(announce=False) as session:
             if session.get(EngineModel, snapshot.engine_id) is not None:
                 self._write_replicas(session, snapshot, outcome)
         try:
-            with self.database.session() as session:
+            with self.database.session(announce=False) as session:
                 engine = session.get(EngineModel, snapshot.engine_id)
                 if engine is None or engine.status != expected.value:
                     return None
@@ -363,8 +375,9 @@ class EngineStep:
         for launched in outcome.launched:
             replica_service.add_replica(session, org, snapshot.engine_id, launched.replica_id, launched.url)
         was_ready = {r.replica_id for r in snapshot.replicas if r.status == ReplicaStatus.READY.value}
-        for replica_id in outcome.ready_ids - was_ready:
-            replica_service.mark_replica(session, org, replica_id, ReplicaStatus.READY, "health check passed")
+        for replica_id in outcome.serving_ids - was_ready:
+            replica_service.mark_replica(session, org, replica_id, ReplicaStatus.READY,
+                                         "health check passed, deployments loaded")
         for replica_id in outcome.drain:
             replica_service.mark_replica(session, org, replica_id, ReplicaStatus.DRAINING, "scaled down")
         outcome.removed, outcome.launched, outcome.drain = {}, [], []  # written once
@@ -395,7 +408,7 @@ class EngineStep:
     def _write_deployments(  # type: ignore[no-untyped-def]
         self, session, engine: EngineModel, outcome: StepOutcome, memory: EngineMemory
     ) -> None:
-        ready = [f for f in outcome.replicas if f.replica_id in outcome.ready_ids]
+        ready = [f for f in outcome.replicas if f.replica_id in outcome.serving_ids]
         engine_status = EngineStatus(engine.status)
         # Decided on plain rows; only a deployment whose status changes is loaded as an object
         # (an engine may hold hundreds of deployments, and most steps change none of them).
@@ -425,6 +438,25 @@ class EngineStep:
                     switch_deployment_status(session, deployment, status, reason)
         memory.load_errors = {k: v for k, v in memory.load_errors.items() if k in facts_of}
         memory.load_tries = {k: v for k, v in memory.load_tries.items() if k in facts_of}
+
+
+def _desired_adapters(snapshot: EngineSnapshot, memory: EngineMemory) -> dict[str, str]:
+    """What every ready replica of the engine should hold (name → checkpoint path)."""
+    wanted = [d for d in snapshot.deployments if d.deployment_id not in memory.load_errors]
+    desired = policy.desired_adapters(wanted)
+    if not TaskType(snapshot.task_type).serves_lora:  # one model at a time: the replacement, or none
+        replacement = policy.single_model_replacement(wanted)
+        desired = {n: p for n, p in desired.items() if n == replacement}
+    return desired
+
+
+def _serving_ids(snapshot: EngineSnapshot, outcome: StepOutcome, memory: EngineMemory) -> set[str]:
+    """The ready replicas that take traffic: those already serving, and a new one once it holds
+    the engine's full deployment set (it loads them all before its first request)."""
+    serving = {r.replica_id for r in snapshot.replicas if r.status == ReplicaStatus.READY.value}
+    desired = _desired_adapters(snapshot, memory)
+    return {f.replica_id for f in outcome.replicas
+            if f.replica_id in outcome.ready_ids and (f.replica_id in serving or policy.holds_all(f, desired))}
 
 
 def _describe(error: httpx.HTTPError) -> str:

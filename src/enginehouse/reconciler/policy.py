@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from enginehouse.core.resource_management import next_transition
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
 
 D = DeploymentStatus
@@ -81,6 +83,11 @@ def desired_adapters(deployments: list[DeploymentFacts]) -> dict[str, str]:
         for d in deployments
         if d.kind is DeploymentKind.FINE_TUNED and d.status is not D.FAILED and d.checkpoint_path
     }
+
+
+def holds_all(replica: ReplicaFacts, desired: dict[str, str]) -> bool:
+    """Whether the replica holds every adapter in ``desired`` (name → checkpoint path)."""
+    return all(replica.loaded.get(name) == path for name, path in desired.items())
 
 
 def plan_adapters(desired: dict[str, str], loaded: dict[str, str]) -> tuple[list[tuple[str, str]], list[str]]:
@@ -173,3 +180,23 @@ def at_rest(status: EngineStatus, management: dict[str, Any] | None, has_replica
     if status not in (EngineStatus.INACTIVE, EngineStatus.FAILED) or has_replicas:
         return False
     return not (management and management.get("management_type") == "schedule")
+
+
+def next_step_in(
+    status: EngineStatus,
+    management: dict[str, Any] | None,
+    has_replicas: bool,
+    last_access: datetime | None,
+    hold_until: datetime | None,
+    now: datetime,
+    busy_interval_s: float,
+) -> float | None:
+    """Seconds until an engine needs its next step on its own account (replicas to watch, a
+    transition under way, a schedule falling due); None when only a change to it (an API write,
+    a waking request) or the slow periodic resync has anything for a step to do."""
+    if status not in (EngineStatus.INACTIVE, EngineStatus.FAILED) or has_replicas:
+        return busy_interval_s  # its replicas' health checks, launches and drains are due
+    upcoming = next_transition(status, management, last_access, hold_until, now)
+    if upcoming is None:
+        return None
+    return max(0.0, (upcoming.at - now).total_seconds())

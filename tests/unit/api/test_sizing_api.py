@@ -19,11 +19,12 @@ from tests.unit.control.model_dirs import LLAMA_3_2_1B, llama_tensors, model_dir
 
 @pytest.fixture()
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    # No reconcile pass after start-up (creating an engine does not wake the reconciler), so the
-    # engines below never start a replica process; no GPU is offered whatever the machine has.
-    settings = Settings(data_dir=tmp_path / "data", bootstrap_key=KEY, reconcile_interval_s=3600)
+    # The reconciler is stopped at once, so the engines below never start a replica process; no
+    # GPU is offered whatever the machine has.
+    settings = Settings(data_dir=tmp_path / "data", bootstrap_key=KEY)
     provider = LocalProvider(tmp_path, find_gpus=lambda: [])
     with TestClient(create_app(settings, provider=provider), raise_server_exceptions=False) as client:
+        client.app.state.reconciler.stop(stop_replicas=False)  # type: ignore[attr-defined]
         yield client
 
 
