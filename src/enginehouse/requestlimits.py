@@ -7,6 +7,10 @@ by ``jsonbody.json_problem`` (nesting depth, lone surrogates) and handed to the 
 from the client. Messages after the body still come from the client: the gateway and replicas
 wait for ``http.disconnect`` to notice a caller that leaves (``enginehouse.disconnect``).
 
+File uploads (``UPLOAD_PATHS``) are the exception: they are not held in memory but handed on as
+they arrive, counted against their own, larger limit (``max_upload_bytes``), and the handler
+writes them to disk.
+
 A path holding a NUL character (``%00``) is a 400 as well: no route, id or name contains one,
 and some databases refuse the query outright.
 """
@@ -24,16 +28,21 @@ from enginehouse.settings import Settings
 
 # Methods whose requests carry no body worth reading.
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+# POST paths whose body is a multipart file upload, streamed rather than buffered.
+UPLOAD_PATHS = frozenset({"/v1/datasets"})
+# Room for the multipart framing (boundaries, part headers, the name field) around the file.
+_MULTIPART_SLACK = 64 * 1024
 
 
 @dataclass(frozen=True)
 class RequestLimits:
     max_body_bytes: int
     max_json_depth: int
+    max_upload_bytes: int = 0  # a file upload's body; 0: uploads are bounded like any body
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RequestLimits:
-        return cls(settings.max_request_body_bytes, settings.max_json_depth)
+        return cls(settings.max_request_body_bytes, settings.max_json_depth, settings.max_dataset_bytes)
 
     @classmethod
     def default(cls) -> RequestLimits:
@@ -58,6 +67,9 @@ class RequestLimitMiddleware:
             await self.app(scope, receive, send)
             return
         content_type, declared = _content_headers(scope)
+        if self.limits.max_upload_bytes and scope["path"] in UPLOAD_PATHS and scope["method"] == "POST":
+            await self._stream_upload(declared, scope, receive, send)
+            return
         if declared is not None and declared > self.limits.max_body_bytes:
             await _answer(self._too_large(), scope, receive, send)
             return
@@ -74,6 +86,29 @@ class RequestLimitMiddleware:
                 await _answer(problem, scope, receive, send)
                 return
         await self.app(scope, _replay(body, receive), send)
+
+    async def _stream_upload(self, declared: int | None, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.limits.max_upload_bytes + _MULTIPART_SLACK
+        if declared is not None and declared > limit:
+            await _answer(self._upload_too_large(), scope, receive, send)
+            return
+        size = 0
+
+        async def counted() -> Message:
+            nonlocal size
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise self._upload_too_large()  # the handler's error handling answers 413
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _upload_too_large(self) -> PayloadTooLargeError:
+        limit = self.limits.max_upload_bytes
+        return PayloadTooLargeError(
+            f"the upload is larger than this server's limit of {_size(limit)} ({limit} bytes); "
+            "split the file or raise ENGINEHOUSE_MAX_DATASET_BYTES")
 
     async def _read(self, receive: Receive) -> bytes | None:
         """The whole body; None when the client leaves first. Raises ``PayloadTooLargeError`` as

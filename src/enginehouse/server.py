@@ -16,7 +16,7 @@ from enginehouse import __version__
 from enginehouse.api.deps import KEY_TTL_S
 from enginehouse.api.errors import install_error_handlers
 from enginehouse.api.openapi import install_openapi
-from enginehouse.api.routers import deployments, engines, training_jobs
+from enginehouse.api.routers import datasets, deployments, engines, training_jobs
 from enginehouse.db.session import Database
 from enginehouse.gateway import router as gateway_router
 from enginehouse.gateway.cache import TTLCache
@@ -28,6 +28,7 @@ from enginehouse.providers.base import ReplicaProvider
 from enginehouse.providers.local import LocalProvider
 from enginehouse.reconciler.loop import Reconciler
 from enginehouse.reconciler.replica_plan import ReplicaLimits
+from enginehouse.reconciler.training import TrainingSupervisor
 from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
 from enginehouse.services import orgs
 from enginehouse.settings import Settings
@@ -52,7 +53,8 @@ def create_app(
         database.migrate()
         _bootstrap(database, settings)
         replica_provider = provider or LocalProvider(
-            settings.data_dir, threads=settings.replica_threads, limits=limits
+            settings.data_dir, threads=settings.replica_threads, limits=limits,
+            training_threads=settings.training_threads,
         )
         reconciler = Reconciler(
             database, replica_provider, settings.reconcile_interval_s,
@@ -68,8 +70,11 @@ def create_app(
         reconciler.in_flight = gateway.in_flight_by_replica
         reconciler.load = gateway.load
         app.state.provider = replica_provider
+        training = TrainingSupervisor(database, replica_provider, settings.max_training_jobs)
+        app.state.training = training
         await gateway.start()
         reconciler.start()
+        training.start()
         if demo:
             from enginehouse.demo.setup import install_demo
 
@@ -81,6 +86,7 @@ def create_app(
         try:
             yield
         finally:
+            training.stop()
             reconciler.stop(stop_replicas=True)
             await gateway.close()
             database.close()
@@ -94,6 +100,7 @@ def create_app(
     app.include_router(engines.router)
     app.include_router(deployments.router)
     app.include_router(training_jobs.router)
+    app.include_router(datasets.router)
     app.include_router(gateway_router.router)
     app.include_router(metrics_router.router)
 

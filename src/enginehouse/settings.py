@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     # The most replicas one engine may run (autoscaling.max_replicas above it is a 422).
     max_replicas_per_engine: int = Field(default=8, ge=1)
 
+    # Largest dataset file POST /v1/datasets takes, in bytes; a larger upload is a 413. Datasets
+    # are streamed to disk, so this bounds disk use, not memory.
+    max_dataset_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # Fine-tuning jobs that run at once; more wait as Pending. Each takes the whole CPU it is
+    # given, so one at a time suits a small machine.
+    max_training_jobs: int = Field(default=1, ge=1)
+    # CPU threads each fine-tuning process's torch may use (0: torch's default, all cores).
+    training_threads: int = 0
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

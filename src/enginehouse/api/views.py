@@ -143,7 +143,8 @@ def _parsed(iso: str | None) -> datetime | None:
 
 
 def training_job_to_dict(read: TrainingJobRead) -> Obj:
-    id_, name, task_type, base_model, status, created_at = read.job
+    (id_, name, task_type, base_model, status, status_reason, progress, progress_detail,
+     train_dataset_id, test_dataset_id, split_ratio, parameters, created_at, started_at, finished_at) = read.job
     return {
         "id": id_,
         "object": "training_job",
@@ -151,12 +152,26 @@ def training_job_to_dict(read: TrainingJobRead) -> Obj:
         "task_type": task_type,
         "base_model": base_model,
         "status": status,
+        "status_reason": status_reason,
+        "progress": round(progress, 1),
+        "progress_detail": stored_json(progress_detail),
+        "train_dataset_id": train_dataset_id,
+        "test_dataset_id": test_dataset_id,
+        "train_test_split_ratio": split_ratio,
+        "parameters": stored_json(parameters),
         "checkpoints": [
             {"checkpoint": checkpoint, "path": path, "test_results": stored_json(test_results)}
             for _job_id, checkpoint, path, test_results in read.checkpoints
         ],
         "created_at": created_at,
+        "started_at": started_at,
+        "finished_at": finished_at,
     }
+
+
+def dataset_to_dict(row: Sequence[Any]) -> Obj:
+    id_, name, rows, size, created_at = row
+    return {"id": id_, "object": "dataset", "name": name, "rows": rows, "bytes": size, "created_at": created_at}
 
 
 def event_to_dict(row: Sequence[Any]) -> Obj:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +43,17 @@ class ApiClient:
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._request("POST", path, json=body if body is not None else {})
+
+    def upload(self, path: str, file: Path, fields: dict[str, str]) -> Any:
+        """POST ``file`` as multipart/form-data (field ``file``) with ``fields``; streamed."""
+        try:
+            handle = open(file, "rb")
+        except OSError as exc:
+            raise CliError(f"cannot read {file}: {exc.strerror or exc}") from None
+        with handle:
+            # An upload may take longer than a management call.
+            return self._request("POST", path, files={"file": (file.name, handle, "application/jsonl")},
+                                 data=fields, timeout=max(REQUEST_TIMEOUT_S, 600.0))
 
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path)

@@ -7,12 +7,12 @@ from typing import Annotated
 import typer
 
 from enginehouse import __version__
-from enginehouse.cli import admin, deployments, engines, jobs
+from enginehouse.cli import admin, datasets, deployments, engines, jobs
 from enginehouse.cli.up import up
 
 app = typer.Typer(
     name="enginehouse",
-    help="Serve fine-tuned models: engines, deployments, training jobs.",
+    help="Serve fine-tuned models: engines, deployments, training jobs, datasets.",
     no_args_is_help=True,
     # A traceback's locals could hold an API key; never print them.
     pretty_exceptions_show_locals=False,
@@ -23,6 +23,7 @@ app.command("deploy")(deployments.deploy)
 app.add_typer(engines.app, name="engines")
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(datasets.app, name="datasets")
 app.add_typer(admin.orgs_app, name="orgs")
 app.add_typer(admin.keys_app, name="keys")
 

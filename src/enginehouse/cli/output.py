@@ -79,9 +79,9 @@ def when(timestamp: str | None) -> str | None:
 
 
 STATUS_STYLES = {
-    "Active": "green", "Deployed": "green", "Completed": "green", "ready": "green",
+    "Active": "green", "Deployed": "green", "Success": "green", "ready": "green",
     "Failed": "red", "failed": "red",
-    "Inactive": "dim", "Deactivated": "dim",
+    "Inactive": "dim", "Deactivated": "dim", "Cancelled": "dim",
 }
 
 

@@ -127,24 +127,46 @@ def deployment_view(deployment: Obj) -> RenderableType:
 
 def jobs_table(jobs: list[Obj]) -> Table:
     rows = [(j["id"], j["name"], j["task_type"], j["base_model"], status_text(j.get("status")),
+             f"{j.get('progress') or 0:g}%",
              ", ".join(str(c["checkpoint"]) for c in j.get("checkpoints") or []),
              when(j.get("created_at"))) for j in jobs]
-    columns = ("ID", "NAME", "TASK TYPE", "BASE MODEL", "STATUS", "CHECKPOINTS", "CREATED")
+    columns = ("ID", "NAME", "TASK TYPE", "BASE MODEL", "STATUS", "PROGRESS", "CHECKPOINTS", "CREATED")
     return table(columns, rows)
 
 
 def job_view(job: Obj) -> RenderableType:
+    detail = job.get("progress_detail") or {}
+    progress = f"{job.get('progress') or 0:g}%"
+    if detail.get("total_steps"):
+        progress += f" (step {detail.get('step')} of {detail['total_steps']}, epoch {detail.get('epoch')}"
+        progress += f", loss {detail['loss']:.4g})" if isinstance(detail.get("loss"), (int, float)) else ")"
+    datasets = ", ".join(f"{role} {job[key]}" for role, key in (("train", "train_dataset_id"),
+                                                                 ("test", "test_dataset_id")) if job.get(key))
     details = key_values([
         ("id", job["id"]),
         ("name", job["name"]),
         ("task type", job["task_type"]),
         ("base model", job["base_model"]),
         ("status", status_text(job.get("status"))),
+        ("reason", job.get("status_reason")),
+        ("progress", progress),
+        ("datasets", datasets or None),
         ("created", job.get("created_at")),
+        ("finished", job.get("finished_at")),
     ], title=f"training job {job['name']}")
     checkpoints = job.get("checkpoints") or []
     rows = [(c["checkpoint"], c["path"], c.get("test_results")) for c in checkpoints]
     return Group(details, table(("CHECKPOINT", "PATH", "TEST RESULTS"), rows, title="checkpoints"))
+
+
+def datasets_table(datasets: list[Obj]) -> Table:
+    rows = [(d["id"], d["name"], d["rows"], d["bytes"], when(d.get("created_at"))) for d in datasets]
+    return table(("ID", "NAME", "ROWS", "BYTES", "CREATED"), rows)
+
+
+def dataset_view(dataset: Obj) -> RenderableType:
+    return key_values([(key, dataset.get(key)) for key in ("id", "name", "rows", "bytes", "created_at")],
+                      title=f"dataset {dataset['name']}")
 
 
 def events_table(events: list[Obj]) -> Table:

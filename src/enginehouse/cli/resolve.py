@@ -25,6 +25,7 @@ class Kind:
 ENGINE = Kind("engine", ENGINES_PATH, "engine-")
 DEPLOYMENT = Kind("deployment", "/v1/deployments", "dp-")
 TRAINING_JOB = Kind("training job", "/v1/training-jobs", "tr-")
+DATASET = Kind("dataset", "/v1/datasets", "ds-")
 
 
 def find(client: ApiClient, kind: Kind, ref: str) -> dict[str, Any]:

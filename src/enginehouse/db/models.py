@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from enginehouse.core.ids import utcnow
@@ -44,6 +44,23 @@ class ApiKeyModel(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class DatasetModel(Base):
+    """An uploaded JSONL file, kept under the data directory; what a fine-tune trains on."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_list", "organization_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
 class TrainingJobModel(Base):
     __tablename__ = "training_jobs"
     # Lists are read newest first, a page at a time, by (created_at, id) within an organization.
@@ -56,8 +73,24 @@ class TrainingJobModel(Base):
     name: Mapped[str] = mapped_column(String(100), nullable=False)
     task_type: Mapped[str] = mapped_column(String(40), nullable=False)
     base_model: Mapped[str] = mapped_column(Text, nullable=False)
-    status: Mapped[str] = mapped_column(String(20), nullable=False, default="Completed")
+    # Pending | Running | Testing | Success | Failed | Cancelled (SPEC §5.1); a job that registered
+    # existing checkpoints is Success from the start.
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="Success")
+    status_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
+    # What a fine-tune trains on (NULL for registered checkpoints, or once a dataset is deleted).
+    train_dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL"), index=True
+    )
+    test_dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL"), index=True
+    )
+    train_test_split_ratio: Mapped[float | None] = mapped_column(Float)
+    parameters: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, server_default="0")
+    progress_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     checkpoints: Mapped[list["CheckpointModel"]] = relationship(
         back_populates="training_job",

@@ -1,6 +1,6 @@
-"""The provider interface: which deployment options it can give, and launch, list and stop
-replicas on them. Nothing else: no process ids, ports or log files cross it, so a provider that
-runs replicas elsewhere (a cluster) implements the same five methods."""
+"""The provider interface: which deployment options it can give, launch, list and stop replicas
+on them, and run fine-tuning jobs. Nothing else: no process ids, ports or log files cross it, so a
+provider that runs replicas elsewhere (a cluster) implements the same methods."""
 
 from __future__ import annotations
 
@@ -53,6 +53,36 @@ class ProviderReplica:
         return self.exit is None
 
 
+@dataclass(frozen=True)
+class TrainingLaunch:
+    """Everything a provider needs to run one fine-tuning job (``enginehouse.training``'s
+    config, less where its output goes: the provider chooses that)."""
+
+    job_id: str
+    task_type: str
+    base_model: str
+    train_path: str
+    test_path: str | None
+    train_test_split_ratio: float | None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProviderTraining:
+    """A fine-tuning job as its provider sees it: what its worker reported so far (the
+    ``enginehouse.training.report`` files) and whether it still runs."""
+
+    job_id: str
+    progress: dict[str, Any] | None
+    checkpoints: list[dict[str, Any]]
+    outcome: dict[str, Any] | None  # {"status": "Success" | "Failed" | "Cancelled", "reason"?}
+    exit: ReplicaExit | None = None  # None while it runs
+
+    @property
+    def running(self) -> bool:
+        return self.exit is None
+
+
 class LaunchError(Exception):
     """A replica could not be started. ``permanent`` when starting it again cannot help (what
     the engine asks for can never run, e.g. a base model path no process can be given)."""
@@ -85,4 +115,25 @@ class ReplicaProvider(Protocol):
 
     def stop_all(self) -> None:
         """Stop every replica this provider has (shutdown)."""
+        ...
+
+    def launch_training(self, launch: TrainingLaunch) -> None:
+        """Start a fine-tuning job's worker; raises ``LaunchError`` when it cannot."""
+        ...
+
+    def list_trainings(self) -> list[ProviderTraining]:
+        """The fine-tuning jobs this provider has, running or ended, including those a previous
+        server process started, with what each reported. A job stays listed until released."""
+        ...
+
+    def stop_training(self, job_id: str) -> None:
+        """End a job's worker if it still runs; its checkpoints stay. Unknown ids are ignored."""
+        ...
+
+    def release_training(self, job_id: str) -> None:
+        """Forget a job once its outcome is recorded (its checkpoints and log stay)."""
+        ...
+
+    def training_log(self, job_id: str, max_lines: int) -> list[str] | None:
+        """The last ``max_lines`` lines of a job's log; None when there is none."""
         ...

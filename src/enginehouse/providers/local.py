@@ -25,11 +25,12 @@ from pathlib import Path
 from enginehouse.core import options
 from enginehouse.core.options import DeploymentOption
 from enginehouse.providers.base import (
-    LaunchedReplica, LaunchError, ProviderReplica, ReplicaExit, ReplicaLaunch,
+    LaunchedReplica, LaunchError, ProviderReplica, ProviderTraining, ReplicaExit, ReplicaLaunch, TrainingLaunch,
 )
 from enginehouse.providers.local_gpus import LocalGpu, probe_local_gpus
 from enginehouse.providers.local_process import declared_error, is_running, process_start_time, terminate_group
 from enginehouse.providers.local_records import ReplicaRecord, read_records, remove_record, write_record
+from enginehouse.providers.local_training import LocalTrainer
 from enginehouse.requestlimits import RequestLimits
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class LocalProvider:
         threads: int = 0,
         limits: RequestLimits | None = None,
         find_gpus: Callable[[], list[LocalGpu]] = probe_local_gpus,
+        training_threads: int = 0,
     ) -> None:
         self.log_dir = data_dir / "logs"
         self.state_dir = data_dir / "replicas"
@@ -66,6 +68,7 @@ class LocalProvider:
         self._gpu_devices: dict[str, int] | None = None  # option name → CUDA device index
         self._options: list[DeploymentOption] | None = None
         self._options_lock = threading.Lock()
+        self.trainer = LocalTrainer(data_dir, threads=training_threads)
 
     def deployment_options(self) -> list[DeploymentOption]:
         """This machine's CPU and GPUs, found on first use and remembered (they do not change
@@ -180,6 +183,23 @@ class LocalProvider:
             replica_ids = list(self._table())
         for replica_id in replica_ids:
             self.stop(replica_id)
+
+    # -- fine-tuning jobs ---------------------------------------------------------------------
+
+    def launch_training(self, launch: TrainingLaunch) -> None:
+        self.trainer.launch(launch)
+
+    def list_trainings(self) -> list[ProviderTraining]:
+        return self.trainer.list()
+
+    def stop_training(self, job_id: str) -> None:
+        self.trainer.stop(job_id)
+
+    def release_training(self, job_id: str) -> None:
+        self.trainer.release(job_id)
+
+    def training_log(self, job_id: str, max_lines: int) -> list[str] | None:
+        return self.trainer.log_tail(job_id, max_lines)
 
 
 def _exit(entry: _Replica) -> ReplicaExit | None:

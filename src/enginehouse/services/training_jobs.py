@@ -1,11 +1,21 @@
-"""Training jobs: registration of checkpoints that already exist on disk."""
+"""Training jobs: fine-tunes of a base model on uploaded datasets, run by the training
+supervisor (``reconciler/training.py``) through the provider, and registrations of checkpoints
+that already exist on disk.
+
+A fine-tune's datasets are checked here, before the job is accepted: every row must fit the task
+type (a 400 names the first line that does not), a test split's labels must all appear in
+training. What needs the model's tokenizer (a row longer than ``max_seq_length``) is checked by
+the worker before it trains, and fails the job naming the line.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, model_validator
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
@@ -13,8 +23,11 @@ from enginehouse.core.ids import new_id, utcnow
 from enginehouse.core.specs import Epoch, LocalPath, LooseEnum, ModelSource, Name, StrictModel
 from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import CheckpointModel, TrainingJobModel
-from enginehouse.errors import NotFoundError, ValidationFailedError
+from enginehouse.errors import BadRequestError, ConflictError, NotFoundError, ValidationFailedError
 from enginehouse.services.checkpoints import checkpoint_problem, resolve_local_path
+from enginehouse.services.datasets import get_dataset
+from enginehouse.training.data import DatasetError, check_test_labels, read_examples, split_examples
+from enginehouse.training.parameters import TrainingParameters
 from enginehouse.services.pages import Page, PageRequest, newest_first
 from enginehouse.services.reads import grouped, read, read_columns
 
@@ -28,22 +41,119 @@ class CheckpointSpec(StrictModel):
     test_results: dict[str, Any] | None = None
 
 
+# The task types a fine-tune trains; the others' checkpoints can be registered.
+TRAINABLE = (TaskType.TEXT_GENERATION, TaskType.CLASSIFICATION, TaskType.REGRESSION)
+# The share of the training rows held out for testing when the job names no test split.
+DEFAULT_SPLIT_RATIO = 0.1
+FINISHED_STATES = ("Success", "Failed", "Cancelled")
+DatasetId = Field(default=None, min_length=1, max_length=64)
+
+
 class TrainingJobSpec(StrictModel):
+    """``POST /v1/training-jobs``: a fine-tune (``train_dataset_id``) or a registration of
+    existing checkpoints (``checkpoints``), never both."""
+
     name: Name
     task_type: LooseEnum[TaskType]
     base_model: ModelSource
-    checkpoints: list[CheckpointSpec] = Field(min_length=1, max_length=MAX_CHECKPOINTS)
+    checkpoints: list[CheckpointSpec] | None = Field(default=None, min_length=1, max_length=MAX_CHECKPOINTS)
+    train_dataset_id: str | None = DatasetId
+    test_dataset_id: str | None = DatasetId
+    train_test_split_ratio: float | None = Field(default=None, gt=0, lt=1)
+    parameters: TrainingParameters | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainingJobSpec:
+        if (self.checkpoints is None) == (self.train_dataset_id is None):
+            raise ValueError("give either train_dataset_id (to fine-tune) or checkpoints (to register "
+                             "existing ones), not both or neither")
+        if self.checkpoints is not None:
+            extra = [name for name in ("test_dataset_id", "train_test_split_ratio", "parameters")
+                     if getattr(self, name) is not None]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} apply to a fine-tune (train_dataset_id), not to "
+                                 "registered checkpoints")
+        if self.test_dataset_id is not None and self.train_test_split_ratio is not None:
+            raise ValueError("give test_dataset_id or train_test_split_ratio, not both")
+        return self
+
+
+def create_training_job(
+    session: Session, org_id: str, spec: TrainingJobSpec
+) -> TrainingJobModel:
+    if spec.checkpoints is not None:
+        return register_training_job(session, org_id, spec)
+    return start_fine_tune(session, org_id, spec)
+
+
+def start_fine_tune(session: Session, org_id: str, spec: TrainingJobSpec) -> TrainingJobModel:
+    """Check the job and its datasets and queue it (Pending); the supervisor starts it."""
+    if spec.task_type not in TRAINABLE:
+        raise BadRequestError(
+            f"fine-tuning trains {', '.join(t.value for t in TRAINABLE)}; for {spec.task_type.value}, "
+            "register existing checkpoints with 'checkpoints'", code="task_type_not_trainable", param="task_type")
+    assert spec.train_dataset_id is not None
+    train = get_dataset(session, org_id, spec.train_dataset_id, param="train_dataset_id")
+    test = (get_dataset(session, org_id, spec.test_dataset_id, param="test_dataset_id")
+            if spec.test_dataset_id is not None else None)
+    parameters = spec.parameters or TrainingParameters()
+    ratio = spec.train_test_split_ratio
+    if test is None and ratio is None:
+        ratio = DEFAULT_SPLIT_RATIO
+    _check_datasets(spec.task_type, Path(train.path), Path(test.path) if test else None, ratio, parameters.seed)
+    job = TrainingJobModel(
+        id=new_id("tr"), organization_id=org_id, name=spec.name, task_type=spec.task_type.value,
+        base_model=spec.base_model, status="Pending", status_reason="waiting for a free training slot",
+        created_at=utcnow(), train_dataset_id=train.id, test_dataset_id=test.id if test else None,
+        train_test_split_ratio=ratio, parameters=parameters.model_dump(), progress=0.0,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _check_datasets(task_type: TaskType, train: Path, test: Path | None, ratio: float | None, seed: int) -> None:
+    param = "train_dataset_id"
+    try:
+        examples = read_examples(task_type.value, train, split_name="train")
+        if test is not None:
+            param = "test_dataset_id"
+            check_test_labels(examples, read_examples(task_type.value, test, split_name="test"))
+        elif ratio is not None:
+            param = "train_test_split_ratio"
+            split_examples(examples, ratio, seed)
+    except DatasetError as exc:
+        raise BadRequestError(str(exc), code="invalid_dataset", param=param) from None
+    except OSError as exc:
+        raise ConflictError(f"the dataset file cannot be read: {exc.strerror or exc}", code="dataset_unreadable",
+                            param=param) from None
+
+
+def cancel_training_job(session: Session, org_id: str, job_id: str) -> TrainingJobModel:
+    """Mark the job Cancelled; the supervisor stops its worker. Checkpoints it wrote stay."""
+    job = get_training_job(session, org_id, job_id)
+    if job.status in FINISHED_STATES:
+        raise ConflictError(f"training job {job_id} has already ended ({job.status})", code="job_ended",
+                            param="training_id")
+    job.status = "Cancelled"
+    job.status_reason = "cancelled by request"
+    job.finished_at = utcnow()
+    session.flush()
+    return job
 
 
 def register_training_job(session: Session, org_id: str, spec: TrainingJobSpec) -> TrainingJobModel:
     _check_checkpoints(spec)
+    assert spec.checkpoints is not None
     job = TrainingJobModel(
         id=new_id("tr"),
         organization_id=org_id,
         name=spec.name,
         task_type=spec.task_type.value,
         base_model=spec.base_model,
-        status="Completed",
+        status="Success",
+        status_reason="checkpoints registered",
+        progress=100.0,
         created_at=utcnow(),
     )
     job.checkpoints = [
@@ -61,7 +171,7 @@ def register_training_job(session: Session, org_id: str, spec: TrainingJobSpec) 
 
 def _check_checkpoints(spec: TrainingJobSpec) -> None:
     seen: set[int] = set()
-    for index, checkpoint in enumerate(spec.checkpoints):
+    for index, checkpoint in enumerate(spec.checkpoints or []):
         param = f"checkpoints[{index}]"
         if checkpoint.checkpoint in seen:
             raise ValidationFailedError(
@@ -82,7 +192,9 @@ def _check_checkpoints(spec: TrainingJobSpec) -> None:
 
 
 # The fields of each kind of row, in order: the views unpack them by position.
-JOB_FIELDS = ("id", "name", "task_type", "base_model", "status", "created_at")
+JOB_FIELDS = ("id", "name", "task_type", "base_model", "status", "status_reason", "progress",
+              "progress_detail", "train_dataset_id", "test_dataset_id", "train_test_split_ratio", "parameters",
+              "created_at", "started_at", "finished_at")
 CHECKPOINT_FIELDS = ("training_job_id", "checkpoint", "path", "test_results")
 
 

@@ -69,7 +69,7 @@ def load_sequence_classifier(base_model: str, dtype_option: DtypeOption = "auto"
         tokenizer=tokenizer,
         device=device,
         dtype=next(model.parameters()).dtype,
-        max_length=_max_length(model, tokenizer),
+        max_length=model_input_limit(model, tokenizer),
         pad_token_id=_pad_token_id(model, tokenizer, base_model),
         config=model.config.to_dict(),
         missing_keys=missing,
@@ -89,7 +89,8 @@ def resolve_max_model_len(requested: int | None, model_limit: int | None) -> int
     return requested
 
 
-def _max_length(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> int | None:
+def model_input_limit(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The longest input ``model`` takes, as its config or its tokenizer says; None if neither does."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     limits = [getattr(config, "max_position_embeddings", None)]
     # RoBERTa-style models reserve positions for padding: the tokenizer knows the real limit.
