@@ -46,3 +46,49 @@ def answer_rows(count: int) -> list[dict[str, Any]]:
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+# A decision on the real all-MiniLM-L6-v2 (Playground experiments): two classes by description,
+# messages any reader sorts at once, and a harder split whose words mislead a zero-shot reading.
+URGENT = {"name": "urgent", "description": "an urgent message that needs immediate action: something is broken, "
+                                           "down, or an emergency"}
+NOT_URGENT = {"name": "not_urgent", "description": "a routine message that can wait: a question, a thank you, a "
+                                                   "general comment"}
+CLEAR = [
+    ("The production server is down and customers cannot log in!", "urgent"),
+    ("URGENT: the database is corrupted, we are losing data right now", "urgent"),
+    ("Fire alarm in building 3, evacuate immediately", "urgent"),
+    ("Our website has crashed and checkout is broken", "urgent"),
+    ("The payment system is failing for every customer, please fix asap", "urgent"),
+    ("Emergency: the water pipe burst in the server room", "urgent"),
+    ("Thanks for the great presentation yesterday!", "not_urgent"),
+    ("Thank you for your help, have a nice weekend.", "not_urgent"),
+    ("Thanks a lot, that answers my question.", "not_urgent"),
+    ("A general comment: the new logo looks nice.", "not_urgent"),
+    ("No rush, but could you share the meeting notes sometime?", "not_urgent"),
+    ("Thank you all for a lovely team dinner.", "not_urgent"),
+]
+
+
+# A harder split: calm words for emergencies, alarming words in routine notes.
+_SYSTEMS = ["the payroll system", "the checkout page", "the VPN", "the order database", "the shared drive",
+            "the email server"]
+_PEOPLE = ["the whole sales team", "our biggest customer", "the night shift", "every store", "the finance team",
+           "the support desk"]
+_TEMPLATES = {
+    "urgent": ["{s} stopped answering a few minutes ago and {p} is stuck.",
+               "Could you look at {s} now? {p} cannot work until it is back.",
+               "{p} reports that {s} is losing data as we speak.",
+               "Heads up: {s} went offline and {p} is blocked right now."],
+    "not_urgent": ["For the record, last month's problem with {s} was fixed long ago; nothing to do.",
+                   "When you have time next week, {p} would like a short tour of {s}.",
+                   "{p} says thanks for the help with {s} yesterday.",
+                   "Just curious: who originally set up {s} for {p}?"],
+}
+
+
+def harder_rows() -> list[dict[str, str]]:
+    rows = [{"text": (lambda t: t[0].upper() + t[1:])(template.format(s=s, p=p)), "label": label}
+            for label, templates in _TEMPLATES.items() for template in templates for s in _SYSTEMS for p in _PEOPLE]
+    random.Random(0).shuffle(rows)
+    return rows

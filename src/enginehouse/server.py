@@ -16,7 +16,7 @@ from enginehouse import __version__
 from enginehouse.api.deps import KEY_TTL_S
 from enginehouse.api.errors import install_error_handlers
 from enginehouse.api.openapi import install_openapi
-from enginehouse.api.routers import datasets, deployments, engines, training_jobs
+from enginehouse.api.routers import datasets, deployments, engines, experiments, training_jobs
 from enginehouse.db.session import Database
 from enginehouse.gateway import router as gateway_router
 from enginehouse.gateway.cache import TTLCache
@@ -101,6 +101,7 @@ def create_app(
     app.include_router(deployments.router)
     app.include_router(training_jobs.router)
     app.include_router(datasets.router)
+    app.include_router(experiments.router)
     app.include_router(gateway_router.router)
     app.include_router(metrics_router.router)
 

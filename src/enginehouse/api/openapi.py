@@ -69,7 +69,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 STREAMING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 # Bodies or filters that name other objects (a training job, an engine, an experiment) that may
 # not exist.
-_NAMES_OBJECTS = frozenset({("POST", "/v1/deployments"), ("GET", "/v1/deployments")})
+_NAMES_OBJECTS = frozenset({("POST", "/v1/deployments"), ("GET", "/v1/deployments"),
+                            ("POST", "/v1/training-jobs")})
 
 _LIMIT_SCHEMA: Obj = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
 

@@ -144,7 +144,8 @@ def _parsed(iso: str | None) -> datetime | None:
 
 def training_job_to_dict(read: TrainingJobRead) -> Obj:
     (id_, name, task_type, base_model, status, status_reason, progress, progress_detail,
-     train_dataset_id, test_dataset_id, split_ratio, parameters, created_at, started_at, finished_at) = read.job
+     train_dataset_id, test_dataset_id, split_ratio, parameters, created_at, started_at, finished_at,
+     experiment_id, experiment_version) = read.job
     return {
         "id": id_,
         "object": "training_job",
@@ -166,6 +167,9 @@ def training_job_to_dict(read: TrainingJobRead) -> Obj:
         "created_at": created_at,
         "started_at": started_at,
         "finished_at": finished_at,
+        # Set when the job builds or trains a version of a Playground experiment.
+        "experiment_id": experiment_id,
+        "experiment_version": experiment_version,
     }
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from enginehouse import __version__
-from enginehouse.cli import admin, datasets, deployments, engines, jobs
+from enginehouse.cli import admin, datasets, deployments, engines, experiments, jobs
 from enginehouse.cli.up import up
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.add_typer(engines.app, name="engines")
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(experiments.app, name="experiments")
 app.add_typer(admin.orgs_app, name="orgs")
 app.add_typer(admin.keys_app, name="keys")
 

@@ -169,6 +169,33 @@ def dataset_view(dataset: Obj) -> RenderableType:
                       title=f"dataset {dataset['name']}")
 
 
+def experiments_table(experiments: list[Obj]) -> Table:
+    rows = [(e["id"], e["name"], e["mode"], e["base_model"], e.get("examples"), e.get("latest_version"),
+             status_text((e.get("versions") or [{}])[-1].get("status")), when(e.get("created_at")))
+            for e in experiments]
+    return table(("ID", "NAME", "MODE", "BASE MODEL", "EXAMPLES", "VERSION", "STATUS", "CREATED"), rows)
+
+
+def experiment_view(experiment: Obj) -> RenderableType:
+    details = key_values([
+        ("id", experiment["id"]),
+        ("name", experiment["name"]),
+        ("mode", f"{experiment['mode']} (served as {experiment['task_type']})"),
+        ("base model", experiment["base_model"]),
+        ("labels", ", ".join(experiment.get("labels") or [])),
+        ("examples", experiment.get("examples")),
+        ("created", experiment.get("created_at")),
+    ], title=f"experiment {experiment['name']}")
+    classes = table(("CLASS", "DESCRIPTION"), [(c["name"], c["description"]) for c in experiment["classes"]],
+                    title="classes")
+    versions = table(
+        ("VERSION", "KIND", "STATUS", "TEST RESULTS", "VERSION 1 ON THE SAME EXAMPLES", "TRAINING JOB"),
+        [(v["version"], v["kind"], status_text(v["status"]), v.get("test_results"), v.get("baseline_results"),
+          v["training_id"]) for v in experiment.get("versions") or []],
+        title="versions")
+    return Group(details, classes, versions)
+
+
 def events_table(events: list[Obj]) -> Table:
     rows = [(when(e.get("at")), e.get("name") or e.get("object"), status_text(e.get("from")),
              status_text(e.get("to")), e.get("reason")) for e in events]

@@ -26,6 +26,7 @@ ENGINE = Kind("engine", ENGINES_PATH, "engine-")
 DEPLOYMENT = Kind("deployment", "/v1/deployments", "dp-")
 TRAINING_JOB = Kind("training job", "/v1/training-jobs", "tr-")
 DATASET = Kind("dataset", "/v1/datasets", "ds-")
+EXPERIMENT = Kind("experiment", "/v1/experiments", "ex-")
 
 
 def find(client: ApiClient, kind: Kind, ref: str) -> dict[str, Any]:

@@ -61,6 +61,36 @@ class DatasetModel(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class ExperimentModel(Base):
+    """A Playground experiment: classes described in words, examples, and versions (jobs)."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (Index("ix_experiments_list", "organization_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    mode: Mapped[str] = mapped_column(String(20), nullable=False)
+    task_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    base_model: Mapped[str] = mapped_column(Text, nullable=False)
+    classes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class ExperimentExampleModel(Base):
+    __tablename__ = "experiment_examples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    label: Mapped[str | None] = mapped_column(String(100))
+    value: Mapped[float | None] = mapped_column(Float)
+
+
 class TrainingJobModel(Base):
     __tablename__ = "training_jobs"
     # Lists are read newest first, a page at a time, by (created_at, id) within an organization.
@@ -91,6 +121,14 @@ class TrainingJobModel(Base):
     progress_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A Playground experiment's version is a job too: version 1 built from the class
+    # descriptions (zero-shot), the next ones trained on its examples.
+    experiment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
+    experiment_version: Mapped[int | None] = mapped_column(Integer)
+    # A trained version's test results of version 1 on the same held-out examples.
+    baseline_results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     checkpoints: Mapped[list["CheckpointModel"]] = relationship(
         back_populates="training_job",

@@ -61,10 +61,16 @@ class TrainingLaunch:
     job_id: str
     task_type: str
     base_model: str
-    train_path: str
+    train_path: str | None  # None for a zero-shot build
     test_path: str | None
     train_test_split_ratio: float | None
     parameters: dict[str, Any] = field(default_factory=dict)
+    # An experiment's version 1: no training, a checkpoint built from the class descriptions
+    # ({"mode", "classes"}).
+    zero_shot: dict[str, Any] | None = None
+    # A checkpoint whose head starts the training, and one to test beside the result.
+    init_checkpoint: str | None = None
+    baseline_checkpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class ProviderTraining:
     checkpoints: list[dict[str, Any]]
     outcome: dict[str, Any] | None  # {"status": "Success" | "Failed" | "Cancelled", "reason"?}
     exit: ReplicaExit | None = None  # None while it runs
+    baseline: dict[str, Any] | None = None  # {"test_results": {...}} of the baseline checkpoint
 
     @property
     def running(self) -> bool:

@@ -78,7 +78,8 @@ class LocalTrainer:
                 "job_id": launch.job_id, "task_type": launch.task_type, "base_model": launch.base_model,
                 "train_path": launch.train_path, "test_path": launch.test_path,
                 "train_test_split_ratio": launch.train_test_split_ratio, "parameters": launch.parameters,
-                "output_dir": str(job_dir), "threads": self.threads,
+                "output_dir": str(job_dir), "threads": self.threads, "zero_shot": launch.zero_shot,
+                "init_checkpoint": launch.init_checkpoint, "baseline_checkpoint": launch.baseline_checkpoint,
             }
             (job_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
         except (OSError, ValueError) as exc:
@@ -107,7 +108,7 @@ class LocalTrainer:
             exit_ = _exit(worker)  # before reading the report: a worker writes its outcome, then ends
             report = read_report(self.job_dir(worker.job_id))
             trainings.append(ProviderTraining(worker.job_id, report.progress, report.checkpoints,
-                                              report.outcome, exit_))
+                                              report.outcome, exit_, report.baseline))
         return trainings
 
     def stop(self, job_id: str) -> None:

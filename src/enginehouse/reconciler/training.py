@@ -20,16 +20,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enginehouse.core.ids import utcnow
-from enginehouse.db.models import CheckpointModel, DatasetModel, TrainingJobModel
+from enginehouse.db.models import CheckpointModel, DatasetModel, ExperimentModel, TrainingJobModel
 from enginehouse.db.session import Database
 from enginehouse.providers.base import LaunchError, ProviderTraining, ReplicaProvider, TrainingLaunch
 from enginehouse.services.datasets import ACTIVE_JOB_STATES
+from enginehouse.services.experiments import best_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ class TrainingSupervisor:
                                    "trace of the process was left); checkpoints written before stay usable")
             return
         _record_checkpoints(job, training.checkpoints)
+        if training.baseline is not None and job.baseline_results is None:
+            results = training.baseline.get("test_results")
+            job.baseline_results = results if isinstance(results, dict) else None
         if training.progress is not None:
             _record_progress(job, training.progress)
         if training.running:
@@ -174,14 +179,32 @@ def _launch_of(session: Session, job: TrainingJobModel) -> TrainingLaunch:
         dataset = session.get(DatasetModel, dataset_id) if dataset_id else None
         return dataset.path if dataset else None
 
-    train_path = path_of(job.train_dataset_id)
-    if train_path is None:
-        raise LaunchError("its training dataset is gone", permanent=True)
-    return TrainingLaunch(
-        job_id=job.id, task_type=job.task_type, base_model=job.base_model, train_path=train_path,
+    launch = TrainingLaunch(
+        job_id=job.id, task_type=job.task_type, base_model=job.base_model, train_path=path_of(job.train_dataset_id),
         test_path=path_of(job.test_dataset_id), train_test_split_ratio=job.train_test_split_ratio,
         parameters=dict(job.parameters or {}),
     )
+    if job.experiment_id is not None:
+        launch = _experiment_launch(session, job, launch)
+    if launch.train_path is None and launch.zero_shot is None:
+        raise LaunchError("its training dataset is gone", permanent=True)
+    return launch
+
+
+def _experiment_launch(session: Session, job: TrainingJobModel, launch: TrainingLaunch) -> TrainingLaunch:
+    """Version 1 of an experiment is built from its class descriptions; a later one starts from
+    version 1's head and is tested beside it."""
+    experiment = session.get(ExperimentModel, job.experiment_id)
+    if experiment is None:
+        raise LaunchError("its experiment is gone", permanent=True)
+    if job.experiment_version == 1:
+        return replace(launch, zero_shot={"mode": experiment.mode, "classes": experiment.classes})
+    first = session.scalar(select(TrainingJobModel).where(TrainingJobModel.experiment_id == experiment.id,
+                                                           TrainingJobModel.experiment_version == 1))
+    start = best_checkpoint(first) if first is not None else None
+    if start is None:
+        raise LaunchError("version 1 of its experiment has no checkpoint to start from", permanent=True)
+    return replace(launch, init_checkpoint=start.path, baseline_checkpoint=start.path)
 
 
 def _record_progress(job: TrainingJobModel, progress: dict[str, Any]) -> None:

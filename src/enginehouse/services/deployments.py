@@ -23,6 +23,7 @@ from enginehouse.core.status import REMOVED, DeploymentKind, DeploymentStatus, E
 from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, OrganizationModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
+from enginehouse.services.experiments import version_checkpoint
 from enginehouse.services import engines as engine_service
 from enginehouse.services.checkpoints import checkpoint_metadata
 from enginehouse.services.engines import DEPLOYMENT_FIELDS
@@ -107,7 +108,7 @@ def _resolve_source(session: Session, org_id: str, source: DeploymentSource) -> 
         checkpoint = get_checkpoint(session, org_id, source.training_id, source.checkpoint)
         return job.task_type, checkpoint.path
     if isinstance(source, ExperimentSource):
-        raise NotFoundError(f"experiment {source.experiment_id!r} not found", param="experiment_id")
+        return version_checkpoint(session, org_id, source.experiment_id, source.version)
     raise ValidationFailedError("unsupported source", param="source")
 
 

@@ -27,7 +27,7 @@ from enginehouse.errors import BadRequestError, ConflictError, NotFoundError, Va
 from enginehouse.services.checkpoints import checkpoint_problem, resolve_local_path
 from enginehouse.services.datasets import get_dataset
 from enginehouse.training.data import DatasetError, check_test_labels, read_examples, split_examples
-from enginehouse.training.parameters import TrainingParameters
+from enginehouse.training.parameters import TrainingParameters, check_parameters_for_task
 from enginehouse.services.pages import Page, PageRequest, newest_first
 from enginehouse.services.reads import grouped, read, read_columns
 
@@ -97,6 +97,9 @@ def start_fine_tune(session: Session, org_id: str, spec: TrainingJobSpec) -> Tra
     test = (get_dataset(session, org_id, spec.test_dataset_id, param="test_dataset_id")
             if spec.test_dataset_id is not None else None)
     parameters = spec.parameters or TrainingParameters()
+    unusable = check_parameters_for_task(spec.task_type, parameters)
+    if unusable is not None:
+        raise BadRequestError(unusable, code="invalid_parameters", param="parameters.pooling")
     ratio = spec.train_test_split_ratio
     if test is None and ratio is None:
         ratio = DEFAULT_SPLIT_RATIO
@@ -194,7 +197,7 @@ def _check_checkpoints(spec: TrainingJobSpec) -> None:
 # The fields of each kind of row, in order: the views unpack them by position.
 JOB_FIELDS = ("id", "name", "task_type", "base_model", "status", "status_reason", "progress",
               "progress_detail", "train_dataset_id", "test_dataset_id", "train_test_split_ratio", "parameters",
-              "created_at", "started_at", "finished_at")
+              "created_at", "started_at", "finished_at", "experiment_id", "experiment_version")
 CHECKPOINT_FIELDS = ("training_job_id", "checkpoint", "path", "test_results")
 
 

@@ -1,42 +1,111 @@
 """The one file a fine-tuning worker is started with: what to train, on what, and where to write.
 
 The server writes it (``python -m enginehouse.training CONFIG_JSON_PATH``); its ``parameters``
-were already checked by the API with the same ``TrainingParameters``.
+were already checked by the API with the same ``TrainingParameters``. Besides a plain fine-tune it
+describes the two builds of a Playground experiment (SPEC §5.1): ``zero_shot`` (a checkpoint made
+from class descriptions alone, no training) and a training that starts from such a checkpoint's
+head (``init_checkpoint``) and is scored beside it (``baseline_checkpoint``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from enginehouse.core.specs import StrictModel
 from enginehouse.training.parameters import TrainingParameters
 
 TaskTypeName = Literal["text-generation", "classification", "regression"]
+ZeroShotMode = Literal["decision", "routing", "judge", "tool_calling", "regression"]
+_HEAD_TASK_TYPES = ("classification", "regression")
 
 
 class ConfigError(ValueError):
     """A config file the worker cannot run; the message says what is wrong with it."""
 
 
+class ZeroShotClass(StrictModel):
+    """One class as an experiment describes it; a regression's one class also has its range and
+    what each end of it means. Fields the worker has no use for are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    min_value: float | None = None
+    max_value: float | None = None
+    low_description: str | None = Field(default=None, min_length=1)
+    high_description: str | None = Field(default=None, min_length=1)
+
+
+class ZeroShotSpec(StrictModel):
+    """``{"mode", "classes"}``: the checkpoint to build from the class descriptions."""
+
+    mode: ZeroShotMode
+    classes: list[ZeroShotClass] = Field(min_length=1)
+
+    @property
+    def task_type(self) -> TaskTypeName:
+        return "regression" if self.mode == "regression" else "classification"
+
+    @model_validator(mode="after")
+    def _classes_fit_the_mode(self) -> ZeroShotSpec:
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError("each class needs a name of its own")
+        if self.mode in ("judge", "regression") and len(self.classes) != 1:
+            raise ValueError(f"a {self.mode} has exactly one class, got {len(self.classes)}")
+        if self.mode not in ("judge", "regression") and len(self.classes) < 2:
+            raise ValueError(f"a {self.mode} needs at least two classes to choose from")
+        if self.mode == "regression":
+            only = self.classes[0]
+            if only.low_description is None or only.high_description is None:
+                raise ValueError("a regression class needs low_description and high_description")
+            if only.min_value is None or only.max_value is None or only.min_value >= only.max_value:
+                raise ValueError("a regression class needs min_value less than max_value")
+        return self
+
+
 class JobConfig(StrictModel):
     job_id: str = Field(min_length=1)
     task_type: TaskTypeName
     base_model: str = Field(min_length=1)
-    train_path: str = Field(min_length=1)
+    # None only for a zero-shot build, which trains on nothing.
+    train_path: str | None = Field(default=None, min_length=1)
     test_path: str | None = None
     # Used when there is no test file; with neither, there is no test split (test_results {}).
     train_test_split_ratio: float | None = Field(default=None, gt=0, lt=1)
     parameters: TrainingParameters = Field(default_factory=TrainingParameters)
     output_dir: str = Field(min_length=1)
     threads: int = Field(default=0, ge=0, description="torch threads; 0 leaves torch's default")
+    zero_shot: ZeroShotSpec | None = None
+    # A classification or regression checkpoint whose head (and labels) the trained head starts from.
+    init_checkpoint: str | None = Field(default=None, min_length=1)
+    # A checkpoint scored on the test split before training, into baseline.json.
+    baseline_checkpoint: str | None = Field(default=None, min_length=1)
 
     @field_validator("parameters", mode="before")
     @classmethod
     def _no_parameters_means_defaults(cls, value: object) -> object:
         return {} if value is None else value
+
+    @model_validator(mode="after")
+    def _inputs_fit_the_job(self) -> JobConfig:
+        if self.zero_shot is not None:
+            if self.zero_shot.task_type != self.task_type:
+                raise ValueError(f"a zero-shot {self.zero_shot.mode} builds a {self.zero_shot.task_type} "
+                                 f"checkpoint, not {self.task_type}")
+            if self.init_checkpoint or self.baseline_checkpoint:
+                raise ValueError("a zero-shot build trains nothing: it takes no init_checkpoint or "
+                                 "baseline_checkpoint")
+        elif self.train_path is None:
+            raise ValueError("train_path is required (only a zero-shot build goes without one)")
+        if (self.init_checkpoint or self.baseline_checkpoint) and self.task_type not in _HEAD_TASK_TYPES:
+            raise ValueError("init_checkpoint and baseline_checkpoint are classification and regression "
+                             "checkpoints; a text-generation job takes neither")
+        return self
 
 
 def read_config(path: Path) -> JobConfig:
@@ -45,7 +114,12 @@ def read_config(path: Path) -> JobConfig:
     except OSError as exc:
         raise ConfigError(f"the job configuration {path} cannot be read: {exc.strerror or exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'the file'}: {error['msg']}" for error in exc.errors()
-        )
+        problems = "; ".join(_problem(error) for error in exc.errors())
         raise ConfigError(f"the job configuration is invalid: {problems}") from None
+
+
+def _problem(error: Any) -> str:
+    # A check of the whole file (a model validator) has no field to name.
+    message = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {message}" if where else message

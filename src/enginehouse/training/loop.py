@@ -116,7 +116,7 @@ def train(model: PeftModel, task: Task, train_rows: Sequence[Encoded], test_rows
             optimizer.zero_grad(set_to_none=True)
             progress.advance(value, cancel)
         results = _test(model, task, test_rows, parameters, device, progress, cancel)
-        _checkpoint(model, task, output_dir, epoch, results, cancel)
+        write_checkpoint(model, task, output_dir, epoch, results, cancel)
         progress.write("Running", cancel)
 
 
@@ -125,16 +125,24 @@ def _test(model: PeftModel, task: Task, rows: Sequence[Encoded], parameters: Tra
     if not rows:
         return {}
     progress.write("Testing", cancel)
+    results = score(model, task, rows, parameters.per_device_eval_batch_size, device, cancel)
+    log.info("epoch %d test results: %s", round(progress.epoch), ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    return results
+
+
+def score(model: PeftModel, task: Task, rows: Sequence[Encoded], batch_size: int, device: torch.device,
+          cancel: Cancellation) -> dict[str, float]:
+    """The test results of ``model`` on ``rows`` ({} without rows), as a checkpoint reports them."""
+    if not rows:
+        return {}
     model.eval()
     with torch.inference_mode():
-        results = task.evaluate(model, rows, parameters.per_device_eval_batch_size, device, cancel)
-    rounded = {key: round(value, 6) for key, value in results.items()}
-    log.info("epoch %d test results: %s", round(progress.epoch), ", ".join(f"{k} {v:.4f}" for k, v in rounded.items()))
-    return rounded
+        results = task.evaluate(model, rows, batch_size, device, cancel)
+    return {key: round(value, 6) for key, value in results.items()}
 
 
-def _checkpoint(model: PeftModel, task: Task, output_dir: Path, epoch: int, results: dict[str, float],
-                cancel: Cancellation) -> None:
+def write_checkpoint(model: PeftModel, task: Task, output_dir: Path, epoch: int, results: dict[str, float],
+                     cancel: Cancellation) -> None:
     """Written aside and renamed into place, then announced: the server never sees a partial
     checkpoint, and a cancel arriving meanwhile waits until it is done (it is quick)."""
     partial = report.partial_checkpoint_dir(output_dir, epoch)

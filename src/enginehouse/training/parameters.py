@@ -6,7 +6,7 @@ reads them back from its config with the same model, so both agree on every defa
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -36,3 +36,21 @@ class TrainingParameters(StrictModel):
                       "and the train/test split")
     truncation: bool = Field(default=False, description="cut rows longer than max_seq_length instead of "
                              "refusing the dataset")
+    pooling: Literal["model", "mean"] = Field(
+        default="model", description="what a classification or regression head reads: the model's own pooled "
+        "output, or the attention-masked mean of the last hidden state, L2-normalised (the sentence embedding "
+        "of a sentence-transformers encoder)",
+    )
+
+
+# The task types whose head reads a pooled sentence vector.
+_POOLING_TASK_TYPES = ("classification", "regression")
+
+
+def check_parameters_for_task(task_type: str, parameters: TrainingParameters) -> str | None:
+    """What in ``parameters`` a job of ``task_type`` cannot use, in words for its user; None when
+    all of it fits. The parameters alone do not know the task type, so this is checked apart."""
+    if parameters.pooling != "model" and task_type not in _POOLING_TASK_TYPES:
+        return (f"parameters.pooling {parameters.pooling!r} applies to classification and regression only; a "
+                f"{task_type} job has no head to pool for, so leave pooling at 'model'")
+    return None

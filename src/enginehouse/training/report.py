@@ -6,6 +6,8 @@ worker), so each is written so that a reader at any moment sees a whole value:
 - ``progress.json``: the latest ``{status, step, total_steps, epoch, loss}``, replaced atomically;
 - ``checkpoint-<epoch>/``: renamed into place only once complete;
 - ``checkpoints.jsonl``: one line per checkpoint, appended after its directory exists;
+- ``baseline.json``: ``{"test_results": {...}}`` of the checkpoint a training is compared with,
+  scored on the same test split before training starts (only when the job names one);
 - ``outcome.json``: ``{"status": "Success" | "Failed" | "Cancelled", "reason"?}``, written last.
 """
 
@@ -20,6 +22,7 @@ from typing import Any, Literal
 PROGRESS_FILE = "progress.json"
 CHECKPOINTS_FILE = "checkpoints.jsonl"
 OUTCOME_FILE = "outcome.json"
+BASELINE_FILE = "baseline.json"
 
 ProgressStatus = Literal["Running", "Testing"]
 OutcomeStatus = Literal["Success", "Failed", "Cancelled"]
@@ -30,6 +33,7 @@ class TrainingReport:
     progress: dict[str, Any] | None = None
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     outcome: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None  # {"test_results": {...}}
 
 
 def checkpoint_dir(output_dir: Path, epoch: int) -> Path:
@@ -63,6 +67,10 @@ def append_checkpoint(output_dir: Path, epoch: int, path: Path, test_results: di
         os.close(descriptor)
 
 
+def write_baseline(output_dir: Path, test_results: dict[str, float]) -> None:
+    _replace_json(output_dir / BASELINE_FILE, {"test_results": test_results})
+
+
 def write_outcome(output_dir: Path, status: OutcomeStatus, reason: str | None = None) -> None:
     outcome: dict[str, Any] = {"status": status}
     if reason is not None:
@@ -87,6 +95,7 @@ def read_report(output_dir: Path) -> TrainingReport:
         progress=_read_object(output_dir / PROGRESS_FILE),
         checkpoints=_read_checkpoints(output_dir / CHECKPOINTS_FILE),
         outcome=_read_object(output_dir / OUTCOME_FILE),
+        baseline=_read_object(output_dir / BASELINE_FILE),
     )
 
 

@@ -2,14 +2,15 @@
 its head trained in full and saved beside the adapter, as a replica serves it.
 
 The checkpoint is the adapter (LoRA weights plus the head, through ``modules_to_save``) and the
-model's ``config.json`` (``id2label``, ``problem_type``), which is where a replica reads the
-labels from (``runtime.classify.adapters``).
+model's ``config.json`` (``id2label``, ``problem_type``, and the ``sentence_pooling`` markers when
+the head reads the mean-pooled sentence embedding), which is where a replica reads the labels and
+the pooling from (``runtime.classify.adapters``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from peft import PeftModel
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
+from enginehouse.runtime.classify.pooling import MeanPooling, SentencePooling, pooler_problem
 from enginehouse.training.batching import Encoded, attention_mask, evaluation_batches, pad
 from enginehouse.training.cancel import Cancellation
 from enginehouse.training.data import ClassificationExample, Example, RegressionExample
@@ -104,9 +106,27 @@ class SequenceTask:
         return F.cross_entropy(logits, targets, reduction="none")
 
 
-def load_sequence_task(task_type: str, base_model: str, parameters: TrainingParameters,
-                       labels: Sequence[str]) -> tuple[PeftModel, SequenceTask]:
-    """The base model with a fresh head for ``labels`` (or one regression output) and LoRA on."""
+# Sets a freshly loaded model's head before LoRA goes on (and PEFT copies the head to train it).
+HeadInit = Callable[[PreTrainedModel, SequenceTask], None]
+
+
+def load_sequence_task(task_type: str, base_model: str, parameters: TrainingParameters, labels: Sequence[str],
+                       *, init_head: HeadInit | None = None) -> tuple[PeftModel, SequenceTask]:
+    """The base model with a head for ``labels`` (or one regression output), fresh unless
+    ``init_head`` sets it, with LoRA on, reading what ``parameters.pooling`` says."""
+    model, task, heads = load_sequence_model(task_type, base_model, parameters, labels)
+    if init_head is not None:
+        with torch.no_grad():
+            init_head(model, task)
+    peft_model = attach_lora(model, parameters, peft_task="SEQ_CLS", head_modules=heads)
+    if parameters.pooling == "mean":
+        use_mean_pooling(peft_model, task, SentencePooling(normalize=True), base_model)
+    return peft_model, task
+
+
+def load_sequence_model(task_type: str, base_model: str, parameters: TrainingParameters, labels: Sequence[str]
+                        ) -> tuple[PreTrainedModel, SequenceTask, list[str]]:
+    """The base model with a fresh head for ``labels``, its task, and the names of its head modules."""
     tokenizer = load_tokenizer(base_model)
     names = [REGRESSION_LABEL] if task_type == "regression" else list(labels)
     model, info = load_model(
@@ -119,8 +139,19 @@ def load_sequence_task(task_type: str, base_model: str, parameters: TrainingPara
     heads = head_modules(model)
     _warn_untrained_backbone(info, heads)
     pad_id = _pad_token_id(model, tokenizer, base_model)
-    task = SequenceTask(task_type, tokenizer, names, length_limit(parameters, model, tokenizer), pad_id)
-    return attach_lora(model, parameters, peft_task="SEQ_CLS", head_modules=heads), task
+    return model, SequenceTask(task_type, tokenizer, names, length_limit(parameters, model, tokenizer), pad_id), heads
+
+
+def use_mean_pooling(model: PeftModel, task: SequenceTask, pooling: SentencePooling, base_model: str) -> None:
+    """Make the head read the masked mean of the last hidden state, in training, evaluation and
+    (through the markers saved in config.json) on a replica."""
+    base: Any = model.get_base_model()
+    probe = torch.tensor([task.tokenizer("hello")["input_ids"] or [task.pad_id]], device=base.device)
+    problem = pooler_problem(base, probe)
+    if problem is not None:
+        raise TrainingError(f"pooling 'mean' cannot be used with base model {base_model!r}: {problem}")
+    MeanPooling(base, pooling)
+    pooling.mark(base.config)
 
 
 def head_modules(model: nn.Module) -> list[str]:

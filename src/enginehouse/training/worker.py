@@ -3,6 +3,8 @@
 It reads and checks the datasets, loads the base model with LoRA, trains, and reports through
 the files of ``report`` in the config's output directory; it always ends with ``outcome.json``
 (Success, Failed with a reason a user can act on, or Cancelled) unless it is killed outright.
+A zero-shot build (``zero_shot`` in the config) trains nothing: it writes one checkpoint made
+from class descriptions (``zero_shot``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from enginehouse.training import report
 from enginehouse.training.cancel import EXIT_CANCELLED, Cancellation, Cancelled
+from enginehouse.training.checkpoints import CheckpointHead, read_checkpoint_head, score_baseline
 from enginehouse.training.config import ConfigError, JobConfig, read_config
 from enginehouse.training.data import (
     DatasetError,
@@ -31,8 +34,10 @@ from enginehouse.training.data import (
 from enginehouse.training.errors import TrainingError
 from enginehouse.training.loop import Task, train
 from enginehouse.training.models import pick_device
+from enginehouse.training.parameters import check_parameters_for_task
 from enginehouse.training.sequence_classification import load_sequence_task
 from enginehouse.training.textgen import load_textgen
+from enginehouse.training.zero_shot import build_zero_shot
 
 log = logging.getLogger("enginehouse.training")
 
@@ -98,10 +103,18 @@ def _outcome_of(exc: BaseException, cancel: Cancellation) -> tuple[report.Outcom
 
 def _run_job(config: JobConfig, output_dir: Path, cancel: Cancellation) -> None:
     parameters = config.parameters
+    problem = check_parameters_for_task(config.task_type, parameters)
+    if problem is not None:
+        raise ConfigError(problem)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     log.info("job %s: %s on %s; parameters %s", config.job_id, config.task_type, config.base_model,
              parameters.model_dump_json())
+    if config.zero_shot is not None:
+        log.info("zero-shot %s checkpoint from %d class description(s)", config.zero_shot.mode,
+                 len(config.zero_shot.classes))
+        build_zero_shot(config, output_dir, cancel)
+        return
     train_examples, test_examples, test_split_name = _datasets(config)
     log.info("datasets: %d training rows, %d test rows", len(train_examples), len(test_examples))
     # Running from now on, while the model loads; the step count is final once rows are
@@ -109,14 +122,20 @@ def _run_job(config: JobConfig, output_dir: Path, cancel: Cancellation) -> None:
     steps = math.ceil(len(train_examples) / parameters.per_device_train_batch_size) * parameters.num_train_epochs
     with cancel.protected():
         report.write_progress(output_dir, status="Running", step=0, total_steps=steps, epoch=0.0, loss=None)
+    init = _init_head(config, train_examples)  # checked before anything slow
+    if config.baseline_checkpoint:
+        _score_baseline(config, test_examples, test_split_name, output_dir, steps, cancel)
     # One seed for everything random from here: the new head, the LoRA weights, the shuffling.
     torch.manual_seed(parameters.seed)
     task: Task
     if config.task_type == "text-generation":
         model, task = load_textgen(config.base_model, parameters)
-    else:
+    elif init is None:
         model, task = load_sequence_task(config.task_type, config.base_model, parameters,
                                          label_names(train_examples))
+    else:  # the head starts as the checkpoint's, with its labels in its order
+        model, task = load_sequence_task(config.task_type, config.base_model, parameters, init.labels,
+                                         init_head=init.initialize)
     train_rows = task.encode(train_examples, "train")
     test_rows = task.encode(test_examples, test_split_name) if test_examples else []
     device = pick_device()
@@ -125,8 +144,33 @@ def _run_job(config: JobConfig, output_dir: Path, cancel: Cancellation) -> None:
     train(model, task, train_rows, test_rows, parameters, output_dir, device, cancel)
 
 
+def _init_head(config: JobConfig, train_examples: list[Example]) -> CheckpointHead | None:
+    """The ``init_checkpoint``'s head, checked to fit the job: the training rows' labels are among
+    its labels (it may have more, which then stay in the trained head) and it reads what the
+    trained head will."""
+    if not config.init_checkpoint:
+        return None
+    head = read_checkpoint_head(config.init_checkpoint, config.task_type, "init_checkpoint")
+    head.check_labels(label_names(train_examples), "training data")
+    head.check_pooling(config.parameters)
+    return head
+
+
+def _score_baseline(config: JobConfig, test_examples: list[Example], split_name: str, output_dir: Path,
+                    steps: int, cancel: Cancellation) -> None:
+    """``baseline.json``: the baseline checkpoint scored on the test split, before training."""
+    head = read_checkpoint_head(str(config.baseline_checkpoint), config.task_type, "baseline_checkpoint")
+    with cancel.protected():
+        report.write_progress(output_dir, status="Testing", step=0, total_steps=steps, epoch=0.0, loss=None)
+    results = score_baseline(head, config.task_type, config.base_model, config.parameters, test_examples,
+                             split_name, cancel)
+    with cancel.protected():
+        report.write_baseline(output_dir, results)
+
+
 def _datasets(config: JobConfig) -> tuple[list[Example], list[Example], str]:
     """The training rows, the test rows, and the name of the file the test rows' lines are in."""
+    assert config.train_path is not None  # the config's own check: only a zero-shot build has none
     train = read_examples(config.task_type, Path(config.train_path), split_name="train")
     if config.test_path:
         test = read_examples(config.task_type, Path(config.test_path), split_name="test")

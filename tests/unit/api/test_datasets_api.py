@@ -166,6 +166,8 @@ def test_a_test_label_never_seen_in_training_is_refused(client: TestClient) -> N
     ({"train_dataset_id": "DATASET", "checkpoints": [{"checkpoint": 1, "path": "/x"}]}, 422, "not both"),
     ({}, 422, "train_dataset_id"),
     ({"train_dataset_id": "DATASET", "task_type": "embedding"}, 400, "register existing checkpoints"),
+    ({"train_dataset_id": "DATASET", "task_type": "text-generation", "parameters": {"pooling": "mean"}}, 400,
+     "parameters.pooling"),
 ])
 def test_a_fine_tune_body_that_cannot_run_is_refused(
     client: TestClient, fields: dict[str, Any], status: int, words: str

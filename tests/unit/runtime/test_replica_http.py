@@ -4,7 +4,6 @@ have, and names the allowed methods in a 405."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient

@@ -7,14 +7,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from enginehouse.training.parameters import TrainingParameters
+from enginehouse.training.parameters import TrainingParameters, check_parameters_for_task
 
 
 def test_defaults() -> None:
     assert TrainingParameters().model_dump() == {
         "num_train_epochs": 3, "learning_rate": 2e-4, "per_device_train_batch_size": 8,
         "per_device_eval_batch_size": 8, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
-        "target_modules": None, "max_seq_length": 512, "seed": 0, "truncation": False,
+        "target_modules": None, "max_seq_length": 512, "seed": 0, "truncation": False, "pooling": "model",
     }
 
 
@@ -32,6 +32,7 @@ def test_partial_parameters_keep_the_other_defaults() -> None:
     ("target_modules", []), ("target_modules", [""]), ("target_modules", ["x" * 101]),
     ("target_modules", ["q"] * 65), ("target_modules", "q_proj"),
     ("max_seq_length", 7), ("max_seq_length", 32769), ("seed", -1), ("truncation", "true"), ("truncation", 1),
+    ("pooling", "cls"), ("pooling", None), ("pooling", 1),
 ])
 def test_out_of_bounds_values_are_refused_naming_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValidationError) as caught:
@@ -51,3 +52,12 @@ def test_unknown_field_is_refused() -> None:
         TrainingParameters.model_validate({"epochs": 3})
     assert caught.value.errors()[0]["type"] == "extra_forbidden"
     assert caught.value.errors()[0]["loc"] == ("epochs",)
+
+
+def test_mean_pooling_fits_classification_and_regression_only() -> None:
+    mean = TrainingParameters.model_validate({"pooling": "mean"})
+    assert check_parameters_for_task("classification", mean) is None
+    assert check_parameters_for_task("regression", mean) is None
+    assert check_parameters_for_task("text-generation", TrainingParameters()) is None
+    reason = check_parameters_for_task("text-generation", mean)
+    assert reason is not None and "pooling 'mean'" in reason and "classification and regression" in reason

@@ -10,6 +10,7 @@ from enginehouse.training.report import (
     TrainingReport,
     append_checkpoint,
     read_report,
+    write_baseline,
     write_outcome,
     write_progress,
 )
@@ -54,3 +55,10 @@ def test_damaged_files_read_as_not_written(tmp_path: Path) -> None:
     (tmp_path / "progress.json").write_text('{"status": ')
     (tmp_path / "outcome.json").write_text("[1, 2]")
     assert read_report(tmp_path) == TrainingReport()
+
+
+def test_a_baseline_reads_back_and_is_none_until_written(tmp_path: Path) -> None:
+    assert read_report(tmp_path).baseline is None
+    write_baseline(tmp_path, {"eval_loss": 0.4, "accuracy": 0.875})
+    assert read_report(tmp_path).baseline == {"test_results": {"eval_loss": 0.4, "accuracy": 0.875}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json"]

@@ -9,7 +9,6 @@ a rank over the limit) is an ``AdapterLoadError`` whose message says what to do.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from enginehouse.core.json_files import JsonFileError, read_json_object
 from enginehouse.runtime.classify.heads import HeadError, HeadLayout
 from enginehouse.runtime.classify.labels import HeadMismatch, HeadSpec, head_spec
+from enginehouse.runtime.classify.pooling import PoolingError, SentencePooling, read_sentence_pooling
 from enginehouse.runtime.lora.layers import TargetInfo
 from enginehouse.runtime.lora.peft_format import (
     CONFIG_FILE,
@@ -45,10 +46,12 @@ _OTHER_PEFT_TASKS = {
 
 @dataclass(frozen=True, kw_only=True)
 class ClassifierAdapter(LoRAWeights):
-    """A checked adapter: its LoRA weights, its labels and its own head modules (CPU)."""
+    """A checked adapter: its LoRA weights, its labels, its own head modules (CPU) and what its
+    head reads (None: the model's own pooled output)."""
 
     spec: HeadSpec
     heads: dict[str, nn.Module]
+    pooling: SentencePooling | None = None
 
     @property
     def nbytes(self) -> int:
@@ -68,6 +71,7 @@ class ClassifierAdapterReader:
         model_type: str | None,
         max_rank: int,
         dtype: torch.dtype,
+        pooling_problem: str | None = None,
     ) -> None:
         self.targets = targets
         self.layout = layout
@@ -75,11 +79,14 @@ class ClassifierAdapterReader:
         self.model_type = model_type
         self.max_rank = max_rank
         self.dtype = dtype
+        # Why this engine's base model cannot pool by mean (None: it can).
+        self.pooling_problem = pooling_problem
 
     def __call__(self, path: str) -> ClassifierAdapter:
         directory = Path(path)
         model_config = _read_json(directory / MODEL_CONFIG_FILE)
         self._check_task(directory, _read_json(directory / CONFIG_FILE), model_config)
+        pooling = self._pooling(model_config)
         weights = read_lora_adapter(
             directory, self.targets, max_rank=self.max_rank, dtype=self.dtype, keep_saved_modules=True
         )
@@ -91,8 +98,20 @@ class ClassifierAdapterReader:
         except HeadMismatch as exc:
             raise AdapterLoadError(f"the checkpoint does not fit a {self.task_type} engine: {exc}") from None
         return ClassifierAdapter(
-            path=weights.path, rank=weights.rank, modules=weights.modules, spec=spec, heads=heads
+            path=weights.path, rank=weights.rank, modules=weights.modules, spec=spec, heads=heads, pooling=pooling
         )
+
+    def _pooling(self, model_config: dict[str, Any]) -> SentencePooling | None:
+        try:
+            pooling = read_sentence_pooling(model_config)
+        except PoolingError as exc:
+            raise AdapterLoadError(f"the checkpoint's {MODEL_CONFIG_FILE} is not usable: {exc}") from None
+        if pooling is not None and self.pooling_problem is not None:
+            raise AdapterLoadError(
+                "the checkpoint's head reads the mean-pooled sentence embedding (sentence_pooling 'mean' in "
+                f"its {MODEL_CONFIG_FILE}), which this engine cannot give: {self.pooling_problem}"
+            )
+        return pooling
 
     def _check_task(self, directory: Path, adapter_config: dict[str, Any], model_config: dict[str, Any]) -> None:
         mismatch = f"task type mismatch: {directory} is"
@@ -146,9 +165,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdapterLoadError(f"{path} is not readable JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise AdapterLoadError(f"{path} must hold a JSON object")
-    return data
+        return read_json_object(path)
+    except JsonFileError as exc:
+        raise AdapterLoadError(str(exc)) from None

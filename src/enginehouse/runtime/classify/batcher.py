@@ -213,7 +213,8 @@ class ClassificationBatcher:
         if grant.needs_write:
             try:
                 self.lora.write_slot(grant.slot, adapter.weights.modules)
-                self.heads.write_slot(grant.slot, getattr(adapter.weights, "heads", {}))
+                weights = adapter.weights
+                self.heads.write_slot(grant.slot, getattr(weights, "heads", {}), getattr(weights, "pooling", None))
             except Exception:
                 log.exception("could not put adapter %s into a slot", adapter.name)
                 self.slots.evict(grant.slot)  # half-written: never reuse it as this adapter

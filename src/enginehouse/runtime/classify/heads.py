@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from enginehouse.runtime.classify.pooling import RoutedMeanPooling, SentencePooling
 from enginehouse.runtime.lora.layers import LoRARouting
 
 
@@ -214,10 +215,13 @@ class RoutedHead(nn.Module):
 
 
 class HeadBank:
-    """The routed heads installed in a model; only the batcher thread writes slots."""
+    """The routed heads installed in a model, and what each slot's head reads (``pooling``: None
+    where the base model cannot pool by mean); only the batcher thread writes slots."""
 
-    def __init__(self, model: nn.Module, layout: HeadLayout, routing: LoRARouting, num_slots: int) -> None:
+    def __init__(self, model: nn.Module, layout: HeadLayout, routing: LoRARouting, num_slots: int, *,
+                 pooling: RoutedMeanPooling | None = None) -> None:
         self.layout = layout
+        self.pooling = pooling
         self.routed: dict[str, RoutedHead] = {}
         for name in layout.names:
             routed = RoutedHead(getattr(model, name), routing, num_slots)
@@ -225,9 +229,14 @@ class HeadBank:
             self.routed[name] = routed
         self.device = next(model.parameters()).device
 
-    def write_slot(self, slot: int, modules: dict[str, nn.Module]) -> None:
-        """Put an adapter's head modules into ``slot``; modules it did not save use the base's."""
+    def write_slot(self, slot: int, modules: dict[str, nn.Module], pooling: SentencePooling | None = None) -> None:
+        """Put an adapter's head modules into ``slot``; modules it did not save use the base's.
+        ``pooling``: the adapter's head reads the mean-pooled sentence embedding."""
+        if pooling is not None and self.pooling is None:
+            raise HeadError("this base model cannot pool by mean, which the adapter's head needs")
         for name, routed in self.routed.items():
             module = modules.get(name)
             # A copy: the adapter's host-memory copy must stay on the host.
             routed.slots[slot] = copy.deepcopy(module).to(self.device) if module is not None else None
+        if self.pooling is not None:
+            self.pooling.write_slot(slot, pooling)

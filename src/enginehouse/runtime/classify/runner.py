@@ -18,6 +18,7 @@ from enginehouse.runtime.classify.loading import (
     load_sequence_classifier,
     resolve_max_model_len,
 )
+from enginehouse.runtime.classify.pooling import RoutedMeanPooling, pooler_problem
 from enginehouse.runtime.classify.serving import BaseHead, ClassificationServing
 from enginehouse.runtime.lora.layers import MultiLoRAModel
 from enginehouse.runtime.lora.registry import AdapterEntry, AdapterRegistry
@@ -39,7 +40,8 @@ class ClassificationRunner(LoRARunner[ClassificationBatcher, ClassificationServi
         self.max_model_len = resolve_max_model_len(options.max_model_len, loaded.max_length)
         lora = MultiLoRAModel(loaded.model, num_slots=options.max_loras + 1, max_rank=options.max_lora_rank)
         layout = self._discover(loaded)
-        heads = HeadBank(loaded.model, layout, lora.routing, lora.num_slots)
+        pooling, pooling_problem = self._mean_pooling(loaded, lora)
+        heads = HeadBank(loaded.model, layout, lora.routing, lora.num_slots, pooling=pooling)
         reader = ClassifierAdapterReader(
             targets=lora.targets,
             layout=layout,
@@ -47,6 +49,7 @@ class ClassificationRunner(LoRARunner[ClassificationBatcher, ClassificationServi
             model_type=loaded.config.get("model_type"),
             max_rank=options.max_lora_rank,
             dtype=loaded.dtype,
+            pooling_problem=pooling_problem,
         )
         self._registry = AdapterRegistry(reader, options.max_cpu_loras)
         config = BatcherConfig(
@@ -66,11 +69,24 @@ class ClassificationRunner(LoRARunner[ClassificationBatcher, ClassificationServi
         )
 
     def _discover(self, loaded: LoadedClassifier) -> HeadLayout:
-        probe = loaded.tokenizer("hello")["input_ids"] or [loaded.pad_token_id]
         try:
-            return discover_heads(loaded.model, torch.tensor([probe], device=loaded.device))
+            return discover_heads(loaded.model, self._probe(loaded))
         except ValueError as exc:
             raise ReplicaLoadError(f"base model {self.base_model!r} cannot serve {self.task_type}: {exc}") from None
+
+    def _mean_pooling(self, loaded: LoadedClassifier, lora: MultiLoRAModel) -> tuple[RoutedMeanPooling | None,
+                                                                                     str | None]:
+        """The per-slot mean pooling for adapters that declare it, or why this model has none.
+        Installed after LoRA, which wraps layers inside the pooler without renaming it."""
+        problem = pooler_problem(loaded.model, self._probe(loaded))
+        if problem is not None:
+            return None, problem
+        return RoutedMeanPooling(loaded.model, lora.routing, lora.num_slots), None
+
+    @staticmethod
+    def _probe(loaded: LoadedClassifier) -> torch.Tensor:
+        ids = loaded.tokenizer("hello")["input_ids"] or [loaded.pad_token_id]
+        return torch.tensor([ids], device=loaded.device)
 
     def _base_head(self, loaded: LoadedClassifier, layout: HeadLayout) -> BaseHead:
         untrained = sorted(k for k in loaded.missing_keys if layout.owner(k))

@@ -8,7 +8,6 @@ than through PEFT's model wrapping, which would mutate the serving model.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from enginehouse.core.json_files import JsonFileError, read_json_object
 from enginehouse.runtime.lora.layers import ModuleLoRA, TargetInfo
 
 CONFIG_FILE = "adapter_config.json"
@@ -104,12 +104,9 @@ def _read_config(directory: Path) -> dict[str, Any]:
             "save_pretrained() writes it"
         )
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdapterLoadError(f"{config_path} is not readable JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise AdapterLoadError(f"{config_path} must hold a JSON object")
-    return config
+        return read_json_object(config_path)
+    except JsonFileError as exc:
+        raise AdapterLoadError(str(exc)) from None
 
 
 def _check_config(config: dict[str, Any], *, allow_saved_modules: bool = False) -> None:

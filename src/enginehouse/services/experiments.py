@@ -1,0 +1,321 @@
+"""Playground experiments (SPEC §5.1): classes described in words, labelled examples, versions.
+
+Each version is a training job of the experiment, run by the training supervisor like any
+fine-tune: version 1 is zero-shot, a checkpoint built from the class descriptions alone (the
+worker embeds them with the base encoder); ``train`` makes the next version, a fine-tune on the
+examples (a fifth held out) that starts from version 1's head and is tested, beside version 1,
+on the same held-out examples. Any version that succeeded deploys like a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, model_validator
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from enginehouse.core.ids import iso, new_id, utcnow
+from enginehouse.core.specs import LooseEnum, ModelSource, Name, StrictModel, check_plain_text
+from enginehouse.core.task_types import TaskType
+from enginehouse.db.models import (
+    CheckpointModel, ExperimentExampleModel, ExperimentModel, TrainingJobModel,
+)
+from enginehouse.errors import BadRequestError, ConflictError, NotFoundError
+from enginehouse.services.datasets import store_dataset
+from enginehouse.services.pages import Page, PageRequest, newest_first
+from enginehouse.training.parameters import TrainingParameters
+
+
+class Mode(str, Enum):
+    DECISION = "decision"
+    ROUTING = "routing"
+    JUDGE = "judge"
+    TOOL_CALLING = "tool_calling"
+    REGRESSION = "regression"
+    NER = "ner"
+
+    @property
+    def task_type(self) -> TaskType:
+        if self is Mode.REGRESSION:
+            return TaskType.REGRESSION
+        if self is Mode.NER:
+            return TaskType.NER
+        return TaskType.CLASSIFICATION
+
+
+# A judge answers whether its one criterion holds.
+JUDGE_LABELS = ("pass", "fail")
+MAX_CLASSES = 100
+MAX_EXAMPLES_PER_CALL = 10_000
+# Fewer examples than this cannot be split into training and held-out rows worth the name.
+MIN_EXAMPLES_TO_TRAIN = 8
+HELD_OUT_RATIO = 0.2
+# How a version is trained from a few examples: the head starts from version 1's (so a few
+# examples refine what the descriptions said) and reads the sentence embedding, as version 1's
+# does; more epochs and a smaller step than a fine-tune on a big dataset.
+TRAINED_VERSION_PARAMETERS = {"num_train_epochs": 10, "learning_rate": 1e-3, "per_device_train_batch_size": 8,
+                              "lora_r": 8, "lora_alpha": 16, "pooling": "mean"}
+
+Text = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(check_plain_text)]
+ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(check_plain_text)]
+
+
+class ExperimentClass(StrictModel):
+    name: ClassName
+    description: Text
+    # A regression's one class: the range its answers fall in, and what each end means.
+    min_value: float | None = Field(default=None, allow_inf_nan=False)
+    max_value: float | None = Field(default=None, allow_inf_nan=False)
+    low_description: Text | None = None
+    high_description: Text | None = None
+
+
+class ExperimentSpec(StrictModel):
+    """``POST /v1/experiments``."""
+
+    name: Name
+    mode: LooseEnum[Mode]
+    classes: list[ExperimentClass] = Field(min_length=1, max_length=MAX_CLASSES)
+    base_model: ModelSource
+
+    @model_validator(mode="after")
+    def _classes_fit_the_mode(self) -> ExperimentSpec:
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError("classes: each class needs a name of its own")
+        if self.mode in (Mode.JUDGE, Mode.REGRESSION) and len(self.classes) != 1:
+            what = "its criterion" if self.mode is Mode.JUDGE else "the quantity it scores"
+            raise ValueError(f"classes: a {self.mode.value} experiment has exactly one class ({what})")
+        if self.mode not in (Mode.JUDGE, Mode.REGRESSION) and len(self.classes) < 2:
+            raise ValueError(f"classes: a {self.mode.value} experiment needs at least two classes to choose from")
+        regression_fields = ("min_value", "max_value", "low_description", "high_description")
+        for index, item in enumerate(self.classes):
+            given = [f for f in regression_fields if getattr(item, f) is not None]
+            if self.mode is Mode.REGRESSION:
+                missing = [f for f in regression_fields if f not in given]
+                if missing:
+                    raise ValueError(f"classes[{index}]: a regression class needs {', '.join(missing)}")
+                assert item.min_value is not None and item.max_value is not None
+                if item.min_value >= item.max_value:
+                    raise ValueError(f"classes[{index}]: min_value must be less than max_value")
+            elif given:
+                raise ValueError(f"classes[{index}]: {', '.join(given)} belong to a regression experiment")
+        return self
+
+
+class Example(StrictModel):
+    text: Text
+    label: ClassName | None = None
+    value: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class ExamplesSpec(StrictModel):
+    """``POST /v1/experiments/{id}/examples``."""
+
+    examples: list[Example] = Field(min_length=1, max_length=MAX_EXAMPLES_PER_CALL)
+
+
+class TrainSpec(StrictModel):
+    """``POST /v1/experiments/{id}/train``: the body is optional; parameters override the
+    defaults of a trained version."""
+
+    parameters: dict[str, Any] | None = None
+
+
+def labels_of(experiment: ExperimentModel) -> list[str]:
+    if experiment.mode == Mode.JUDGE.value:
+        return list(JUDGE_LABELS)
+    return [c["name"] for c in experiment.classes]
+
+
+def create_experiment(session: Session, org_id: str, spec: ExperimentSpec) -> ExperimentModel:
+    if spec.mode is Mode.NER:
+        raise BadRequestError("ner experiments are not available yet; use decision, routing, judge, tool_calling "
+                              "or regression", code="mode_not_available", param="mode")
+    experiment = ExperimentModel(
+        id=new_id("ex"), organization_id=org_id, name=spec.name, mode=spec.mode.value,
+        task_type=spec.mode.task_type.value, base_model=spec.base_model,
+        classes=[c.model_dump(exclude_none=True) for c in spec.classes], created_at=utcnow(),
+    )
+    session.add(experiment)
+    session.flush()
+    _add_version(session, experiment, 1, train_dataset_id=None, parameters=TrainingParameters())
+    return experiment
+
+
+def _add_version(session: Session, experiment: ExperimentModel, version: int, *, train_dataset_id: str | None,
+                 parameters: TrainingParameters) -> TrainingJobModel:
+    kind = "zero-shot" if version == 1 else "trained"
+    job = TrainingJobModel(
+        id=new_id("tr"), organization_id=experiment.organization_id, name=f"{experiment.name[:90]}-v{version}",
+        task_type=experiment.task_type, base_model=experiment.base_model, status="Pending",
+        status_reason=f"waiting to build {kind} version {version} of experiment {experiment.name}",
+        created_at=utcnow(), train_dataset_id=train_dataset_id,
+        train_test_split_ratio=HELD_OUT_RATIO if train_dataset_id else None,
+        parameters=parameters.model_dump(), progress=0.0, experiment_id=experiment.id, experiment_version=version,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_experiment(session: Session, org_id: str, experiment_id: str) -> ExperimentModel:
+    experiment = session.get(ExperimentModel, experiment_id)
+    if experiment is None or experiment.organization_id != org_id:
+        raise NotFoundError(f"experiment {experiment_id!r} not found", code="experiment_not_found",
+                            param="experiment_id")
+    return experiment
+
+
+def add_examples(session: Session, org_id: str, experiment_id: str, spec: ExamplesSpec) -> int:
+    """Store the examples; the experiment's count of examples after them."""
+    experiment = get_experiment(session, org_id, experiment_id)
+    regression = experiment.mode == Mode.REGRESSION.value
+    labels = labels_of(experiment)
+    rows = []
+    for index, example in enumerate(spec.examples):
+        where = f"examples[{index}]"
+        if regression:
+            if example.value is None or example.label is not None:
+                raise BadRequestError(f"{where}: a regression example has a number 'value' and no 'label'",
+                                      code="invalid_example", param=where)
+        elif example.label is None or example.value is not None:
+            raise BadRequestError(f"{where}: an example of this experiment has a 'label' (one of "
+                                  f"{', '.join(labels)}) and no 'value'", code="invalid_example", param=where)
+        elif example.label not in labels:
+            raise BadRequestError(f"{where}: label {example.label!r} is not one of this experiment's: "
+                                  f"{', '.join(labels)}", code="invalid_example", param=where)
+        rows.append(ExperimentExampleModel(experiment_id=experiment.id, text=example.text, label=example.label,
+                                           value=example.value))
+    session.add_all(rows)
+    session.flush()
+    return _example_count(session, experiment.id)
+
+
+def _example_count(session: Session, experiment_id: str) -> int:
+    return int(session.scalar(select(func.count()).select_from(ExperimentExampleModel)
+                              .where(ExperimentExampleModel.experiment_id == experiment_id)) or 0)
+
+
+def train_next_version(session: Session, org_id: str, experiment_id: str, spec: TrainSpec,
+                       datasets_dir: Path, max_dataset_bytes: int) -> int:
+    """Queue the next version, a fine-tune on the examples; its number."""
+    experiment = get_experiment(session, org_id, experiment_id)
+    versions = _versions(session, experiment.id)
+    if versions[0].status != "Success":
+        raise ConflictError(f"version 1 of experiment {experiment.name} is {versions[0].status}; a trained "
+                            "version starts from it, so wait for it to succeed", code="version_not_ready")
+    examples = list(session.scalars(select(ExperimentExampleModel)
+                                    .where(ExperimentExampleModel.experiment_id == experiment.id)
+                                    .order_by(ExperimentExampleModel.id)))
+    _check_trainable(experiment, examples)
+    try:
+        parameters = TrainingParameters(**{**TRAINED_VERSION_PARAMETERS, **(spec.parameters or {})})
+    except ValueError as exc:
+        raise BadRequestError(f"parameters: {exc}", code="invalid_parameters", param="parameters") from None
+    version = versions[-1].experiment_version + 1  # type: ignore[operator]
+    dataset = store_dataset(session, org_id, f"{experiment.name[:80]}-v{version}-examples",
+                            [_jsonl(experiment, examples)], datasets_dir, max_dataset_bytes)
+    _add_version(session, experiment, version, train_dataset_id=dataset.id, parameters=parameters)
+    return version
+
+
+def _check_trainable(experiment: ExperimentModel, examples: list[ExperimentExampleModel]) -> None:
+    if len(examples) < MIN_EXAMPLES_TO_TRAIN:
+        raise ConflictError(f"experiment {experiment.name} has {len(examples)} example(s); add at least "
+                            f"{MIN_EXAMPLES_TO_TRAIN} to train a version (a fifth is held out to test it)",
+                            code="not_enough_examples")
+    if experiment.mode != Mode.REGRESSION.value:
+        seen = {e.label for e in examples}
+        if len(seen) < 2:
+            raise ConflictError(f"the examples of experiment {experiment.name} all have the label "
+                                f"{next(iter(seen))!r}; add examples of another label", code="not_enough_examples")
+
+
+def _jsonl(experiment: ExperimentModel, examples: list[ExperimentExampleModel]) -> bytes:
+    regression = experiment.mode == Mode.REGRESSION.value
+    lines = [json.dumps({"text": e.text, "value": e.value} if regression else {"text": e.text, "label": e.label})
+             for e in examples]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _versions(session: Session, experiment_id: str) -> list[TrainingJobModel]:
+    return list(session.scalars(select(TrainingJobModel).where(TrainingJobModel.experiment_id == experiment_id)
+                                .order_by(TrainingJobModel.experiment_version)))
+
+
+def version_checkpoint(session: Session, org_id: str, experiment_id: str, version: int) -> tuple[str, str]:
+    """(task type, checkpoint directory) of a version that succeeded: its best checkpoint."""
+    experiment = get_experiment(session, org_id, experiment_id)
+    job = next((v for v in _versions(session, experiment.id) if v.experiment_version == version), None)
+    if job is None:
+        raise NotFoundError(f"experiment {experiment.name} has no version {version}", code="version_not_found",
+                            param="version")
+    checkpoint = best_checkpoint(job)
+    if job.status != "Success" or checkpoint is None:
+        raise ConflictError(f"version {version} of experiment {experiment.name} is {job.status}; deploy it once it "
+                            "has succeeded", code="version_not_ready", param="version")
+    return experiment.task_type, checkpoint.path
+
+
+def best_checkpoint(job: TrainingJobModel) -> CheckpointModel | None:
+    """The checkpoint with the best test results: highest accuracy, else lowest mae, else lowest
+    eval loss; the last one when none has results."""
+    if not job.checkpoints:
+        return None
+
+    def score(checkpoint: CheckpointModel) -> float:
+        results = checkpoint.test_results or {}
+        for key, sign in (("accuracy", 1.0), ("mae", -1.0), ("eval_loss", -1.0)):
+            value = results.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                return sign * float(value)
+        return -math.inf
+
+    return max(reversed(job.checkpoints), key=score)
+
+
+def experiment_view(session: Session, experiment: ExperimentModel) -> dict[str, Any]:
+    versions = _versions(session, experiment.id)
+    return {
+        "id": experiment.id,
+        "object": "experiment",
+        "name": experiment.name,
+        "mode": experiment.mode,
+        "task_type": experiment.task_type,
+        "base_model": experiment.base_model,
+        "classes": experiment.classes,
+        "labels": labels_of(experiment),
+        "examples": _example_count(session, experiment.id),
+        "latest_version": versions[-1].experiment_version if versions else None,
+        "versions": [_version_view(job) for job in versions],
+        "created_at": iso(experiment.created_at),
+    }
+
+
+def _version_view(job: TrainingJobModel) -> dict[str, Any]:
+    best = best_checkpoint(job)
+    return {
+        "version": job.experiment_version,
+        "kind": "zero-shot" if job.experiment_version == 1 else "trained",
+        "status": job.status,
+        "status_reason": job.status_reason,
+        "training_id": job.id,
+        "progress": round(job.progress, 1),
+        "created_at": iso(job.created_at),
+        "test_results": best.test_results if best else None,
+        "baseline_results": job.baseline_results,
+    }
+
+
+def list_experiments(session: Session, org_id: str, page: PageRequest) -> Page[ExperimentModel]:
+    ids = newest_first(session, select(ExperimentModel.id).where(ExperimentModel.organization_id == org_id),
+                       ExperimentModel, org_id, page, "experiment")
+    found = {e.id: e for e in session.scalars(select(ExperimentModel).where(
+        ExperimentModel.id.in_([row[0] for row in ids.items])))}
+    return Page([found[row[0]] for row in ids.items], ids.has_more)
