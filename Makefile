@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install up test test-unit bench clean
+.PHONY: install up test test-unit browser bench clean
 
 # Create the virtual environment and install the package with its test tools. Re-runs when
 # pyproject.toml changes.
@@ -22,8 +22,18 @@ up: install
 	$(VENV)/bin/enginehouse up --demo
 
 # The whole suite: unit tests, then integration tests with real servers and replicas.
-test: install
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The dashboard's browser tests drive Debian's chromium through Playwright. Installed here where
+# apt-get can (as root); elsewhere those tests are skipped and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the dashboard's browser tests"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "could not install chromium: the dashboard's browser tests will be skipped"; \
+	  else echo "chromium is not installed: the dashboard's browser tests will be skipped"; fi; }
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -17,6 +17,7 @@ from enginehouse.api.deps import KEY_TTL_S
 from enginehouse.api.errors import install_error_handlers
 from enginehouse.api.openapi import install_openapi
 from enginehouse.api.routers import datasets, deployments, engines, experiments, training_jobs
+from enginehouse.dashboard.app import install_dashboard
 from enginehouse.db.session import Database
 from enginehouse.gateway import router as gateway_router
 from enginehouse.gateway.cache import TTLCache
@@ -104,6 +105,7 @@ def create_app(
     app.include_router(experiments.router)
     app.include_router(gateway_router.router)
     app.include_router(metrics_router.router)
+    install_dashboard(app)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:

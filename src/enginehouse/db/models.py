@@ -44,6 +44,25 @@ class ApiKeyModel(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class DashboardSessionModel(Base):
+    """A browser signed in to the dashboard with an API key. The cookie holds a random token; only
+    its sha256 is stored. The session ends when it expires, on sign-out, or when its key is
+    revoked (the key is checked on every request, so no stale session outlives it)."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's token
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True,
+                                            nullable=False)
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False
+    )
+    # Sent back in every state-changing form; a cross-site page cannot read it.
+    csrf_token: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
 class DatasetModel(Base):
     """An uploaded JSONL file, kept under the data directory; what a fine-tune trains on."""
 

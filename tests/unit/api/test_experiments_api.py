@@ -13,10 +13,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from enginehouse.server import create_app
 from enginehouse.services import orgs
-from enginehouse.settings import Settings
-from tests.databases import BACKENDS, postgres_schema
+from tests.app_clients import app_client
+from tests.databases import BACKENDS
 
 KEY = "eh-experiments-admin"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -28,17 +27,8 @@ SCORE = [{"name": "quality", "description": "how good the answer is", "min_value
 
 @pytest.fixture(params=BACKENDS)
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    def serve(database_url: str) -> Iterator[TestClient]:
-        settings = Settings(data_dir=tmp_path / "data", database_url=database_url, bootstrap_key=KEY)
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            client.app.state.training.stop()  # type: ignore[attr-defined]
-            yield client
-
-    if request.param == "sqlite":
-        yield from serve("")
-    else:
-        with postgres_schema() as url:
-            yield from serve(url)
+    with app_client(request.param, tmp_path, KEY) as client:
+        yield client
 
 
 def _create(client: TestClient, **fields: Any) -> httpx.Response:

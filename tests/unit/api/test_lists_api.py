@@ -19,11 +19,10 @@ from enginehouse.core.specs import EngineSpec, TrainingJobSource
 from enginehouse.core.status import EngineStatus
 from enginehouse.db.models import DeploymentModel
 from enginehouse.db.session import Database
-from enginehouse.server import create_app
 from enginehouse.services import deployments, engines, orgs, training_jobs
 from enginehouse.services.status import switch_engine_status
-from enginehouse.settings import Settings
-from tests.databases import BACKENDS, postgres_schema
+from tests.app_clients import app_client
+from tests.databases import BACKENDS
 from tests.unit.control.conftest import fake_lora_checkpoint
 
 KEY = "eh-lists-admin"
@@ -35,17 +34,8 @@ LISTS = ["/v1/engines", "/v1/deployments", "/v1/training-jobs"]
 
 @pytest.fixture(params=BACKENDS)
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    def serve(database_url: str) -> Iterator[TestClient]:
-        settings = Settings(data_dir=tmp_path / "data", database_url=database_url, bootstrap_key=KEY,
-                            reconcile_interval_s=0.1)
-        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-            yield client
-
-    if request.param == "sqlite":
-        yield from serve("")
-    else:
-        with postgres_schema() as url:
-            yield from serve(url)
+    with app_client(request.param, tmp_path, KEY, quiet=(), reconcile_interval_s=0.1) as client:
+        yield client
 
 
 class Seed:

@@ -1,0 +1,104 @@
+"""Dashboard forms → the API's own specs. A form's fields are flat text; each is turned into the
+body the API takes (``EngineSpec``, a deployment source) and validated by the same models, so a
+form refuses exactly what the API refuses, in the same words, next to the field named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from enginehouse.core.specs import DeploymentSource, EngineSpec
+from enginehouse.errors import EnginehouseError
+
+_SOURCE = TypeAdapter(DeploymentSource)
+# How the API names a field (its error's ``param``) → the form field it is shown beside.
+_FIELD_OF = {
+    "autoscaling": "max_replicas",
+    "resource_management_config": "inactive_duration",
+    "source": "source",
+    "training_id": "source",
+    "checkpoint": "source",
+    "experiment_id": "source",
+    "version": "source",
+}
+
+
+class FormError(Exception):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def engine_spec(form: dict[str, str]) -> EngineSpec:
+    body: dict[str, Any] = {
+        "name": form.get("engine_name", "").strip(),
+        "base_model": form.get("base_model", "").strip(),
+        "task_type": form.get("task_type", ""),
+        "deployment_option": form.get("deployment_option", "auto") or "auto",
+    }
+    if form.get("max_replicas", "").strip():
+        body["autoscaling"] = {"min_replicas": _number(form, "min_replicas", "1"),
+                               "max_replicas": _number(form, "max_replicas")}
+    if form.get("inactive_duration", "").strip():
+        body["resource_management_config"] = {
+            "management_type": "inactive_timeout",
+            "management_config": {"inactive_duration": _number(form, "inactive_duration")}}
+    return _validated(EngineSpec, body, prefix={"name": "engine_name"})
+
+
+def deployment_name(form: dict[str, str]) -> str | None:
+    return form.get("name", "").strip() or None
+
+
+def source(form: dict[str, str]) -> DeploymentSource:
+    """The checkpoint a form picked: ``training_id`` + ``checkpoint``, or ``experiment_id`` +
+    ``version``."""
+    if form.get("experiment_id"):
+        body = {"type": "experiment", "experiment_id": form["experiment_id"],
+                "version": _number(form, "version")}
+    elif form.get("training_id"):
+        body = {"type": "training_job", "training_id": form["training_id"],
+                "checkpoint": _number(form, "checkpoint")}
+    else:
+        raise FormError({"source": "pick a training job and a checkpoint, or an experiment and a version"})
+    try:
+        return _SOURCE.validate_python(body)
+    except ValidationError as error:
+        raise FormError({"source": _message(error)}) from None
+
+
+def errors_of(error: EnginehouseError) -> dict[str, str]:
+    """A service's refusal, shown beside the field its ``param`` names (or atop the form)."""
+    param = (error.param or "").split(".")[0]
+    return {_FIELD_OF.get(param, param) or "form": error.message}
+
+
+def _validated(model: type[EngineSpec], body: dict[str, Any], prefix: dict[str, str]) -> EngineSpec:
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        errors: dict[str, str] = {}
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else "form"
+            field = prefix.get(field, _FIELD_OF.get(field, field))
+            where = ".".join(str(p) for p in item["loc"])
+            errors.setdefault(field, f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
+        raise FormError(errors) from None
+
+
+def _number(form: dict[str, str], field: str, default: str | None = None) -> float | int:
+    text = form.get(field, "").strip() or default
+    try:
+        if text is None:
+            raise ValueError
+        value = float(text)
+    except ValueError:
+        raise FormError({field: f"{field}: a number is needed"}) from None
+    return int(value) if value.is_integer() else value
+
+
+def _message(error: ValidationError) -> str:
+    item = error.errors()[0]
+    where = ".".join(str(p) for p in item["loc"])
+    return f"{where}: {str(item['msg']).removeprefix('Value error, ')}" if where else str(item["msg"])

@@ -1,0 +1,99 @@
+"""What every dashboard page shares: the templates, who is signed in, and the guard on forms.
+
+Signed in means a ``eh_session`` cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) whose
+token resolves to a live session of an unrevoked key (``services/dashboard_sessions.py``). A
+state-changing form must carry the session's CSRF token and, when the browser sends an Origin,
+come from this server's own origin: a cross-site page can make a browser post a form, but it can
+neither read the token nor forge the Origin.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from enginehouse.api.deps import SessionDep
+from enginehouse.services import dashboard_sessions
+from enginehouse.services.dashboard_sessions import SignedIn
+
+COOKIE = "eh_session"
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+class SignInRequired(Exception):
+    """No live session: GETs go to the sign-in page (and come back after), the rest get a 401 page."""
+
+
+class CrossSiteRequest(Exception):
+    """A form post without this session's token, or from another origin."""
+
+
+def session_token(request: Request) -> str | None:
+    return request.cookies.get(COOKIE)
+
+
+def current_user(request: Request, session: SessionDep) -> SignedIn:
+    user = dashboard_sessions.resolve(session, session_token(request))
+    if user is None:
+        raise SignInRequired()
+    return user
+
+
+UserDep = Annotated[SignedIn, Depends(current_user)]
+
+
+async def checked_form(request: Request, user: UserDep) -> dict[str, str]:
+    """The posted form, once it is shown to come from this dashboard's own pages."""
+    check_origin(request)
+    form = await request.form()
+    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    if not secrets.compare_digest(fields.get("csrf_token", ""), user.csrf_token):
+        raise CrossSiteRequest()
+    return fields
+
+
+FormDep = Annotated[dict[str, str], Depends(checked_form)]
+
+
+def check_origin(request: Request) -> None:
+    origin = request.headers.get("origin")
+    if origin is None:
+        return  # old browsers and non-browser clients send none; the token still guards the post
+    # "null" (a sandboxed frame, a redirect across sites) has no host and is refused too.
+    if urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise CrossSiteRequest()
+
+
+def set_session_cookie(response: RedirectResponse, request: Request, token: str) -> None:
+    secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure,
+                        max_age=int(dashboard_sessions.SESSION_LIFETIME.total_seconds()), path="/")
+
+
+def render(request: Request, template: str, user: SignedIn | None, status_code: int = 200,
+           **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, template, {"user": user, **context}, status_code=status_code)
+
+
+def see_other(path: str) -> RedirectResponse:
+    """After a form: the browser loads ``path`` with a GET (a reload does not post twice)."""
+    return RedirectResponse(path, status_code=303)
+
+
+def sign_in_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return see_other(f"/login?next={quote(target, safe='')}")
+
+
+def plain(value: Mapping[str, Any]) -> dict[str, Any]:
+    """An API view (which embeds stored JSON as orjson fragments) as plain Python values."""
+    return dict(orjson.loads(orjson.dumps(value)))

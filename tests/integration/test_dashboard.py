@@ -1,0 +1,203 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against a
+real server with real replicas of the tiny Llama: sign in, create an engine with a deployment and
+watch it reach Deployed without a reload, deploy a second checkpoint, remove it, deactivate and
+reactivate the engine, another organization sees none of it, and a cross-site form post changes
+nothing. Screenshots of the main pages go to ``test-output/dashboard/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import ServerProcess, free_port
+from tests.integration.test_orgs_and_restart import cli
+from tests.integration.test_textgen import register_job
+
+pytestmark = pytest.mark.integration
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip("Debian's chromium is not installed (make test installs it where apt-get can)",
+                allow_module_level=True)
+
+SHOTS = Path(os.environ.get("ENGINEHOUSE_TEST_OUTPUT", "test-output")) / "dashboard"
+# Long enough for a replica of the tiny model to start and load its deployments on 2 cores.
+DEPLOYED_MS = 180_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def served(start_server, tiny_llama_dir: Path, tiny_adapter_dirs: list[Path]) -> tuple[ServerProcess, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    server = start_server()
+    return server, register_job(server.client(), tiny_llama_dir, tiny_adapter_dirs[:2], name="web-job")
+
+
+def sign_in(browser: Any, server: ServerProcess, key: str) -> Any:
+    page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+    page.goto(f"{server.url}/engines")
+    assert "/login" in page.url  # signed out: sent to sign in, and back after
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{server.url}/engines")
+    return page
+
+
+def status_of(page: Any, deployment: str) -> Any:
+    return page.locator(f'tr[data-deployment="{deployment}"] .status')
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_an_engine_from_creation_to_reactivation_in_the_browser(
+    browser: Any, served: tuple[ServerProcess, dict[str, Any]], tiny_llama_dir: Path
+) -> None:
+    server, job = served
+    http = server.client()
+    page = sign_in(browser, server, server.api_key)
+    assert "No engines yet" in page.content()
+
+    # A new engine with its first fine-tuned deployment; a bad field is refused beside it.
+    page.get_by_role("link", name="New engine").first.click()
+    page.get_by_label("Name", exact=True).fill("web")
+    page.get_by_label("Task type").select_option("text-generation")
+    page.get_by_label("Base model").fill(str(tiny_llama_dir))
+    page.get_by_label("Maximum replicas").fill("many")
+    page.get_by_label("Deployment name").fill("web-ft")
+    page.get_by_label("Training job ID").fill(job["id"])
+    page.get_by_label("Checkpoint").fill("1")
+    page.get_by_role("button", name="Create").click()
+    playwright_api.expect(page.locator(".error")).to_have_text("max_replicas: a number is needed")
+    assert http.get("/v1/engines").json()["data"] == []  # nothing was created
+    page.get_by_label("Maximum replicas").fill("")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_url(f"{server.url}/engines/engine-*")
+    engine_id = page.url.rsplit("/", 1)[1]
+    # Watched without a reload: a marker set now survives until the deployment is Deployed.
+    page.evaluate("window.__sameDocument = true")
+    playwright_api.expect(status_of(page, "web-ft")).to_have_text("Deployed", timeout=DEPLOYED_MS)
+    playwright_api.expect(page.locator(f'[data-status-of="{engine_id}"]')).to_have_text("Active")
+    assert page.evaluate("window.__sameDocument") is True
+    shot(page, "engine")
+
+    # A second checkpoint onto the same engine: only fitting jobs are offered, with their checkpoints.
+    page.get_by_role("link", name="Deploy a checkpoint").click()
+    page.get_by_label("Training job").select_option(job["id"])
+    page.get_by_role("button", name="Show its checkpoints").click()
+    page.get_by_label("checkpoint 2").check()
+    page.get_by_label("Deployment name").fill("web-ft2")
+    shot(page, "deploy")
+    page.get_by_role("button", name="Deploy", exact=True).click()
+    page.wait_for_url(f"{server.url}/engines/{engine_id}")
+    playwright_api.expect(status_of(page, "web-ft2")).to_have_text("Deployed", timeout=DEPLOYED_MS)
+    called = http.post("/v1/completions", json={"model": "web-ft2", "prompt": "hello", "max_tokens": 3})
+    assert called.status_code == 200, called.text
+
+    # Removing it leaves the rest of the engine as it was.
+    page.get_by_role("link", name="Remove web-ft2").click()
+    playwright_api.expect(page.get_by_text("The engine and its other deployments are untouched")).to_be_visible()
+    page.get_by_role("button", name="Remove").click()
+    page.wait_for_url(f"{server.url}/engines/{engine_id}")
+    assert status_of(page, "web-ft2").count() == 0
+    assert http.post("/v1/completions", json={"model": "web-ft2", "prompt": "hi", "max_tokens": 2}).status_code == 404
+    assert [d["status"] for d in http.get(f"/v1/engines/{engine_id}").json()["deployments"]
+            if d["name"] == "web-ft"] == ["Deployed"]
+
+    # Deactivate, then reactivate, each behind a confirmation that says what will happen.
+    page.get_by_role("link", name="Deactivate").click()
+    playwright_api.expect(page.get_by_text("Nothing is deleted")).to_be_visible()
+    page.get_by_role("button", name="Deactivate").click()
+    page.wait_for_url(f"{server.url}/engines/{engine_id}")
+    playwright_api.expect(page.locator(f'[data-status-of="{engine_id}"]')).to_have_text("Inactive", timeout=60_000)
+    page.get_by_role("link", name="Reactivate").click()
+    page.get_by_role("button", name="Reactivate").click()
+    page.wait_for_url(f"{server.url}/engines/{engine_id}")
+    playwright_api.expect(status_of(page, "web-ft")).to_have_text("Deployed", timeout=DEPLOYED_MS)
+    playwright_api.expect(page.locator(f'[data-status-of="{engine_id}"]')).to_have_text("Active")
+    page.goto(f"{server.url}/engines")
+    playwright_api.expect(page.locator(f'[data-status-of="{engine_id}"]')).to_have_text("Active")
+    shot(page, "engines")
+
+
+def test_another_organization_sees_nothing_and_cross_site_posts_change_nothing(
+    browser: Any, served: tuple[ServerProcess, dict[str, Any]], tiny_llama_dir: Path
+) -> None:
+    server, _job = served
+    http = server.client()
+    engine = http.post("/v1/engines", json={"name": "private", "base_model": str(tiny_llama_dir),
+                                            "task_type": "text-generation"}).json()
+    cli(server, "orgs", "create", "elsewhere")
+    other_key = json.loads(cli(server, "keys", "create", "--org", "elsewhere", "--json"))["key"]
+    other = sign_in(browser, server, other_key)
+    playwright_api.expect(other.get_by_text("No engines yet")).to_be_visible()
+    assert "private" not in other.content()
+    other.goto(f"{server.url}/engines/{engine['id']}")
+    playwright_api.expect(other.get_by_role("heading", name="Not found")).to_be_visible()
+    assert "private" not in other.content()
+
+    # A page on another origin posts a form to the dashboard of a signed-in user.
+    page = sign_in(browser, server, server.api_key)
+    target = f"{server.url}/engines/{engine['id']}/deactivate"
+    with evil_site(target) as evil_url:
+        page.goto(evil_url)
+        playwright_api.expect(page.get_by_text("did not come from this dashboard")).to_be_visible()
+    assert http.get(f"/v1/engines/{engine['id']}").json()["status"] != "Inactive"
+    # Signing out ends the session: the old cookie opens nothing.
+    page.goto(f"{server.url}/engines")
+    cookies = page.context.cookies()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{server.url}/login")
+    page.context.add_cookies(cookies)
+    page.goto(f"{server.url}/engines")
+    assert "/login" in page.url
+    # A revoked key's session ends too.
+    cli(server, "keys", "revoke", other_key)
+    other.goto(f"{server.url}/engines")
+    assert "/login" in other.url
+
+
+class evil_site:
+    """A page on another origin whose form posts itself to ``target`` as soon as it loads."""
+
+    def __init__(self, target: str) -> None:
+        html = (f'<form id="f" method="post" action="{target}"><input name="csrf_token" value="guessed"></form>'
+                '<script>document.getElementById("f").submit()</script>').encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(html)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+
+    def __enter__(self) -> str:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_port}/"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

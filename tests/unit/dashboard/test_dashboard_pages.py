@@ -1,0 +1,143 @@
+"""The dashboard's pages over HTTP, without a browser or replicas: signing in and out, what a
+session needs (a live, unrevoked key; this organization's objects only), the guard on forms, and
+form fields refused in the API's own words. The browser drives the same pages against real
+replicas in tests/integration/test_dashboard.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from enginehouse.core.ids import utcnow
+from enginehouse.db.models import DashboardSessionModel
+from enginehouse.services import orgs
+from tests.app_clients import app_client
+from tests.databases import BACKENDS
+
+KEY = "eh-dashboard-admin-key"
+ORIGIN = "http://testserver"
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    with app_client(request.param, tmp_path, KEY, quiet=("training", "reconciler")) as client:
+        yield client
+
+
+def sign_in(client: TestClient, key: str = KEY) -> str:
+    """Signs ``client`` in; returns the CSRF token its forms carry."""
+    answer = client.post("/login", data={"api_key": key, "next": "/engines"}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
+    return csrf_of(client.get("/engines"))
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+def errors_in(page: httpx.Response) -> list[str]:
+    return re.findall(r'class="error"[^>]*>([^<]+)<', page.text)
+
+
+def test_signed_out_pages_send_to_sign_in_and_back(client: TestClient) -> None:
+    answer = client.get("/engines/new", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2Fengines%2Fnew"
+    assert client.get("/engines.json").status_code == 401  # what the pages poll: no redirect
+    refused = client.post("/login", data={"api_key": "eh-not-a-key"})
+    assert refused.status_code == 401 and "not valid" in errors_in(refused)[0]
+    back = client.post("/login", data={"api_key": KEY, "next": "/engines/new"}, follow_redirects=False)
+    assert back.headers["location"] == "/engines/new"
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example"])
+def test_signing_in_never_sends_to_another_site(client: TestClient, target: str) -> None:
+    answer = client.post("/login", data={"api_key": KEY, "next": target}, follow_redirects=False)
+    assert answer.headers["location"] == "/engines"
+
+
+def test_signing_out_or_revoking_the_key_ends_the_session(client: TestClient) -> None:
+    database = client.app.state.database  # type: ignore[attr-defined]
+    with database.session() as session:
+        other = orgs.create_api_key(session, "default").key
+    csrf = sign_in(client, other)
+    cookie = client.cookies.get("eh_session")
+    assert client.get("/engines").status_code == 200
+    with database.session() as session:
+        orgs.revoke_api_key(session, other)
+    assert client.get("/engines", follow_redirects=False).status_code == 303
+
+    csrf = sign_in(client)
+    cookie = client.cookies.get("eh_session")
+    assert client.post("/logout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+    client.cookies.set("eh_session", str(cookie))  # the old cookie, kept by someone
+    assert client.get("/engines", follow_redirects=False).status_code == 303
+
+
+def test_an_expired_session_signs_nobody_in(client: TestClient) -> None:
+    sign_in(client)
+    with client.app.state.database.session() as session:  # type: ignore[attr-defined]
+        for row in session.query(DashboardSessionModel):
+            row.expires_at = utcnow() - timedelta(seconds=1)
+    assert client.get("/engines", follow_redirects=False).status_code == 303
+
+
+def test_forms_without_the_token_or_from_another_origin_change_nothing(client: TestClient) -> None:
+    csrf = sign_in(client)
+    body = {"engine_name": "sneaky", "task_type": "text-generation", "base_model": "/models/x"}
+    for data, headers in [(body, {}), ({**body, "csrf_token": "guessed"}, {}),
+                          ({**body, "csrf_token": csrf}, {"origin": "http://evil.example"}),
+                          ({**body, "csrf_token": csrf}, {"origin": "null"})]:
+        answer = client.post("/engines/new", data=data, headers=headers)
+        assert answer.status_code == 403 and "nothing was changed" in answer.text
+    assert client.get("/v1/engines", headers={"X-API-Key": KEY}).json()["data"] == []
+    made = client.post("/engines/new", data={**body, "csrf_token": csrf}, headers={"origin": ORIGIN},
+                       follow_redirects=False)
+    assert made.status_code == 303 and made.headers["location"].startswith("/engines/engine-")
+
+
+def test_a_refused_field_is_shown_beside_it_in_the_apis_words(client: TestClient) -> None:
+    csrf = sign_in(client)
+    base = {"csrf_token": csrf, "engine_name": "web", "task_type": "text-generation", "base_model": "/models/x"}
+    cases = [
+        ({"engine_name": "bad name!"}, "engine_name", "name"),
+        ({"task_type": "painting"}, "task_type", "task_type"),
+        ({"min_replicas": "3", "max_replicas": "2"}, "max_replicas", "max_replicas must be at least min_replicas"),
+        ({"max_replicas": "lots"}, "max_replicas", "a number is needed"),
+        ({"deployment_option": "gpu-h100-x99"}, "deployment_option", "unknown deployment_option"),
+        ({"name": "web-ft", "training_id": "tr-missing", "checkpoint": "1"}, "source", "tr-missing"),
+    ]
+    for fields, field, words in cases:
+        answer = client.post("/engines/new", data={**base, **fields})
+        assert answer.status_code in (400, 404, 422), (fields, answer.status_code)
+        shown = re.search(rf'id="{field}-error"[^>]*>([^<]+)<', answer.text)
+        assert shown and words in shown.group(1), (fields, errors_in(answer))
+        assert 'value="/models/x"' in answer.text  # what was typed stays in the form
+    assert client.get("/v1/engines", headers={"X-API-Key": KEY}).json()["data"] == []
+
+
+def test_another_organizations_engine_is_not_found(client: TestClient) -> None:
+    csrf = sign_in(client)
+    made = client.post("/engines/new", data={"csrf_token": csrf, "engine_name": "mine", "task_type": "text-generation",
+                                             "base_model": "/models/x"}, follow_redirects=False)
+    engine_path = made.headers["location"]
+    with client.app.state.database.session() as session:  # type: ignore[attr-defined]
+        orgs.create_organization(session, "elsewhere")
+        other = orgs.create_api_key(session, "elsewhere").key
+    client.cookies.clear()
+    other_csrf = sign_in(client, other)
+    assert "mine" not in client.get("/engines").text
+    for path in (engine_path, f"{engine_path}/status.json", f"{engine_path}/deploy", f"{engine_path}/confirm/delete"):
+        assert client.get(path).status_code == 404, path
+    refused = client.post(f"{engine_path}/delete", data={"csrf_token": other_csrf})
+    assert refused.status_code == 404
+    assert len(client.get("/v1/engines", headers={"X-API-Key": KEY}).json()["data"]) == 1
