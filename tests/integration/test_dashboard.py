@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against a
 real server with real replicas of the tiny Llama: sign in, create an engine with a deployment and
-watch it reach Deployed without a reload, deploy a second checkpoint, remove it, deactivate and
+watch it reach Deployed without a reload, deploy a second checkpoint and call it from its page,
+remove it, deactivate and
 reactivate the engine, another organization sees none of it, and a cross-site form post changes
 nothing. Screenshots of the main pages go to ``test-output/dashboard/``.
 """
@@ -109,8 +110,21 @@ def test_an_engine_from_creation_to_reactivation_in_the_browser(
     page.get_by_role("button", name="Deploy", exact=True).click()
     page.wait_for_url(f"{server.url}/engines/{engine_id}")
     playwright_api.expect(status_of(page, "web-ft2")).to_have_text("Deployed", timeout=DEPLOYED_MS)
-    called = http.post("/v1/completions", json={"model": "web-ft2", "prompt": "hello", "max_tokens": 3})
-    assert called.status_code == 200, called.text
+
+    # Called from its own page: the answer streams in; the snippets carry its name.
+    page.get_by_role("link", name="web-ft2", exact=True).click()
+    page.wait_for_url(f"{server.url}/deployments/dp-*")
+    assert '"model": "web-ft2"' in page.locator("#snippet-curl").inner_text()
+    assert 'model="web-ft2"' in page.locator("#snippet-python").inner_text()
+    page.get_by_label("Message").fill("Say something.")
+    page.get_by_label("Max tokens").fill("8")
+    page.get_by_role("button", name="Send").click()
+    playwright_api.expect(page.get_by_text("(end of answer)")).to_be_visible(timeout=60_000)
+    streamed = page.locator(".chat-answer").inner_text()
+    assert streamed.strip(), "the streamed answer is empty"
+    shot(page, "deployment")
+    page.go_back()
+    page.wait_for_url(f"{server.url}/engines/{engine_id}")
 
     # Removing it leaves the rest of the engine as it was.
     page.get_by_role("link", name="Remove web-ft2").click()

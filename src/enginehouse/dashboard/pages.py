@@ -18,7 +18,7 @@ from enginehouse.api.views import deployment_summary_to_dict, engine_to_dict, ev
 from enginehouse.core.task_types import SERVABLE_TASK_TYPES
 from enginehouse.dashboard import forms
 from enginehouse.dashboard.web import (
-    COOKIE, FormDep, UserDep, check_origin, plain, render, see_other, session_token, set_session_cookie, templates,
+    COOKIE, FormDep, PageNotFound, UserDep, check_origin, plain, render, see_other, session_token, set_session_cookie, templates,
 )
 from enginehouse.db.models import DeploymentModel
 from enginehouse.errors import EnginehouseError, NotFoundError
@@ -30,10 +30,6 @@ from enginehouse.services import training_jobs as job_service
 from enginehouse.services.pages import MAX_LIMIT, PageRequest
 
 router = APIRouter(include_in_schema=False)
-
-
-class PageNotFound(Exception):
-    """An engine or deployment this organization does not have: a 404 page, not the API's JSON."""
 
 # What each engine action does, said before it is done.
 ENGINE_ACTIONS: dict[str, tuple[str, str]] = {

@@ -33,6 +33,10 @@ class SignInRequired(Exception):
     """No live session: GETs go to the sign-in page (and come back after), the rest get a 401 page."""
 
 
+class PageNotFound(Exception):
+    """An object this organization does not have: a 404 page, not the API's JSON."""
+
+
 class CrossSiteRequest(Exception):
     """A form post without this session's token, or from another origin."""
 

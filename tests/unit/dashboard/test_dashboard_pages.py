@@ -5,6 +5,7 @@ replicas in tests/integration/test_dashboard.py."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +19,7 @@ from enginehouse.core.ids import utcnow
 from enginehouse.db.models import DashboardSessionModel
 from enginehouse.services import orgs
 from tests.app_clients import app_client
+from tests.unit.control.conftest import fake_lora_checkpoint
 from tests.databases import BACKENDS
 
 KEY = "eh-dashboard-admin-key"
@@ -141,3 +143,31 @@ def test_another_organizations_engine_is_not_found(client: TestClient) -> None:
     refused = client.post(f"{engine_path}/delete", data={"csrf_token": other_csrf})
     assert refused.status_code == 404
     assert len(client.get("/v1/engines", headers={"X-API-Key": KEY}).json()["data"]) == 1
+
+
+def test_try_it_needs_the_session_token_and_an_endpoint_of_the_task_type(client: TestClient, tmp_path: Path) -> None:
+    csrf = sign_in(client)
+    api = {"X-API-Key": KEY}
+    job = client.post("/v1/training-jobs", headers=api, json={
+        "name": "job", "task_type": "text-generation", "base_model": "/models/x",
+        "checkpoints": [{"checkpoint": 1, "path": str(fake_lora_checkpoint(tmp_path / "adapter"))}]}).json()
+    engine = client.post("/v1/engines", headers=api, json={
+        "name": "web", "base_model": "/models/x", "task_type": "text-generation",
+        "deployment_option": "gpu-h100-80gb"}).json()
+    deployment = client.post(f"/v1/engines/{engine['id']}/deploy", headers=api,
+                             json={"name": "web-ft", "training_id": job["id"], "checkpoint": 1}).json()
+    page = client.get(f"/deployments/{deployment['id']}")
+    shown = html.unescape(page.text)
+    assert page.status_code == 200 and 'model="web-ft"' in shown and "/v1/chat/completions" in shown
+
+    try_it = f"/deployments/{deployment['id']}/try?endpoint=/v1/chat/completions"
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    assert client.post(try_it, json=body).status_code == 403
+    assert client.post(try_it, json=body, headers={"X-CSRF-Token": "guessed"}).status_code == 403
+    wrong = client.post(try_it.replace("chat/completions", "embeddings"), json=body, headers={"X-CSRF-Token": csrf})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "endpoint"
+    bad = client.post(try_it, content=b"[1, 2]", headers={"X-CSRF-Token": csrf, "Content-Type": "application/json"})
+    assert bad.status_code == 400 and "JSON object" in bad.json()["error"]["message"]
+    assert client.post("/deployments/dp-missing/try?endpoint=/v1/chat/completions", json=body,
+                       headers={"X-CSRF-Token": csrf}).status_code == 404
+    assert client.get("/deployments/dp-missing").status_code == 404
