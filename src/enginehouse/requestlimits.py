@@ -29,7 +29,8 @@ from enginehouse.settings import Settings
 # Methods whose requests carry no body worth reading.
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 # POST paths whose body is a multipart file upload, streamed rather than buffered.
-UPLOAD_PATHS = frozenset({"/v1/datasets"})
+# (The dashboard's fine-tune form uploads its dataset too: dashboard/training.py NEW_JOB_PATH.)
+UPLOAD_PATHS = frozenset({"/v1/datasets", "/training-jobs/new"})
 # Room for the multipart framing (boundaries, part headers, the name field) around the file.
 _MULTIPART_SLACK = 64 * 1024
 

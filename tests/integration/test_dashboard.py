@@ -2,8 +2,8 @@
 real server with real replicas of the tiny Llama: sign in, create an engine with a deployment and
 watch it reach Deployed without a reload, deploy a second checkpoint and call it from its page,
 remove it, deactivate and
-reactivate the engine, another organization sees none of it, and a cross-site form post changes
-nothing. Screenshots of the main pages go to ``test-output/dashboard/``.
+reactivate the engine, start a fine-tune from an uploaded file and follow it to its checkpoints,
+another organization sees none of it, and a cross-site form post changes nothing. Screenshots of the main pages go to ``test-output/dashboard/``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 
+from enginehouse.demo.tiny_encoders import build_tiny_bert
 from tests.integration.harness import ServerProcess, free_port
 from tests.integration.test_orgs_and_restart import cli
 from tests.integration.test_textgen import register_job
+from tests.training_data import keyword_rows, write_jsonl
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +217,30 @@ class evil_site:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def test_a_fine_tune_started_from_an_uploaded_file_is_followed_to_its_checkpoints(
+    browser: Any, served: tuple[ServerProcess, dict[str, Any]], tmp_path: Path
+) -> None:
+    server, _job = served
+    base = build_tiny_bert(tmp_path / "tiny-bert", head="sequence-classification", labels=["neg", "pos"])
+    data = write_jsonl(tmp_path / "keyword.jsonl", keyword_rows(40, seed=3))
+    page = sign_in(browser, server, server.api_key)
+    page.get_by_role("link", name="Training jobs").click()
+    page.get_by_role("link", name="New fine-tune").click()
+    page.get_by_label("Name", exact=True).fill("keyword-web")
+    page.get_by_label("Task type").select_option("classification")
+    page.get_by_label("Base model").fill(str(base))
+    page.get_by_label("Training data (JSONL)").set_input_files(str(data))
+    page.get_by_label("Epochs").fill("2")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url(f"{server.url}/training-jobs/tr-*")
+    page.evaluate("window.__sameDocument = true")
+    # Followed without a reload: the status moves on and each epoch's checkpoint appears.
+    live = page.locator("#job-live")
+    playwright_api.expect(live.locator(".status")).to_have_text("Success", timeout=DEPLOYED_MS)
+    playwright_api.expect(live.locator("tr[data-checkpoint]")).to_have_count(2)
+    assert "accuracy" in live.locator('tr[data-checkpoint="2"]').inner_text()
+    assert page.evaluate("window.__sameDocument") is True
+    assert page.locator("#job-progress").get_attribute("value") == "100.0"
+    shot(page, "training-job")

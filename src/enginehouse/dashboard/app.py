@@ -7,13 +7,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from enginehouse.dashboard import pages, try_it
+from enginehouse.dashboard import keys, pages, training, try_it
 from enginehouse.dashboard.web import HERE, CrossSiteRequest, PageNotFound, SignInRequired, render, sign_in_redirect
 
 
 def install_dashboard(app: FastAPI) -> None:
     app.include_router(pages.router)
     app.include_router(try_it.router)
+    app.include_router(training.router)
+    app.include_router(keys.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="dashboard-static")
     app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(CrossSiteRequest, _cross_site)

@@ -4,13 +4,14 @@ form refuses exactly what the API refuses, in the same words, next to the field 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from enginehouse.core.specs import DeploymentSource, EngineSpec
 from enginehouse.errors import EnginehouseError
 
+Spec = TypeVar("Spec", bound=BaseModel)
 _SOURCE = TypeAdapter(DeploymentSource)
 # How the API names a field (its error's ``param``) → the form field it is shown beside.
 _FIELD_OF = {
@@ -38,13 +39,13 @@ def engine_spec(form: dict[str, str]) -> EngineSpec:
         "deployment_option": form.get("deployment_option", "auto") or "auto",
     }
     if form.get("max_replicas", "").strip():
-        body["autoscaling"] = {"min_replicas": _number(form, "min_replicas", "1"),
-                               "max_replicas": _number(form, "max_replicas")}
+        body["autoscaling"] = {"min_replicas": number(form, "min_replicas", "1"),
+                               "max_replicas": number(form, "max_replicas")}
     if form.get("inactive_duration", "").strip():
         body["resource_management_config"] = {
             "management_type": "inactive_timeout",
-            "management_config": {"inactive_duration": _number(form, "inactive_duration")}}
-    return _validated(EngineSpec, body, prefix={"name": "engine_name"})
+            "management_config": {"inactive_duration": number(form, "inactive_duration")}}
+    return validated(EngineSpec, body, {"name": "engine_name"})
 
 
 def deployment_name(form: dict[str, str]) -> str | None:
@@ -56,38 +57,44 @@ def source(form: dict[str, str]) -> DeploymentSource:
     ``version``."""
     if form.get("experiment_id"):
         body = {"type": "experiment", "experiment_id": form["experiment_id"],
-                "version": _number(form, "version")}
+                "version": number(form, "version")}
     elif form.get("training_id"):
         body = {"type": "training_job", "training_id": form["training_id"],
-                "checkpoint": _number(form, "checkpoint")}
+                "checkpoint": number(form, "checkpoint")}
     else:
         raise FormError({"source": "pick a training job and a checkpoint, or an experiment and a version"})
     try:
         return _SOURCE.validate_python(body)
     except ValidationError as error:
-        raise FormError({"source": _message(error)}) from None
+        raise FormError({"source": message_of(error)}) from None
 
 
-def errors_of(error: EnginehouseError) -> dict[str, str]:
-    """A service's refusal, shown beside the field its ``param`` names (or atop the form)."""
+def errors_of(error: EnginehouseError, fields: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's refusal, shown beside the field its ``param`` names (or atop the form);
+    ``fields`` maps the API's names to the form's where they differ."""
     param = (error.param or "").split(".")[0]
-    return {_FIELD_OF.get(param, param) or "form": error.message}
+    return {_field(param, fields or {}): error.message}
 
 
-def _validated(model: type[EngineSpec], body: dict[str, Any], prefix: dict[str, str]) -> EngineSpec:
+def validated(model: type[Spec], body: dict[str, Any], fields: dict[str, str] | None = None) -> Spec:
+    """``body`` as ``model``, or a FormError with each refused field's message beside it."""
     try:
         return model.model_validate(body)
     except ValidationError as error:
         errors: dict[str, str] = {}
         for item in error.errors():
-            field = str(item["loc"][0]) if item["loc"] else "form"
-            field = prefix.get(field, _FIELD_OF.get(field, field))
-            where = ".".join(str(p) for p in item["loc"])
-            errors.setdefault(field, f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
+            message = _item_message(item)
+            # A check over the whole body names its field first ("classes: …"): shown beside it.
+            named = item["loc"][0] if item["loc"] else message.split(":", 1)[0].split(".", 1)[0]
+            errors.setdefault(_field(str(named) if str(named).isidentifier() else "", fields or {}), message)
         raise FormError(errors) from None
 
 
-def _number(form: dict[str, str], field: str, default: str | None = None) -> float | int:
+def _field(param: str, fields: dict[str, str]) -> str:
+    return fields.get(param) or _FIELD_OF.get(param, param) or "form"
+
+
+def number(form: dict[str, str], field: str, default: str | None = None) -> float | int:
     text = form.get(field, "").strip() or default
     try:
         if text is None:
@@ -98,7 +105,11 @@ def _number(form: dict[str, str], field: str, default: str | None = None) -> flo
     return int(value) if value.is_integer() else value
 
 
-def _message(error: ValidationError) -> str:
-    item = error.errors()[0]
+def message_of(error: ValidationError) -> str:
+    return _item_message(error.errors()[0])
+
+
+def _item_message(item: Any) -> str:
     where = ".".join(str(p) for p in item["loc"])
-    return f"{where}: {str(item['msg']).removeprefix('Value error, ')}" if where else str(item["msg"])
+    message = str(item["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message

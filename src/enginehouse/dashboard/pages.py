@@ -18,7 +18,8 @@ from enginehouse.api.views import deployment_summary_to_dict, engine_to_dict, ev
 from enginehouse.core.task_types import SERVABLE_TASK_TYPES
 from enginehouse.dashboard import forms
 from enginehouse.dashboard.web import (
-    COOKIE, FormDep, PageNotFound, UserDep, check_origin, plain, render, see_other, session_token, set_session_cookie, templates,
+    COOKIE, FormDep, PageNotFound, UserDep, check_origin, plain, refusal_page, render, see_other, session_token,
+    set_session_cookie, templates,
 )
 from enginehouse.db.models import DeploymentModel
 from enginehouse.errors import EnginehouseError, NotFoundError
@@ -239,8 +240,7 @@ def remove(deployment_id: str, request: Request, session: SessionDep, user: User
         deployment_service.remove_deployment(session, user.organization_id, deployment_id)
     except EnginehouseError as error:
         session.rollback()
-        return render(request, "error.html", user, error.status_code, message=error.message,
-                      back=f"/engines/{engine_id}")
+        return refusal_page(request, user, error, f"/engines/{engine_id}")
     return see_other(f"/engines/{engine_id}")
 
 
@@ -256,8 +256,7 @@ def engine_action(engine_id: str, action: str, request: Request, session: Sessio
         change(session, user.organization_id, engine_id)
     except EnginehouseError as error:
         session.rollback()
-        return render(request, "error.html", user, error.status_code, message=error.message,
-                      back=f"/engines/{engine_id}")
+        return refusal_page(request, user, error, f"/engines/{engine_id}")
     return see_other("/engines" if action == "delete" else f"/engines/{engine_id}")
 
 

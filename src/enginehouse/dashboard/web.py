@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from enginehouse.api.deps import SessionDep
+from enginehouse.errors import EnginehouseError
 from enginehouse.services import dashboard_sessions
 from enginehouse.services.dashboard_sessions import SignedIn
 
@@ -86,6 +87,11 @@ def set_session_cookie(response: RedirectResponse, request: Request, token: str)
 def render(request: Request, template: str, user: SignedIn | None, status_code: int = 200,
            **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, template, {"user": user, **context}, status_code=status_code)
+
+
+def refusal_page(request: Request, user: SignedIn, error: EnginehouseError, back: str) -> HTMLResponse:
+    """A service refused an action that has no form to show the error in: its words, and a way back."""
+    return render(request, "error.html", user, error.status_code, message=error.message, back=back)
 
 
 def see_other(path: str) -> RedirectResponse:

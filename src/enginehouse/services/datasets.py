@@ -122,6 +122,11 @@ class _LineChecker:
                                code="invalid_dataset", param="file")
 
 
+def forget_file(path: str) -> None:
+    """Remove a stored file whose row was never committed (a form refused after the upload)."""
+    Path(path).unlink(missing_ok=True)
+
+
 def read_dataset(session: Session, org_id: str, dataset_id: str) -> Row[Any]:
     query = select(*read_columns(session, DatasetModel, DATASET_FIELDS)).where(
         DatasetModel.id == dataset_id, DatasetModel.organization_id == org_id

@@ -79,6 +79,23 @@ def revoke_api_key(session: Session, key: str) -> None:
     row.revoked_at = utcnow()
 
 
+def list_api_keys(session: Session, org_id: str) -> list[ApiKeyModel]:
+    """The organization's keys (their prefixes; the keys themselves are never stored), newest first."""
+    return list(session.scalars(select(ApiKeyModel).where(ApiKeyModel.organization_id == org_id)
+                                .order_by(ApiKeyModel.created_at.desc(), ApiKeyModel.id)))
+
+
+def revoke_api_key_by_id(session: Session, org_id: str, key_id: str) -> ApiKeyModel:
+    """Revoke one of the organization's keys by its id (what the dashboard knows of a key)."""
+    row = session.get(ApiKeyModel, key_id)
+    if row is None or row.organization_id != org_id:
+        raise NotFoundError(f"API key {key_id!r} not found", param="key_id")
+    if row.revoked_at is not None:
+        raise ConflictError(f"API key {row.prefix}… is already revoked", code="key_revoked")
+    row.revoked_at = utcnow()
+    return row
+
+
 def authenticate(session: Session, key: str | None) -> str:
     """The organization id that ``key`` belongs to; 401 when missing, unknown or revoked."""
     if not key:

@@ -4,6 +4,29 @@
 // the rows are swapped for the ones the server rendered with the answer.
 (function () {
   "use strict";
+  // A part of the page the server renders whole (a job's progress, an experiment's versions):
+  // replaced when what the server renders changes.
+  const part = document.querySelector("[data-live-html]");
+  if (part) {
+    const source = part.getAttribute("data-live-html");
+    const refresh = async () => {
+      try {
+        const answer = await fetch(source, { credentials: "same-origin", headers: { Accept: "application/json" } });
+        if (answer.status === 401) { window.location.reload(); return; }
+        if (answer.ok) {
+          const body = await answer.json();
+          if (body.html !== part.dataset.rendered) {
+            part.innerHTML = body.html;
+            part.dataset.rendered = body.html;
+          }
+        }
+      } catch (error) {
+        // Try again on the next tick.
+      }
+      window.setTimeout(refresh, 2000);
+    };
+    window.setTimeout(refresh, 2000);
+  }
   const holder = document.querySelector("[data-live]");
   if (!holder) return;
   const url = holder.getAttribute("data-live");

@@ -1,0 +1,136 @@
+"""The dashboard's training jobs, experiments and API keys pages over HTTP, with the training
+supervisor stopped (jobs stay Pending): what the forms create, what they refuse and in which
+words, and that a refused form leaves nothing behind. Real jobs run from the browser in
+tests/integration/test_dashboard.py."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.app_clients import app_client
+from tests.databases import BACKENDS
+from tests.unit.dashboard.test_dashboard_pages import KEY, errors_in, sign_in
+
+API = {"X-API-Key": KEY}
+ROWS = [{"text": f"message {i}", "label": "yes" if i % 2 else "no"} for i in range(20)]
+
+
+@pytest.fixture(params=BACKENDS)
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    with app_client(request.param, tmp_path, KEY, quiet=("training", "reconciler")) as client:
+        yield client
+
+
+def jsonl(rows: list[Any]) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def start(client: TestClient, csrf: str, content: bytes, **fields: str) -> httpx.Response:
+    data = {"csrf_token": csrf, "name": "tickets", "task_type": "classification", "base_model": "/models/bert",
+            "train_test_split_ratio": "0.2", **fields}
+    return client.post("/training-jobs/new", data=data, files={"file": ("tickets.jsonl", content)},
+                       follow_redirects=False)
+
+
+def field_error(page: httpx.Response, field: str) -> str:
+    found = re.search(rf'id="{field}-error"[^>]*>([^<]+)<', page.text)
+    assert found, (field, errors_in(page))
+    return html.unescape(found.group(1))
+
+
+def test_a_fine_tune_starts_from_an_uploaded_file_and_can_be_cancelled(client: TestClient) -> None:
+    csrf = sign_in(client)
+    started = start(client, csrf, jsonl(ROWS), num_train_epochs="2")
+    assert started.status_code == 303, errors_in(started)
+    job_path = started.headers["location"]
+    job = client.get(f"/v1/training-jobs/{job_path.rsplit('/', 1)[1]}", headers=API).json()
+    assert (job["status"], job["parameters"]["num_train_epochs"], job["train_test_split_ratio"]) == ("Pending", 2, 0.2)
+    page = client.get(job_path)
+    assert page.status_code == 200 and "Cancel the job" in page.text and 'data-live-html' in page.text
+    assert "Pending" in client.get(f"{job_path}/live.json").json()["html"]
+    assert "tickets" in client.get("/training-jobs").text
+    cancelled = client.post(f"{job_path}/cancel", data={"csrf_token": csrf}, follow_redirects=False)
+    assert cancelled.status_code == 303
+    assert client.get(f"/v1/training-jobs/{job['id']}", headers=API).json()["status"] == "Cancelled"
+
+
+@pytest.mark.parametrize(("content", "fields", "field", "words"), [
+    (jsonl(ROWS[:3] + [{"text": "no label"}]), {}, "file", "line 4"),
+    (b"", {}, "file", "no rows"),
+    (jsonl(ROWS), {"num_train_epochs": "0"}, "num_train_epochs", "num_train_epochs"),
+    (jsonl(ROWS), {"train_test_split_ratio": "1.5"}, "train_test_split_ratio", "train_test_split_ratio"),
+    (jsonl(ROWS), {"task_type": "embedding"}, "task_type", "register existing checkpoints"),
+])
+def test_a_refused_fine_tune_keeps_nothing(client: TestClient, tmp_path: Path, content: bytes,
+                                           fields: dict[str, str], field: str, words: str) -> None:
+    csrf = sign_in(client)
+    refused = start(client, csrf, content, **fields)
+    assert refused.status_code in (400, 422), refused.status_code
+    assert words in field_error(refused, field)
+    assert client.get("/v1/training-jobs", headers=API).json()["data"] == []
+    assert client.get("/v1/datasets", headers=API).json()["data"] == []
+    assert not list((tmp_path / "data" / "datasets").glob("*.jsonl"))
+
+
+def test_an_experiment_from_descriptions_takes_examples_in_the_apis_words(client: TestClient) -> None:
+    csrf = sign_in(client)
+    made = client.post("/experiments/new", data={
+        "csrf_token": csrf, "name": "urgency", "mode": "decision", "base_model": "/models/minilm",
+        "classes": "urgent: needs action now\nroutine: can wait"}, follow_redirects=False)
+    assert made.status_code == 303, errors_in(made)
+    path = made.headers["location"]
+    page = client.get(path)
+    assert "needs action now" in page.text and "zero-shot" in client.get(f"{path}/live.json").json()["html"]
+    added = client.post(f"{path}/examples", data={"csrf_token": csrf, "examples": "urgent: the site is down\n"
+                                                  "routine: thanks for lunch"}, follow_redirects=False)
+    assert added.status_code == 303
+    assert "2 examples" in client.get(f"{path}/live.json").json()["html"]
+    wrong = client.post(f"{path}/examples", data={"csrf_token": csrf, "examples": "later: next week is fine"})
+    assert wrong.status_code == 400 and "later" in field_error(wrong, "examples")
+    early = client.post(f"{path}/train", data={"csrf_token": csrf})
+    assert early.status_code == 409 and "version 1" in field_error(early, "train")
+    assert [e["examples"] for e in client.get("/v1/experiments", headers=API).json()["data"]] == [2]
+
+
+@pytest.mark.parametrize(("fields", "field", "words"), [
+    ({"classes": "just one: a single class"}, "classes", "at least two classes"),
+    ({"classes": "no colon here"}, "classes", "line 1"),
+    ({"mode": "guessing"}, "mode", "mode"),
+])
+def test_a_refused_experiment_is_shown_beside_its_field(client: TestClient, fields: dict[str, str], field: str,
+                                                        words: str) -> None:
+    csrf = sign_in(client)
+    data = {"csrf_token": csrf, "name": "urgency", "mode": "decision", "base_model": "/models/minilm",
+            "classes": "urgent: now\nroutine: later", **fields}
+    refused = client.post("/experiments/new", data=data)
+    assert refused.status_code in (400, 422) and words in field_error(refused, field)
+    assert client.get("/v1/experiments", headers=API).json()["data"] == []
+
+
+def test_a_new_key_is_shown_once_and_a_revoked_one_stops_working(client: TestClient) -> None:
+    csrf = sign_in(client)
+    created = client.post("/api-keys", data={"csrf_token": csrf})
+    key = re.search(r'id="new-key">([^<]+)<', created.text)
+    assert created.status_code == 200 and key
+    new_key = key.group(1)
+    assert client.get("/v1/engines", headers={"X-API-Key": new_key}).status_code == 200
+    listing = client.get("/api-keys")
+    assert new_key not in listing.text and new_key[:10] in listing.text
+    key_id = re.search(rf'href="/api-keys/([^/]+)/revoke" aria-label="Revoke {re.escape(new_key[:10])}"',
+                       listing.text).group(1)  # type: ignore[union-attr]
+    assert "cannot be undone" in client.get(f"/api-keys/{key_id}/revoke").text
+    assert client.post(f"/api-keys/{key_id}/revoke", data={"csrf_token": csrf},
+                       follow_redirects=False).status_code == 303
+    client.app.state.key_cache.clear()  # type: ignore[attr-defined]
+    assert client.get("/v1/engines", headers={"X-API-Key": new_key}).status_code == 401
+    assert client.post(f"/api-keys/{key_id}/revoke", data={"csrf_token": csrf}).status_code == 409
+    assert client.get("/api-keys/key-missing/revoke").status_code == 404
