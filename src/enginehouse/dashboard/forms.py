@@ -41,11 +41,29 @@ def engine_spec(form: dict[str, str]) -> EngineSpec:
     if form.get("max_replicas", "").strip():
         body["autoscaling"] = {"min_replicas": number(form, "min_replicas", "1"),
                                "max_replicas": number(form, "max_replicas")}
-    if form.get("inactive_duration", "").strip():
+    management = form.get("management", "")
+    if management == "always":
+        set_aside = [f for f in ("inactive_duration", "start_time", "end_time") if form.get(f, "").strip()]
+        if set_aside:
+            raise FormError({set_aside[0]: f"{set_aside[0]} is set but 'Always on' is chosen: choose 'Sleep when "
+                                           "idle' or 'On a schedule', or clear it"})
+    if management == "inactive_timeout" or (not management and form.get("inactive_duration", "").strip()):
         body["resource_management_config"] = {
             "management_type": "inactive_timeout",
             "management_config": {"inactive_duration": number(form, "inactive_duration")}}
-    return validated(EngineSpec, body, {"name": "engine_name"})
+    elif management == "schedule":
+        days = [day.strip().lower() for day in form.get("days", "").replace(",", " ").split() if day.strip()]
+        body["resource_management_config"] = {
+            "management_type": "schedule",
+            "management_config": {"timezone": form.get("timezone", "").strip() or "UTC",
+                                  "start_time": form.get("start_time", "").strip(),
+                                  "end_time": form.get("end_time", "").strip(),
+                                  **({"days": days} if days else {})}}
+    return validated(EngineSpec, body, {"name": "engine_name", **_MANAGEMENT_FIELD.get(management, {})})
+
+
+# Where a refused resource-management setting is shown, by the kind chosen.
+_MANAGEMENT_FIELD = {"schedule": {"resource_management_config": "schedule"}}
 
 
 def deployment_name(form: dict[str, str]) -> str | None:

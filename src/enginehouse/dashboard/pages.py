@@ -29,6 +29,7 @@ from enginehouse.services import engines as engine_service
 from enginehouse.services import experiments as experiment_service
 from enginehouse.services import training_jobs as job_service
 from enginehouse.services.pages import MAX_LIMIT, PageRequest
+from enginehouse.services.sizing import select_option
 
 router = APIRouter(include_in_schema=False)
 
@@ -106,6 +107,9 @@ def create_engine(request: Request, session: SessionDep, user: UserDep, form: Fo
                   max_replicas: ReplicaCeilingDep) -> Response:
     try:
         spec = forms.engine_spec(form)
+        if form.get("preview"):
+            # "Check sizing": the option automatic sizing would choose, shown before anything is made.
+            return _new_engine_form(request, user, offers, form, sizing=select_option(spec, offers))
         name = forms.deployment_name(form)
         if name:
             source = forms.source(form)
@@ -125,8 +129,9 @@ def create_engine(request: Request, session: SessionDep, user: UserDep, form: Fo
 
 
 def _new_engine_form(request: Request, user: UserDep, offers: OffersDep, values: dict[str, str],
-                     errors: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
-    return render(request, "new_engine.html", user, status_code, values=values, errors=errors or {},
+                     errors: dict[str, str] | None = None, status_code: int = 200,
+                     sizing: dict[str, Any] | None = None) -> HTMLResponse:
+    return render(request, "new_engine.html", user, status_code, values=values, errors=errors or {}, sizing=sizing,
                   task_types=sorted(t.value for t in SERVABLE_TASK_TYPES),
                   options=[offer.name for offer in offers if offer.available])
 

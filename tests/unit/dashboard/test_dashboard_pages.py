@@ -171,3 +171,26 @@ def test_try_it_needs_the_session_token_and_an_endpoint_of_the_task_type(client:
     assert client.post("/deployments/dp-missing/try?endpoint=/v1/chat/completions", json=body,
                        headers={"X-CSRF-Token": csrf}).status_code == 404
     assert client.get("/deployments/dp-missing").status_code == 404
+
+
+def test_sizing_is_shown_before_anything_is_made_and_a_schedule_is_kept(client: TestClient, tiny_llama_dir: Path) -> None:
+    csrf = sign_in(client)
+    base = {"csrf_token": csrf, "engine_name": "web", "task_type": "text-generation", "base_model": str(tiny_llama_dir)}
+    preview = client.post("/engines/new", data={**base, "preview": "1"})
+    assert preview.status_code == 200 and 'id="sizing"' in preview.text
+    assert re.search(r"Estimated \d+\.\d\d GiB per replica", preview.text)
+    assert client.get("/v1/engines", headers={"X-API-Key": KEY}).json()["data"] == []
+
+    ignored = client.post("/engines/new", data={**base, "management": "always", "inactive_duration": "60"})
+    assert ignored.status_code == 400 and "Always on" in html.unescape(errors_in(ignored)[0])
+    bad_time = client.post("/engines/new", data={**base, "management": "schedule", "start_time": "8am",
+                                                 "end_time": "18:00"})
+    shown = re.search(r'id="schedule-error"[^>]*>([^<]+)<', bad_time.text)
+    assert bad_time.status_code == 400 and shown and "HH:MM" in shown.group(1)
+    made = client.post("/engines/new", data={**base, "management": "schedule", "start_time": "08:00",
+                                             "end_time": "18:00", "days": "monday, friday", "timezone": "Europe/Paris"},
+                       follow_redirects=False)
+    assert made.status_code == 303, errors_in(made)
+    engine = client.get("/v1/engines", headers={"X-API-Key": KEY}).json()["data"][0]
+    assert engine["resource_management_config"] == {"management_type": "schedule", "management_config": {
+        "timezone": "Europe/Paris", "start_time": "08:00", "end_time": "18:00", "days": ["monday", "friday"]}}
