@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -127,6 +128,9 @@ def test_an_engine_from_creation_to_reactivation_in_the_browser(
     shot(page, "deployment")
     page.go_back()
     page.wait_for_url(f"{server.url}/engines/{engine_id}")
+    page.reload()  # the traffic chart is drawn when the page loads: it now counts that call
+    summary = page.locator('[data-chart="1"] p').inner_text()
+    assert re.match(r"[1-9]\d* calls in the last 30 minutes, 0 answered with a server error", summary), summary
 
     # Removing it leaves the rest of the engine as it was.
     page.get_by_role("link", name="Remove web-ft2").click()

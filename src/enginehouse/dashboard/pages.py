@@ -17,6 +17,7 @@ from enginehouse.api.deps import OffersDep, ReplicaCeilingDep, SessionDep
 from enginehouse.api.views import deployment_summary_to_dict, engine_to_dict, event_to_dict, training_job_to_dict
 from enginehouse.core.task_types import SERVABLE_TASK_TYPES
 from enginehouse.dashboard import forms
+from enginehouse.dashboard.charts import HEIGHT, WIDTH, traffic_charts
 from enginehouse.dashboard.web import (
     COOKIE, FormDep, PageNotFound, UserDep, check_origin, plain, refusal_page, render, see_other, session_token,
     set_session_cookie, templates,
@@ -141,7 +142,9 @@ def engine_page(engine_id: str, request: Request, session: SessionDep, user: Use
     engine = _engine(request, session, user.organization_id, engine_id)
     page = engine_service.engine_events(session, user.organization_id, engine_id, PageRequest(limit=20))
     events = [plain(event_to_dict(row)) for row in page.items]
-    return render(request, "engine.html", user, engine=engine, events=events, actions=ENGINE_ACTIONS)
+    traffic = traffic_charts(request.app.state.gateway.metrics.traffic.series(engine_id))
+    return render(request, "engine.html", user, engine=engine, events=events, actions=ENGINE_ACTIONS,
+                  charts=traffic, chart_size=(WIDTH, HEIGHT))
 
 
 @router.get("/engines/{engine_id}/status.json")

@@ -101,7 +101,7 @@ class Gateway:
         target = await self._target(org_id, model_name, endpoint)
         # Counted from here on: before, there is no deployment to name (or a made-up one).
         route = RouteLabels(self._org_names.get(org_id, org_id), target.engine_name, target.deployment_name)
-        timer = self.metrics.start(route, started)
+        timer = self.metrics.start(route, started, target.engine_id)
         self.load.arrived(target.engine_id)  # once per call, however many replicas it is sent to
         try:
             await self._touch(target.engine_id)

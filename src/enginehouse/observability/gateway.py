@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from enginehouse.observability.traffic import TrafficHistory
+
 # From a tiny model's short answer to a long stream on a large one.
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -41,13 +43,15 @@ class GatewayMetrics:
             "could not be reached or was shutting down).",
             labels, registry=registry,
         )
+        # Each engine's last half hour, for the dashboard's chart.
+        self.traffic = TrafficHistory()
 
     def retried(self, route: RouteLabels) -> None:
         self.retries.labels(route.organization, route.engine, route.deployment).inc()
 
-    def start(self, route: RouteLabels, started: float) -> RequestTimer:
+    def start(self, route: RouteLabels, started: float, engine_id: str = "") -> RequestTimer:
         """``started`` is a ``time.perf_counter()`` reading taken when the call arrived."""
-        return RequestTimer(self, route, started)
+        return RequestTimer(self, route, started, engine_id)
 
 
 @dataclass
@@ -57,6 +61,7 @@ class RequestTimer:
     metrics: GatewayMetrics
     route: RouteLabels
     started: float
+    engine_id: str = ""
     _done: bool = field(default=False, init=False)
 
     def finish(self, code: int) -> None:
@@ -65,6 +70,7 @@ class RequestTimer:
         self._done = True
         route = self.route
         self.metrics.requests.labels(route.organization, route.engine, route.deployment, str(code)).inc()
-        self.metrics.latency.labels(route.organization, route.engine, route.deployment).observe(
-            time.perf_counter() - self.started
-        )
+        seconds = time.perf_counter() - self.started
+        self.metrics.latency.labels(route.organization, route.engine, route.deployment).observe(seconds)
+        if self.engine_id:
+            self.metrics.traffic.record(self.engine_id, code, seconds)
