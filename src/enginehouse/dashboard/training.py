@@ -9,6 +9,7 @@ API's rules and its refusals are the API's words beside the field they name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,11 +26,13 @@ from enginehouse.dashboard.web import (
 )
 from enginehouse.errors import EnginehouseError, NotFoundError
 from enginehouse.services import datasets as dataset_service
+from enginehouse.services import deployments as deployment_service
+from enginehouse.services import engines as engine_service
 from enginehouse.services import experiments as experiment_service
 from enginehouse.services import training_jobs as job_service
 from enginehouse.services.dashboard_sessions import SignedIn
 from enginehouse.services.experiments import ExamplesSpec, ExperimentSpec, Mode, TrainSpec
-from enginehouse.services.pages import PageRequest
+from enginehouse.services.pages import MAX_LIMIT, PageRequest
 from enginehouse.services.training_jobs import TRAINABLE, TrainingJobSpec
 
 router = APIRouter(include_in_schema=False)
@@ -116,8 +119,49 @@ def _new_job_form(request: Request, user: SignedIn, values: dict[str, str], erro
 
 @router.get("/training-jobs/{job_id}")
 def job_page(job_id: str, request: Request, session: SessionDep, user: UserDep) -> HTMLResponse:
-    return render(request, "job.html", user, job=_job(session, user, job_id),
-                  live=_job_live_html(request, session, user, job_id))
+    return _job_page(request, session, user, job_id, {}, {})
+
+
+def _job_page(request: Request, session: SessionDep, user: SignedIn, job_id: str, values: dict[str, str],
+              errors: dict[str, str], status_code: int = 200) -> HTMLResponse:
+    job = _job(session, user, job_id)
+    return render(request, "job.html", user, status_code, job=job, live=_job_live_html(request, session, user, job_id),
+                  engines=fitting_engines(session, user, job["task_type"], job["base_model"]),
+                  values=values, errors=errors)
+
+
+@router.post("/training-jobs/{job_id}/deploy")
+def deploy_checkpoint(job_id: str, request: Request, session: SessionDep, user: UserDep, form: FormDep) -> Response:
+    """A checkpoint of this job onto an engine that fits it (the first creation flow, from the job)."""
+    _job(session, user, job_id)
+    return _deploy_onto(request, session, user, {**form, "training_id": job_id},
+                        lambda values, errors, status: _job_page(request, session, user, job_id, values, errors, status))
+
+
+def fitting_engines(session: SessionDep, user: SignedIn, task_type: str, base_model: str) -> list[dict[str, str]]:
+    """The engines a checkpoint of this task type and base model can be deployed onto."""
+    page = engine_service.list_engines(session, user.organization_id, PageRequest(limit=MAX_LIMIT), task_type,
+                                       base_model)
+    return [{"id": read.engine[0], "name": read.engine[1]} for read in page.items]
+
+
+def _deploy_onto(request: Request, session: SessionDep, user: SignedIn, form: dict[str, str],
+                 again: Callable[[dict[str, str], dict[str, str], int], HTMLResponse]) -> Response:
+    engine_id = form.get("engine_id", "")
+    try:
+        name = forms.deployment_name(form)
+        if not name:
+            raise forms.FormError({"name": "give the deployment a name"})
+        if not engine_id:
+            raise forms.FormError({"engine_id": "pick the engine to deploy onto"})
+        deployment_service.deploy(session, user.organization_id, engine_id, name, forms.source(form))
+    except forms.FormError as error:
+        session.rollback()
+        return again(form, error.errors, 400)
+    except EnginehouseError as error:
+        session.rollback()
+        return again(form, forms.errors_of(error), error.status_code)
+    return see_other(f"/engines/{engine_id}")
 
 
 @router.get("/training-jobs/{job_id}/live.json")
@@ -224,7 +268,17 @@ def _experiment_page(request: Request, session: SessionDep, user: SignedIn, expe
         raise PageNotFound(error.message) from None
     view = experiment_service.experiment_view(session, experiment)
     return render(request, "experiment.html", user, status_code, experiment=view, values=values, errors=errors,
-                  live=templates.get_template("_experiment_live.html").render(experiment=view))
+                  live=templates.get_template("_experiment_live.html").render(experiment=view),
+                  engines=fitting_engines(session, user, view["task_type"], view["base_model"]))
+
+
+@router.post("/experiments/{experiment_id}/deploy")
+def deploy_version(experiment_id: str, request: Request, session: SessionDep, user: UserDep,
+                   form: FormDep) -> Response:
+    """A version of this experiment onto an engine that fits it (the third creation flow)."""
+    return _deploy_onto(request, session, user, {**form, "experiment_id": experiment_id},
+                        lambda values, errors, status: _experiment_page(request, session, user, experiment_id,
+                                                                        values, errors, status))
 
 
 @router.get("/experiments/{experiment_id}/live.json")

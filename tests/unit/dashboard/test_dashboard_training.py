@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.app_clients import app_client
+from tests.unit.control.conftest import fake_lora_checkpoint
 from tests.databases import BACKENDS
 from tests.unit.dashboard.test_dashboard_pages import KEY, errors_in, sign_in
 
@@ -134,3 +135,27 @@ def test_a_new_key_is_shown_once_and_a_revoked_one_stops_working(client: TestCli
     assert client.get("/v1/engines", headers={"X-API-Key": new_key}).status_code == 401
     assert client.post(f"/api-keys/{key_id}/revoke", data={"csrf_token": csrf}).status_code == 409
     assert client.get("/api-keys/key-missing/revoke").status_code == 404
+
+
+def test_a_job_offers_its_checkpoints_to_the_engines_that_fit_it(client: TestClient, tmp_path: Path) -> None:
+    csrf = sign_in(client)
+    job = client.post("/v1/training-jobs", headers=API, json={
+        "name": "job", "task_type": "text-generation", "base_model": "/models/x",
+        "checkpoints": [{"checkpoint": n, "path": str(fake_lora_checkpoint(tmp_path / f"a{n}"))} for n in (1, 2)]}).json()
+    engines = {}
+    for name, task_type, base in [("fits", "text-generation", "/models/x"), ("other-base", "text-generation", "/models/y"),
+                                  ("other-task", "classification", "/models/x")]:
+        engines[name] = client.post("/v1/engines", headers=API, json={
+            "name": name, "base_model": base, "task_type": task_type, "deployment_option": "gpu-h100-80gb"}).json()["id"]
+    page = client.get(f"/training-jobs/{job['id']}")
+    offered = re.findall(r'<option value="(engine-[^"]+)"', page.text)
+    assert offered == [engines["fits"]] and "checkpoint 2" in page.text
+    refused = client.post(f"/training-jobs/{job['id']}/deploy", data={
+        "csrf_token": csrf, "engine_id": engines["other-task"], "checkpoint": "2", "name": "mixed"})
+    assert refused.status_code == 409 and "task type" in errors_in(refused)[0]
+    done = client.post(f"/training-jobs/{job['id']}/deploy", data={
+        "csrf_token": csrf, "engine_id": engines["fits"], "checkpoint": "2", "name": "from-job"}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/engines/{engines['fits']}"
+    deployment = [d for d in client.get(f"/v1/engines/{engines['fits']}", headers=API).json()["deployments"]
+                  if d["name"] == "from-job"]
+    assert deployment and deployment[0]["source"] == {"type": "training_job", "training_id": job["id"], "checkpoint": 2}
