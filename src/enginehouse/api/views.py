@@ -82,22 +82,15 @@ def deployment_to_dict(row: Sequence[Any]) -> Obj:
     }
 
 
-def deployment_summary_to_dict(row: Sequence[Any]) -> Obj:
-    """A deployment as an engine in a list names it (``DEPLOYMENT_SUMMARY_FIELDS``); the whole
-    object is in ``GET /v1/engines/{id}`` and ``GET /v1/deployments/{id}``."""
-    id_, name, _engine_id, kind, status, status_reason = row
-    return {"id": id_, "object": "deployment", "name": name, "kind": kind, "status": status,
-            "status_reason": status_reason}
-
-
 def replica_to_dict(row: Sequence[Any], in_flight: int = 0) -> Obj:
     id_, _engine_id, status, url, started_at = row
     return {"id": id_, "status": status, "url": url, "in_flight": in_flight, "started_at": started_at}
 
 
-def engine_to_dict(
-    read: EngineRead, in_flight: dict[str, int], deployment_view: Callable[[Sequence[Any]], Obj] = deployment_to_dict
-) -> Obj:
+def engine_to_dict(read: EngineRead, in_flight: dict[str, int]) -> Obj:
+    """An engine with its replicas and deployments: whole, or in a list as the database built them
+    in short (``EngineRead.deployments_json``: the whole object is in ``GET /v1/engines/{id}``
+    and ``GET /v1/deployments/{id}``)."""
     (id_, name, task_type, base_model, status, status_reason, deployment_option, selected_option,
      autoscaling, resource_management, runtime_options, created_at, last_access_at,
      hold_until, autoscaler_decision) = read.engine
@@ -117,7 +110,8 @@ def engine_to_dict(
         "resource_management_config": stored_json(resource_management),
         "runtime_options": stored_json(runtime_options),
         "replicas": [replica_to_dict(r, in_flight.get(r[0], 0)) for r in read.replicas],
-        "deployments": [deployment_view(d) for d in read.deployments],
+        "deployments": (Fragment(read.deployments_json) if read.deployments_json is not None
+                        else [deployment_to_dict(d) for d in read.deployments]),
         "created_at": created_at,
         "last_access_timestamp": last_access_at,
         "next_transition_at": iso(upcoming.at) if upcoming else None,

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from enginehouse.api.deps import OffersDep, ReplicaCeilingDep, SessionDep
-from enginehouse.api.views import deployment_summary_to_dict, engine_to_dict, event_to_dict, training_job_to_dict
+from enginehouse.api.views import engine_to_dict, event_to_dict, training_job_to_dict
 from enginehouse.core.task_types import SERVABLE_TASK_TYPES
 from enginehouse.dashboard import forms
 from enginehouse.dashboard.charts import HEIGHT, WIDTH, traffic_charts
@@ -93,7 +93,7 @@ def _local(target: str) -> str:
 def engines_page(request: Request, session: SessionDep, user: UserDep, after: str | None = None) -> HTMLResponse:
     page = engine_service.list_engines(session, user.organization_id, PageRequest(after=after or None))
     in_flight = request.app.state.gateway.in_flight_by_replica()
-    engines = [plain(engine_to_dict(read, in_flight, deployment_summary_to_dict)) for read in page.items]
+    engines = [plain(engine_to_dict(read, in_flight)) for read in page.items]
     return render(request, "engines.html", user, engines=engines,
                   next_after=engines[-1]["id"] if page.has_more and engines else None)
 
@@ -160,7 +160,7 @@ def engine_status(engine_id: str, request: Request, session: SessionDep, user: U
 def engines_status(request: Request, session: SessionDep, user: UserDep, after: str | None = None) -> JSONResponse:
     page = engine_service.list_engines(session, user.organization_id, PageRequest(after=after or None))
     in_flight = request.app.state.gateway.in_flight_by_replica()
-    return JSONResponse({"engines": [_live(plain(engine_to_dict(read, in_flight, deployment_summary_to_dict))) for read in page.items]})
+    return JSONResponse({"engines": [_live(plain(engine_to_dict(read, in_flight))) for read in page.items]})
 
 
 def _live(engine: dict[str, Any]) -> dict[str, Any]:

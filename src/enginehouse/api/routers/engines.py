@@ -10,7 +10,7 @@ from enginehouse.api.deps import OffersDep, OrgDep, ReplicaCeilingDep, SessionDe
 from enginehouse.api.paging import PageDep
 from enginehouse.api.schemas import DeployRequest, UndeployRequest
 from enginehouse.api.views import (
-    JsonResponse, deployment_summary_to_dict, deployment_to_dict, engine_to_dict, event_to_dict, page_body,
+    JsonResponse, deployment_to_dict, engine_to_dict, event_to_dict, page_body,
 )
 from enginehouse.core.specs import EngineSpec
 from enginehouse.services import deployments as deployment_service
@@ -54,7 +54,7 @@ def list_engines(
     in_flight = _in_flight(request)
 
     def to_dict(read: EngineRead) -> dict[str, object]:
-        return engine_to_dict(read, in_flight, deployment_summary_to_dict)
+        return engine_to_dict(read, in_flight)
 
     return JsonResponse(page_body(engines, to_dict))
 
