@@ -76,10 +76,13 @@ def create_app(
         await gateway.start()
         reconciler.start()
         training.start()
+        demo_setup = None
         if demo:
-            from enginehouse.demo.setup import install_demo
+            from enginehouse.demo.setup import DemoSetup
 
-            install_demo(database, settings)
+            # In a thread of its own: it trains and may download, and the server answers meanwhile.
+            demo_setup = DemoSetup(database, settings, poke=training.poke)
+            demo_setup.start()
         # Everything alive now (modules, the app, its routes) lives as long as the server: out of
         # the garbage collector's reach, a full collection walks only what requests create, which
         # keeps a 10,000-row answer from paying for a walk over every module's objects.
@@ -87,6 +90,8 @@ def create_app(
         try:
             yield
         finally:
+            if demo_setup is not None:
+                demo_setup.stop()  # before the supervisor: it must not queue jobs as workers stop
             training.stop()
             reconciler.stop(stop_replicas=True)
             await gateway.close()

@@ -31,12 +31,13 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, database_url: str) ->
     servers: list[ServerProcess] = []
 
     def start(data_dir: Path | None = None, api_key: str | None = None,
-              settings: dict[str, str] | None = None) -> ServerProcess:
+              settings: dict[str, str] | None = None, demo: bool = False) -> ServerProcess:
         server = ServerProcess(
             data_dir or tmp_path_factory.mktemp("server"),
             api_key or f"eh-test-{secrets.token_hex(8)}",
             database_url,
             settings,
+            demo=demo,
         )
         servers.append(server)
         return server.start()

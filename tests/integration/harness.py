@@ -43,12 +43,14 @@ class ServerProcess:
     """``enginehouse up`` on a free port with its own data directory."""
 
     def __init__(self, data_dir: Path, api_key: str, database_url: str = "",
-                 settings: dict[str, str] | None = None) -> None:
+                 settings: dict[str, str] | None = None, demo: bool = False) -> None:
         self.data_dir = data_dir
         self.api_key = api_key
         self.database_url = database_url
         # More ENGINEHOUSE_* settings for this server (a short hang timeout, say).
         self.settings = settings or {}
+        # `enginehouse up --demo`: the demo sets itself up in the background after the start.
+        self.demo = demo
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "server.log"
@@ -78,6 +80,8 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [str(Path(sys.executable).parent / "enginehouse"), "up",
                    "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.demo:
+            command.append("--demo")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)

@@ -20,7 +20,8 @@ PortOption = Annotated[
                  help="Listen port (env: ENGINEHOUSE_PORT)"),
 ]
 DemoOption = Annotated[
-    bool, typer.Option("--demo", help="Also set up demo engines on tiny models.")
+    bool, typer.Option("--demo", help="Also set up the demo, once, in the background: embeddings and a "
+                                     "fine-tuned classifier on all-MiniLM-L6-v2, and text generation.")
 ]
 
 

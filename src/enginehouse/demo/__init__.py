@@ -1,1 +1,2 @@
-"""The demo: a tiny text-generation model and two adapters, built locally and deployed."""
+"""The demo ``enginehouse up --demo`` sets up (``setup.py``), and the tiny models the tests and
+the demo's offline fallback build on the spot."""

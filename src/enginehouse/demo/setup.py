@@ -1,88 +1,140 @@
-"""``enginehouse up --demo``: build a tiny model and two LoRA adapters in the data directory and
-deploy them on an engine named ``demo``, so the README's example calls answer at once.
+"""``enginehouse up --demo``: prepare, once, in the data directory, a demo that shows the product
+on real content, while the server already answers:
 
-Idempotent: a restart reuses what is there.
+- ``demo-embeddings``: an embedding engine on all-MiniLM-L6-v2;
+- ``demo-classifier``: a classification engine on the same encoder, with ``support-tickets`` (a
+  fine-tune on the project's support tickets, trained now) and ``urgency`` (a zero-shot
+  Playground experiment) deployed on it;
+- ``demo``: a text-generation engine on SmolLM2-135M-Instruct when the Hub can be reached, else on
+  a tiny random model with two adapters (``textgen.py`` says which and why).
+
+It runs in a thread the server's lifespan starts and stops; the console shows each step, the
+fine-tune's progress, and ``demo: ready`` once every demo deployment serves. A later start finds
+everything by name and creates nothing again (``records.py``); a fine-tune or experiment that a
+stopped server left Failed or Cancelled is started again.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import threading
+import time
+from collections.abc import Callable
 
-from sqlalchemy import select
-
-from enginehouse.core.specs import EngineSpec, TrainingJobSource
-from enginehouse.core.task_types import TaskType
-from enginehouse.db.models import EngineModel, OrganizationModel, TrainingJobModel
+from enginehouse.core.status import DeploymentStatus, EngineStatus, ReplicaStatus
 from enginehouse.db.session import Database
-from enginehouse.services import deployments as deployment_service
+from enginehouse.demo import encoders
+from enginehouse.demo.records import DemoSetupError, default_organization, find_engine
+from enginehouse.demo.textgen import DEMO_ENGINE, prepare_textgen
 from enginehouse.services import engines as engine_service
-from enginehouse.services import training_jobs as job_service
-from enginehouse.services.orgs import DEFAULT_ORGANIZATION
 from enginehouse.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEMO_ENGINE = "demo"
-DEMO_JOB = "demo-finetunes"
-# (deployment name, checkpoint epoch, adapter seed)
-DEMO_ADAPTERS = (("demo-pirate", 1, 101), ("demo-poet", 2, 202))
+DEMO_ENGINES = (encoders.EMBEDDING_ENGINE, encoders.CLASSIFIER_ENGINE, DEMO_ENGINE)
+# How long the demo's replicas may take to serve before the console is told something is wrong.
+READY_TIMEOUT_S = 900.0
+POLL_S = 1.0
+# How long a shutdown waits for the set-up thread to notice: a download under way is abandoned
+# (it resumes on the next start).
+STOP_TIMEOUT_S = 10.0
 
 
-def build_demo_models(root: Path) -> tuple[Path, dict[int, Path]]:
-    """The base model directory and {epoch: adapter directory}, built once."""
-    from enginehouse.demo.tiny_models import build_lora_adapter, build_tiny_llama
+class DemoSetup:
+    """Started by the server's lifespan after the training supervisor (``poke`` tells it that
+    jobs were queued), stopped before it."""
 
-    base = root / "base"
-    if not (base / "config.json").is_file():
-        log.info("building the demo model in %s", base)
-        build_tiny_llama(base, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
-                         intermediate_size=256, seed=7)
-    adapters: dict[int, Path] = {}
-    for _name, epoch, seed in DEMO_ADAPTERS:
-        path = root / "adapters" / f"epoch-{epoch}"
-        if not (path / "adapter_config.json").is_file():
-            build_lora_adapter(base, path, seed=seed, r=8)
-        adapters[epoch] = path
-    return base, adapters
+    def __init__(self, database: Database, settings: Settings, poke: Callable[[], None]) -> None:
+        self.database = database
+        self.settings = settings
+        self.poke = poke
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        log.info("demo: setting up in the background (the server answers meanwhile); "
+                 "'demo: ready' says when every demo deployment serves")
+        self._spawn("demo-setup", self._run)
+
+    def stop(self) -> None:
+        self._stop.set()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            log.info("demo: set-up interrupted by the shutdown; the next start with --demo carries on")
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
+        # Daemon threads: a download that cannot be interrupted must not hold the process open.
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return thread
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        textgen = self._spawn("demo-textgen", lambda: self._guarded(
+            "the text-generation demo", lambda: prepare_textgen(self.database, self.settings.data_dir / "demo")))
+        self._guarded("the classification and embedding demo", self._encoders)
+        while textgen.is_alive() and not self._stop.is_set():
+            textgen.join(POLL_S)
+        if not self._stop.is_set():
+            self._guarded("the demo", lambda: self._await_serving(started))
+
+    def _guarded(self, what: str, step: Callable[[], None]) -> None:
+        """Run a step; its failure is said on the console and leaves the server running."""
+        try:
+            step()
+        except DemoSetupError as exc:
+            log.error("demo: %s", exc)
+        except Exception:
+            log.exception("demo: setting up %s failed; the server goes on without it", what)
+
+    def _encoders(self) -> None:
+        awaited = encoders.declare(self.database, self.settings)
+        if awaited:
+            self.poke()  # after the commit: the supervisor's next pass sees the jobs
+        encoders.follow(self.database, awaited, self._stop, POLL_S)
+
+    def _await_serving(self, started: float) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self._stop.is_set():
+            waiting, serving = serving_state(self.database)
+            if not waiting:
+                log.info("demo: ready after %.0f s; call %s", time.monotonic() - started, ", ".join(serving))
+                return
+            if time.monotonic() > deadline:
+                log.warning("demo: still not serving after %.0f s: %s", READY_TIMEOUT_S, "; ".join(waiting))
+                return
+            self._stop.wait(POLL_S)
 
 
-def install_demo(database: Database, settings: Settings) -> None:
-    base, adapters = build_demo_models(settings.data_dir / "demo")
-    with database.session() as session:
-        org_id = session.scalar(
-            select(OrganizationModel.id).where(OrganizationModel.name == DEFAULT_ORGANIZATION)
-        )
-        assert org_id is not None, "the default organization is created before the demo"
-        exists = select(EngineModel.id).where(
-            EngineModel.organization_id == org_id, EngineModel.name == DEMO_ENGINE
-        )
-        if session.scalar(exists) is not None:
-            return
-        job = session.scalar(
-            select(TrainingJobModel).where(
-                TrainingJobModel.organization_id == org_id, TrainingJobModel.name == DEMO_JOB
-            )
-        ) or job_service.register_training_job(
-            session,
-            org_id,
-            job_service.TrainingJobSpec(
-                name=DEMO_JOB,
-                task_type=TaskType.TEXT_GENERATION,
-                base_model=str(base),
-                checkpoints=[
-                    job_service.CheckpointSpec(checkpoint=epoch, path=str(path))
-                    for epoch, path in adapters.items()
-                ],
-            ),
-        )
-        engine = engine_service.create_engine(
-            session,
-            org_id,
-            EngineSpec(name=DEMO_ENGINE, base_model=str(base), task_type=TaskType.TEXT_GENERATION),
-        )
-        for name, epoch, _seed in DEMO_ADAPTERS:
-            source = TrainingJobSource(type="training_job", training_id=job.id, checkpoint=epoch)
-            deployment_service.deploy(session, org_id, engine.id, name, source)
-    log.info("demo: engine %r with deployments %s", DEMO_ENGINE,
-             ", ".join(name for name, _, _ in DEMO_ADAPTERS))
+def serving_state(database: Database) -> tuple[list[str], list[str]]:
+    """(what the demo still waits for, in words; the deployments that serve) over the demo's
+    engines. A Failed engine or deployment is not waited for: its reason is logged by the
+    reconciler, and GET /v1/engines/{id}/events says it again."""
+    waiting: list[str] = []
+    serving: list[str] = []
+    with database.session(announce=False) as session:
+        org_id = default_organization(session)
+        for name in DEMO_ENGINES:
+            engine = find_engine(session, org_id, name)
+            if engine is None or engine.status == EngineStatus.FAILED.value:
+                continue
+            if engine.status != EngineStatus.ACTIVE.value:
+                waiting.append(f"engine {name} is {engine.status}")
+                continue
+            # After a restart the statuses are as the last run left them while the replicas start
+            # again; a ready replica has loaded every deployment before it takes traffic.
+            replicas = engine_service.engine_replicas(session, engine.id)
+            if not any(r.status == ReplicaStatus.READY.value for r in replicas):
+                waiting.append(f"engine {name} has no ready replica yet")
+                continue
+            for deployment in engine_service.engine_deployments(session, engine.id):
+                if deployment.status == DeploymentStatus.DEPLOYED.value:
+                    # The bare encoder has no classification head: only its fine-tunes answer.
+                    if deployment.name != encoders.CLASSIFIER_ENGINE:
+                        serving.append(deployment.name)
+                elif deployment.status != DeploymentStatus.FAILED.value:
+                    waiting.append(f"{deployment.name} is {deployment.status}")
+    return waiting, serving
