@@ -86,7 +86,12 @@ def set_session_cookie(response: RedirectResponse, request: Request, token: str)
 
 def render(request: Request, template: str, user: SignedIn | None, status_code: int = 200,
            **context: Any) -> HTMLResponse:
-    return templates.TemplateResponse(request, template, {"user": user, **context}, status_code=status_code)
+    page = templates.TemplateResponse(request, template, {"user": user, **context}, status_code=status_code)
+    # No other site may frame a page (a click on a hidden Deactivate button), and none caches it.
+    page.headers["X-Frame-Options"] = "DENY"
+    page.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+    page.headers["Cache-Control"] = "no-store"
+    return page
 
 
 def refusal_page(request: Request, user: SignedIn, error: EnginehouseError, back: str) -> HTMLResponse:

@@ -59,6 +59,8 @@ def test_signed_out_pages_send_to_sign_in_and_back(client: TestClient) -> None:
     assert refused.status_code == 401 and "not valid" in errors_in(refused)[0]
     back = client.post("/login", data={"api_key": KEY, "next": "/engines/new"}, follow_redirects=False)
     assert back.headers["location"] == "/engines/new"
+    page = client.get("/engines/new")
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
 
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example"])
