@@ -93,8 +93,10 @@ def _runs_a_b(work: Workload, server: BenchServer, http: httpx.Client,
     runs = {"a": measure("a", "base model only",
                          _drive(work, server.url, auth, base_only, cfg.requests_per_run), cfg.patience)}
     # Not a target: (a) without the gateway, to tell its streaming relay's cost from the replica's.
+    # The replica answers only calls with its secret, read from the server's database.
+    direct = server.replica_address(engine.replica_id)
     runs["a_direct"] = measure("a_direct", "(a) sent straight to the replica, no gateway",
-                               _drive(work, engine.replica_url, {}, base_only, cfg.requests_per_run),
+                               _drive(work, direct.url, direct.headers(), base_only, cfg.requests_per_run),
                                cfg.patience)
     progress("gateway cost: the same non-streamed request, straight to the replica and through the gateway")
     gateway = _gateway_blocks(server, engine, work.warmup_prompts[0], cfg)
@@ -190,7 +192,8 @@ def gateway_overhead(server: BenchServer, engine: Engine, prompt: str, samples: 
     headers = server.auth
     direct: list[float] = []
     gateway: list[float] = []
-    with httpx.Client(base_url=engine.replica_url, timeout=60) as to_replica, \
+    replica = server.replica_address(engine.replica_id)  # with the secret the gateway sends too
+    with httpx.Client(base_url=replica.url, headers=replica.headers(), timeout=60) as to_replica, \
             httpx.Client(base_url=server.url, headers=headers, timeout=60) as to_gateway:
         for _ in range(warmup):
             time_plain_request(to_replica, body)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry
 
 from enginehouse import __version__
@@ -27,9 +27,10 @@ from enginehouse.observability.gateway import GatewayMetrics
 from enginehouse.observability.reconciler import ReconcilerMetrics
 from enginehouse.providers.base import ReplicaProvider
 from enginehouse.providers.local import LocalProvider
-from enginehouse.reconciler.loop import Reconciler
-from enginehouse.reconciler.replica_plan import ReplicaLimits
-from enginehouse.reconciler.training import TrainingSupervisor
+from enginehouse.reconciler.leader_duties import LeaderDuties
+from enginehouse.reconciler.leadership import (
+    AnotherServerError, LeaderElection, SqliteServerLock, leader_lock, one_server_at_a_time,
+)
 from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
 from enginehouse.services import orgs
 from enginehouse.settings import Settings
@@ -50,39 +51,49 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database = Database(settings.resolved_database_url())
-        database.migrate()
-        _bootstrap(database, settings)
-        replica_provider = provider or LocalProvider(
-            settings.data_dir, threads=settings.replica_threads, limits=limits,
-            training_threads=settings.training_threads,
-        )
-        reconciler = Reconciler(
-            database, replica_provider, settings.reconcile_interval_s,
-            replica_limits(settings), metrics=reconciler_metrics,
-        )
+        url = settings.resolved_database_url()
+        # Before anything writes: on SQLite this refuses a second server on the same file.
+        election_lock = leader_lock(url)
+        if isinstance(election_lock, SqliteServerLock):
+            try:
+                election_lock.try_acquire()
+            except AnotherServerError as exc:
+                log.error("%s", exc)  # the reason, on its own line above uvicorn's traceback
+                raise
+        database = Database(url)
+        try:
+            with one_server_at_a_time(url):
+                database.migrate()
+                _bootstrap(database, settings)
+        except BaseException:
+            database.close()
+            if election_lock is not None:
+                election_lock.release()
+            raise
+
+        def make_provider() -> ReplicaProvider:
+            return provider or LocalProvider(
+                settings.data_dir, threads=settings.replica_threads, limits=limits,
+                training_threads=settings.training_threads,
+            )
+
         gateway = Gateway(
             database, settings.wake_wait_s, settings.gateway_timeout_s, gateway_metrics
         )
         app.state.database = database
         app.state.key_cache = TTLCache(KEY_TTL_S)
         app.state.gateway = gateway
-        app.state.reconciler = reconciler
-        reconciler.in_flight = gateway.in_flight_by_replica
-        reconciler.load = gateway.load
-        app.state.provider = replica_provider
-        training = TrainingSupervisor(database, replica_provider, settings.max_training_jobs)
-        app.state.training = training
+        # Every server serves the API and the gateway; only the leader runs what must be single.
+        duties = LeaderDuties(database, settings, make_provider, gateway, reconciler_metrics, app.state, demo)
+        election = LeaderElection(election_lock, settings.leader_poll_s, on_gain=duties.start,
+                                  on_lose=lambda: duties.stop(stop_replicas=False))
+        app.state.election = election
         await gateway.start()
-        reconciler.start()
-        training.start()
-        demo_setup = None
-        if demo:
-            from enginehouse.demo.setup import DemoSetup
-
-            # In a thread of its own: it trains and may download, and the server answers meanwhile.
-            demo_setup = DemoSetup(database, settings, poke=training.poke)
-            demo_setup.start()
+        try:
+            election.start()
+        except BaseException:
+            election.stop(lambda: duties.stop(stop_replicas=True))
+            raise
         # Everything alive now (modules, the app, its routes) lives as long as the server: out of
         # the garbage collector's reach, a full collection walks only what requests create, which
         # keeps a 10,000-row answer from paying for a walk over every module's objects.
@@ -90,10 +101,9 @@ def create_app(
         try:
             yield
         finally:
-            if demo_setup is not None:
-                demo_setup.stop()  # before the supervisor: it must not queue jobs as workers stop
-            training.stop()
-            reconciler.stop(stop_replicas=True)
+            # Replicas and workers stop before the lock is given up: a standby taking over then
+            # finds none half-stopped.
+            election.stop(lambda: duties.stop(stop_replicas=True))
             await gateway.close()
             database.close()
 
@@ -113,20 +123,13 @@ def create_app(
     install_dashboard(app)
 
     @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    def health(request: Request) -> dict[str, str]:
+        election = getattr(request.app.state, "election", None)
+        role = "leader" if election is not None and election.is_leader else "standby"
+        return {"status": "ok", "version": __version__, "reconciler": role}
 
     install_openapi(app)
     return app
-
-
-def replica_limits(settings: Settings) -> ReplicaLimits:
-    return ReplicaLimits(
-        start_timeout_s=settings.replica_start_timeout_s,
-        hang_timeout_s=settings.replica_hang_timeout_s,
-        drain_timeout_s=settings.replica_drain_timeout_s,
-        max_crashes=settings.replica_max_crashes,
-    )
 
 
 def _bootstrap(database: Database, settings: Settings) -> None:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     api_key: str = ""
     # Seconds between two passes of the reconciler over all engines.
     reconcile_interval_s: float = 0.5
+    # Seconds between two tries of a standby server (one sharing the PostgreSQL database with the
+    # server that runs the reconciler) to take over; bounds how long a dead leader goes unreplaced.
+    leader_poll_s: float = Field(default=2.0, gt=0, le=60)
     # How long a replica may take from process start to answering /health before it is failed.
     replica_start_timeout_s: float = 300.0
     # A ready replica whose health check has not answered this long (hung) is replaced.

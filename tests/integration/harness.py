@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from sqlalchemy import create_engine, select
+
+from enginehouse.db.models import ReplicaModel
+from enginehouse.replicaauth import ReplicaAddress
+from enginehouse.settings import Settings
 
 T = TypeVar("T")
 
@@ -130,6 +135,24 @@ class ServerProcess:
     def client(self, api_key: str | None = None) -> httpx.Client:
         key = api_key or self.api_key
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+
+    def replica_address(self, replica_id: str) -> ReplicaAddress:
+        """Where a replica answers and its secret, read from this server's database as the
+        gateway reads them (the API never shows the secret)."""
+        url = Settings(data_dir=self.data_dir, database_url=self.database_url).resolved_database_url()
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                query = select(ReplicaModel.url, ReplicaModel.secret).where(ReplicaModel.id == replica_id)
+                row = connection.execute(query).one()
+        finally:
+            engine.dispose()
+        return ReplicaAddress(row.url, row.secret)
+
+    def replica_client(self, replica_id: str, timeout: float = 60) -> httpx.Client:
+        """A client of one replica's own address, sending its secret as the control plane does."""
+        address = self.replica_address(replica_id)
+        return httpx.Client(base_url=address.url, headers=address.headers(), timeout=timeout)
 
 
 def replica_pids(data_dir: Path) -> list[int]:

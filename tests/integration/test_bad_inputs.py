@@ -90,8 +90,8 @@ def test_a_lone_surrogate_is_400_at_the_gateway_and_at_the_replica(
     for path, raw in bodies.items():
         error = error_of(post_raw(http, path, raw), 400)
         assert error["code"] == "invalid_unicode" and "surrogate" in error["message"]
-    replica = engines["emb"]["replicas"][0]["url"]
-    error = error_of(post_raw(httpx.Client(base_url=replica), "/v1/embeddings", bodies["/v1/embeddings"]), 400)
+    replica = server.replica_client(engines["emb"]["replicas"][0]["id"])
+    error = error_of(post_raw(replica, "/v1/embeddings", bodies["/v1/embeddings"]), 400)
     assert error["code"] == "invalid_unicode"
     # Written as a pair, the same character is ordinary text.
     fine = post_raw(http, "/v1/embeddings", b'{"model": "emb", "input": "hi \\ud83d\\ude00"}')
@@ -106,9 +106,9 @@ def test_a_body_nested_1000_deep_is_400(server: ServerProcess, engines: dict[str
                       "/v1/completions": b'{"model": "gen", "prompt": ' + DEEP + b"}",
                       "/v1/engines": b'{"name": "deep", "base_model": ' + DEEP + b"}"}.items():
         assert error_of(post_raw(http, path, raw), 400)["code"] == "json_too_deep"
-    replica = engines["gen"]["replicas"][0]["url"]
+    replica = server.replica_client(engines["gen"]["replicas"][0]["id"])
     raw = b'{"model": "gen", "prompt": ' + DEEP + b"}"
-    assert error_of(post_raw(httpx.Client(base_url=replica), "/v1/completions", raw), 400)["code"] == "json_too_deep"
+    assert error_of(post_raw(replica, "/v1/completions", raw), 400)["code"] == "json_too_deep"
 
 
 def test_a_body_over_the_limit_is_413(server: ServerProcess, engines: dict[str, dict[str, Any]],
@@ -119,10 +119,12 @@ def test_a_body_over_the_limit_is_413(server: ServerProcess, engines: dict[str, 
     assert "32 MiB" in error["message"]
     # The replica holds the same limit (the server passed it on), known from Content-Length alone:
     # it answers before the body has even been sent.
-    host, port = engines["emb"]["replicas"][0]["url"].removeprefix("http://").split(":")
+    address = server.replica_address(engines["emb"]["replicas"][0]["id"])
+    host, port = address.url.removeprefix("http://").split(":")
+    secret = "".join(f"{name}: {value}\r\n" for name, value in address.headers().items())
     with socket.create_connection((host, int(port)), timeout=30) as connection:
         connection.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: replica\r\nContent-Type: application/json\r\n"
-                           + f"Content-Length: {len(oversized)}\r\n\r\n".encode() + oversized[:1024])
+                           + f"{secret}Content-Length: {len(oversized)}\r\n\r\n".encode() + oversized[:1024])
         status_line = connection.makefile("rb").readline()
     assert status_line.split()[1] == b"413"
 
@@ -208,5 +210,5 @@ def test_405_names_the_allowed_methods(server: ServerProcess, engines: dict[str,
     response = http.put("/v1/engines")
     assert error_of(response, 405)["code"] == "method_not_allowed"
     assert response.headers["allow"] == "GET, POST"
-    replica = httpx.Client(base_url=engines["gen"]["replicas"][0]["url"])
+    replica = server.replica_client(engines["gen"]["replicas"][0]["id"])
     assert replica.get("/v1/completions").headers["allow"] == "POST"

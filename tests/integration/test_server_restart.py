@@ -137,7 +137,7 @@ def _ready_ids(engine: dict[str, Any] | None) -> set[str]:
     return {r["id"] for r in (engine or {}).get("replicas", []) if r["status"] == "ready"}
 
 
-def _adapter_everywhere(engine: dict[str, Any] | None) -> dict[str, Any] | None:
+def _adapter_everywhere(server: ServerProcess, engine: dict[str, Any] | None) -> dict[str, Any] | None:
     """The engine once both its replicas report the adapter loaded (its deployment is Deployed
     again after the second replica loaded it: no event is still to come)."""
     replicas = (engine or {}).get("replicas", [])
@@ -145,7 +145,8 @@ def _adapter_everywhere(engine: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     for replica in replicas:
         try:
-            adapters = httpx.get(f"{replica['url']}/health", timeout=5).json().get("adapters") or {}
+            with server.replica_client(replica["id"], timeout=5) as own:
+                adapters = own.get("/health").json().get("adapters") or {}
         except (httpx.HTTPError, ValueError):
             return None
         if (adapters.get(ADAPTER) or {}).get("status") != "loaded":
@@ -176,7 +177,7 @@ def test_killed_under_load_the_server_adopts_its_replicas_on_restart(  # type: i
     wait_engine(http, engine["id"], "Active")
     wait_for(lambda: len(_ready_ids(engine_status(http, engine["id"]))) == 2, timeout=120,
              what="two ready replicas")
-    wait_for(lambda: _adapter_everywhere(engine_status(http, engine["id"])), timeout=120,
+    wait_for(lambda: _adapter_everywhere(server, engine_status(http, engine["id"])), timeout=120,
              what=f"{ADAPTER} loaded on both replicas")
     replica_ids = _ready_ids(wait_deployments(http, engine["id"]))
     pids = sorted(replica_pids(server.data_dir))

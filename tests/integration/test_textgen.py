@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from enginehouse.replicaauth import SECRET_HEADER
 from tests.integration.harness import ServerProcess, replica_pids, wait_deployments, wait_engine, wait_for
 from tests.integration.reference import greedy_chat, greedy_completion
 from tests.prometheus import Scrape
@@ -94,6 +95,33 @@ def test_base_deployment_appears_with_the_engine(textgen: TextgenSetup) -> None:
     assert engine_path == ["Provisioning", "Active"]
     ft1 = [e["to"] for e in events if e["name"] == "tiny-ft1"]
     assert ft1 == ["Pending", "Deploying", "Deployed"]
+
+
+def test_a_replica_answers_only_with_its_secret_and_the_gateway_has_it(
+    textgen: TextgenSetup, tiny_llama_dir: Path
+) -> None:
+    [replica] = textgen.engine["replicas"]
+    address = textgen.server.replica_address(replica["id"])
+    assert address.secret and address.url == replica["url"]
+    body = {"model": "tiny-ft1", "prompt": PROMPTS[0], "max_tokens": 4, "temperature": 0}
+    # Whoever reaches the port without the secret (another user of the machine) is refused, the
+    # adapter endpoints and health included; the server's own API key is no secret of a replica's.
+    for headers in ({}, {SECRET_HEADER: "guessed"}, {"Authorization": f"Bearer {textgen.server.api_key}"}):
+        with httpx.Client(base_url=replica["url"], headers=headers, timeout=30) as stranger:
+            for response in (stranger.post("/v1/completions", json=body), stranger.get("/health"),
+                             stranger.put("/v1/adapters/evil", json={"path": str(tiny_llama_dir)}),
+                             stranger.delete("/v1/adapters/tiny-ft1")):
+                assert response.status_code == 401, response.text
+                assert response.json()["error"]["code"] == "replica_secret_refused"
+    # Nothing was changed by those calls; through the gateway the same call is answered.
+    with textgen.server.replica_client(replica["id"]) as own:
+        assert set(own.get("/health").json()["adapters"]) == set(textgen.adapters)
+    reply = textgen.openai.completions.create(**body)
+    assert reply.choices[0].text == greedy_completion(tiny_llama_dir, textgen.adapters["tiny-ft1"], PROMPTS[0], 4)
+    # The secret is never shown: not by the API, not in the server's log.
+    assert address.secret not in textgen.http.get("/v1/engines").text
+    assert address.secret not in textgen.http.get(f"/v1/engines/{textgen.engine['id']}").text
+    assert address.secret not in textgen.server.log_tail(100_000)
 
 
 def test_models_lists_deployments_with_parent(textgen: TextgenSetup) -> None:
@@ -226,8 +254,8 @@ def test_undeploy_while_streaming_to_another_loses_nothing(textgen: TextgenSetup
         reply = http.post("/v1/completions", json={"model": "tiny-extra", "prompt": "x", "max_tokens": 2})
         return reply.status_code == 404
     wait_for(unloaded, timeout=30, what="tiny-extra to be gone")
-    replica = textgen.engine["replicas"][0]["url"]
-    wait_for(lambda: "tiny-extra" not in httpx.get(f"{replica}/health").json()["adapters"], timeout=30,
+    replica = textgen.server.replica_client(textgen.engine["replicas"][0]["id"])
+    wait_for(lambda: "tiny-extra" not in replica.get("/health").json()["adapters"], timeout=30,
              what="the replica to unload tiny-extra")
 
 
@@ -260,13 +288,15 @@ def _delete_and_check_processes_end(textgen: TextgenSetup, engine_id: str) -> No
     http = textgen.http
     engine = http.get(f"/v1/engines/{engine_id}").json()
     urls = [r["url"] for r in engine["replicas"]]
+    replicas = [textgen.server.replica_client(r["id"], timeout=2) for r in engine["replicas"]]
     before = set(replica_pids(textgen.server.data_dir))
     assert http.delete(f"/v1/engines/{engine_id}").status_code == 202
     wait_for(lambda: http.get(f"/v1/engines/{engine_id}").status_code == 404, timeout=60,
              what="the engine to be gone")
-    for url in urls:
+    assert urls
+    for replica in replicas:
         with pytest.raises(httpx.HTTPError):
-            httpx.get(f"{url}/health", timeout=2)
+            replica.get("/health")
     after = set(replica_pids(textgen.server.data_dir))
     assert len(before - after) == 1
     names = [m.id for m in textgen.openai.models.list().data]
@@ -294,10 +324,10 @@ def test_inactive_timeout_sleeps_and_a_request_wakes_it(
 def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(textgen: TextgenSetup) -> None:
     """The gateway closes its connection to the replica when the client goes, and the replica
     drops the sequence instead of generating to the end."""
-    replica = textgen.engine["replicas"][0]["url"]
+    replica = textgen.server.replica_client(textgen.engine["replicas"][0]["id"])
 
     def aborted() -> float:
-        page = Scrape.parse(httpx.get(f"{replica}/metrics").text)
+        page = Scrape.parse(replica.get("/metrics").text)
         return page.value("enginehouse_requests_total", deployment="tiny-ft2", status="aborted")
 
     before = aborted()
@@ -307,7 +337,7 @@ def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(textgen: Te
         assert response.status_code == 200
         assert next(line for line in response.iter_lines() if line.startswith("data: "))
     wait_for(lambda: aborted() == before + 1, timeout=30, what="the replica to count the stream as aborted")
-    assert httpx.get(f"{replica}/health").json()["running"] == 0
+    assert replica.get("/health").json()["running"] == 0
     # The engine goes on serving.
     reply = textgen.openai.completions.create(model="tiny-ft2", prompt=PROMPTS[0], max_tokens=3)
     assert reply.usage is not None and reply.usage.completion_tokens == 3
@@ -316,10 +346,10 @@ def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(textgen: Te
 def test_a_client_giving_up_on_a_plain_request_frees_its_sequence(textgen: TextgenSetup) -> None:
     """A non-streamed call writes nothing until its end; its client timing out must still stop
     the generation (the gateway closes its call to the replica, the replica cancels the run)."""
-    replica = textgen.engine["replicas"][0]["url"]
+    replica = textgen.server.replica_client(textgen.engine["replicas"][0]["id"])
 
     def aborted() -> float:
-        page = Scrape.parse(httpx.get(f"{replica}/metrics").text)
+        page = Scrape.parse(replica.get("/metrics").text)
         return page.value("enginehouse_requests_total", deployment="tiny-ft3", status="aborted")
 
     before = aborted()
@@ -327,4 +357,4 @@ def test_a_client_giving_up_on_a_plain_request_frees_its_sequence(textgen: Textg
     with textgen.server.client() as http, pytest.raises(httpx.ReadTimeout):
         http.post("/v1/completions", json=body, timeout=httpx.Timeout(30, read=0.2))
     wait_for(lambda: aborted() == before + 1, timeout=30, what="the replica to count the call as aborted")
-    assert httpx.get(f"{replica}/health").json()["running"] == 0
+    assert replica.get("/health").json()["running"] == 0

@@ -37,6 +37,7 @@ CLI_PAGE = DOCS / "cli.md"
 # ENGINEHOUSE_* names the docs may mention that are not server or CLI settings, and why.
 NOT_SETTINGS = {
     "ENGINEHOUSE_TEST_DATABASE_URL": "the PostgreSQL database of the test suite (tests/databases.py)",
+    "ENGINEHOUSE_REPLICA_SECRET": "a replica process's own secret, set by its provider (enginehouse/replicaauth.py)",
 }
 # Routes FastAPI adds for its own pages, not worth a line in the docs.
 UNDOCUMENTED_ROUTES = {"/docs/oauth2-redirect"}

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from enginehouse.cli.config import cli_settings
-from enginehouse.cli.errors import reporting_errors
+from enginehouse.cli.errors import CliError, reporting_errors
 from enginehouse.cli.params import DataDirOption
 
 HostOption = Annotated[
@@ -32,8 +32,18 @@ def up(
     """Run the API, gateway, dashboard, reconciler and replicas until interrupted."""
     with reporting_errors():
         settings = cli_settings(host=host, port=port, data_dir=data_dir)
+        _refuse_a_second_server(settings.resolved_database_url())
     # Imported here: the server pulls in FastAPI and the whole control plane, which every other
     # command would otherwise pay for at start-up.
     from enginehouse import server
 
     server.serve(settings, demo=demo)
+
+
+def _refuse_a_second_server(url: str) -> None:
+    from enginehouse.reconciler.leadership import AnotherServerError, refuse_a_second_sqlite_server
+
+    try:
+        refuse_a_second_sqlite_server(url)
+    except AnotherServerError as exc:
+        raise CliError(str(exc)) from None

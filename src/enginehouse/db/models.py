@@ -248,6 +248,9 @@ class ReplicaModel(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False)
     status_reason: Mapped[str | None] = mapped_column(Text)
     url: Mapped[str] = mapped_column(Text, nullable=False)
+    # What every call to the replica must carry (enginehouse.replicaauth); never shown by the API.
+    # NULL for a replica launched by a server older than replica secrets: it checks none.
+    secret: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime] = _created()
 
 

@@ -43,6 +43,11 @@ class Database:
         thread, so it must be quick and thread-safe."""
         self._change_listeners.append(listener)
 
+    def off_engine_change(self, listener: ChangeListener) -> None:
+        """Stop calling ``listener`` (no error when it was not listening)."""
+        if listener in self._change_listeners:
+            self._change_listeners.remove(listener)
+
     @contextmanager
     def session(self, announce: bool = True) -> Iterator[Session]:
         """One unit of work: commits on success, rolls back on error. With ``announce`` false,

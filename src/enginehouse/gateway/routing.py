@@ -15,6 +15,7 @@ from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStat
 from enginehouse.core.task_types import ENDPOINTS, TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, ReplicaModel
 from enginehouse.errors import BadRequestError, ConflictError, ModelNotFoundError, ServiceUnavailableError
+from enginehouse.replicaauth import ReplicaAddress
 from enginehouse.services import deployments as deployment_service
 
 
@@ -25,12 +26,12 @@ class Target:
     deployment_id: str
     deployment_name: str
     engine_id: str
-    replicas: dict[str, str]  # replica id → url
+    replicas: dict[str, ReplicaAddress]  # replica id → where it answers, with its secret
     engine_name: str = ""
 
     def without(self, replica_id: str) -> Target:
         """The same route less one replica (one that just failed)."""
-        return replace(self, replicas={r: url for r, url in self.replicas.items() if r != replica_id})
+        return replace(self, replicas={r: address for r, address in self.replicas.items() if r != replica_id})
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,8 @@ def _replaced_base(deployment: DeploymentModel, engine: EngineModel) -> bool:
     )
 
 
-def _ready_replicas(session: Session, engine_id: str) -> dict[str, str]:
-    query = select(ReplicaModel.id, ReplicaModel.url).where(
+def _ready_replicas(session: Session, engine_id: str) -> dict[str, ReplicaAddress]:
+    query = select(ReplicaModel.id, ReplicaModel.url, ReplicaModel.secret).where(
         ReplicaModel.engine_id == engine_id, ReplicaModel.status == ReplicaStatus.READY.value
     )
-    return {replica_id: url for replica_id, url in session.execute(query)}
+    return {replica_id: ReplicaAddress(url, secret) for replica_id, url, secret in session.execute(query)}

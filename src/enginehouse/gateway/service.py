@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 # (organization id, model name, endpoint): what a call is routed by.
 RouteKey = tuple[str, str, str]
-# One attempt at a call on one replica: (replica id, url, body, timer) → the client's answer.
-Forward = Callable[[str, str, bytes, RequestTimer], Awaitable[Response]]
+# One attempt at a call on one replica: (replica id, url, headers, body, timer) → the client's answer.
+Forward = Callable[[str, str, Mapping[str, str], bytes, RequestTimer], Awaitable[Response]]
 
 # Record an engine's last access at most this often (the inactive timeout needs no finer grain).
 TOUCH_EVERY_S = 1.0
@@ -125,7 +125,7 @@ class Gateway:
         endpoint = key[2]
         replica_id = self.balancer.choose(sorted(target.replicas))
         try:
-            return await forward(replica_id, f"{target.replicas[replica_id]}{endpoint}", raw_body, timer)
+            return await _attempt(forward, target, replica_id, endpoint, raw_body, timer)
         except ReplicaFailed as failed:
             self._forget_replica(key, replica_id)
             # A dead replica's replacement is worth waiting for; a live one that refused is not.
@@ -138,7 +138,7 @@ class Gateway:
             self.metrics.retried(timer.route)
         target, replica_id = retry
         try:
-            return await forward(replica_id, f"{target.replicas[replica_id]}{endpoint}", raw_body, timer)
+            return await _attempt(forward, target, replica_id, endpoint, raw_body, timer)
         except ReplicaFailed as failed:  # never a third try: the call itself may be what kills them
             self._forget_replica(key, replica_id)
             return failed.give_up(timer)
@@ -234,12 +234,13 @@ class Gateway:
         self.load.finished(engine_id)
 
     async def _forward(
-        self, client: Request, engine_id: str, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
+        self, client: Request, engine_id: str, replica_id: str, url: str, headers: Mapping[str, str],
+        raw_body: bytes, timer: RequestTimer,
     ) -> Response:
         session = self.http
 
         async def call() -> tuple[bytes, int, str, dict[str, str]]:
-            async with session.post(url, data=raw_body, headers=_JSON) as upstream:
+            async with session.post(url, data=raw_body, headers=headers) as upstream:
                 content = await upstream.read()
                 media_type = upstream.headers.get("content-type", "application/json")
                 return content, upstream.status, media_type, passed_headers(upstream.headers)
@@ -255,12 +256,13 @@ class Gateway:
         return _replica_answer(Response(content, status_code=status, media_type=media_type, headers=headers), timer)
 
     async def _forward_stream(
-        self, client: Request, engine_id: str, replica_id: str, url: str, raw_body: bytes, timer: RequestTimer
+        self, client: Request, engine_id: str, replica_id: str, url: str, headers: Mapping[str, str],
+        raw_body: bytes, timer: RequestTimer,
     ) -> Response:
         finished = partial(self._attempt_finished, engine_id, replica_id)
         self._attempt_started(engine_id, replica_id)
         try:
-            upstream = await self.http.post(url, data=raw_body, headers=_JSON)
+            upstream = await self.http.post(url, data=raw_body, headers=headers)
         except BaseException as exc:  # cancelled too: the attempt must not stay counted in flight
             finished()
             if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
@@ -291,6 +293,15 @@ class Gateway:
         return _relay_response(_Relay(upstream, finished, timer, first))
 
 
+def _attempt(
+    forward: Forward, target: Target, replica_id: str, endpoint: str, raw_body: bytes, timer: RequestTimer
+) -> Awaitable[Response]:
+    """Send the call to one replica. The headers are ours alone, never the client's: nothing a
+    client sends (a forged secret header included) reaches a replica but the body."""
+    address = target.replicas[replica_id]
+    return forward(replica_id, f"{address.url}{endpoint}", {**_JSON, **address.headers()}, raw_body, timer)
+
+
 async def _first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
     chunk = await upstream.content.readany()
     if not chunk:  # a 200 with no event at all: the replica went away before writing one
@@ -300,6 +311,12 @@ async def _first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
 
 def _replica_answer(answer: Response, timer: RequestTimer) -> Response:
     """A replica's answer, the client's own unless it is a refusal another replica may not give."""
+    if answer.status_code == 401:
+        # Only a replica's secret check answers 401: the address is no longer our replica's (its
+        # port taken by another after it died). Never the client's answer: it is not about its key.
+        raise ReplicaFailed(ServiceUnavailableError(
+            "the replica could not be reached (its address answers to another secret); try again",
+            retry_after=2, code="replica_unreachable"), replica_gone=True)
     if is_replica_refusal(answer.status_code):
         raise ReplicaFailed(answer, replica_gone=False)
     timer.finish(answer.status_code)

@@ -4,7 +4,7 @@ listen. Read-only; runs in a worker thread."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import select
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from enginehouse.core.status import ReplicaStatus
 from enginehouse.db.models import EngineModel, OrganizationModel, ReplicaModel
+from enginehouse.replicaauth import ReplicaAddress
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,11 @@ class ReplicaRow:
     url: str
     organization: str
     engine: str  # the engine's name: what users see (its base deployment's name too)
+    secret: str | None = field(default=None, repr=False)  # what its /metrics demands
+
+    @property
+    def address(self) -> ReplicaAddress:
+        return ReplicaAddress(self.url, self.secret)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -44,7 +50,8 @@ def read_inventory(session: Session) -> Inventory:
         .order_by(OrganizationModel.name, EngineModel.name)
     )
     replicas = session.execute(
-        select(ReplicaModel.id, ReplicaModel.status, ReplicaModel.url, OrganizationModel.name, EngineModel.name)
+        select(ReplicaModel.id, ReplicaModel.status, ReplicaModel.url, OrganizationModel.name, EngineModel.name,
+               ReplicaModel.secret)
         .join(EngineModel, ReplicaModel.engine_id == EngineModel.id)
         .join(OrganizationModel, EngineModel.organization_id == OrganizationModel.id)
         .order_by(ReplicaModel.started_at)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -31,6 +31,12 @@ class ReconcilerMetrics:
             "enginehouse_reconciler_step_seconds",
             "How long one engine step took (adapter loads and replica launches included).",
             buckets=_STEP_BUCKETS, registry=registry,
+        )
+        # Of the servers sharing one database, the one whose reconciler runs shows 1.
+        self.leader = Gauge(
+            "enginehouse_reconciler_leader",
+            "1 while this server leads (runs the reconciler and the training supervisor), else 0.",
+            registry=registry,
         )
         for cause in StepCause:  # every series shown from the start, at zero
             self.steps.labels(cause.value)

@@ -19,6 +19,9 @@ class ReplicaLaunch:
     served_name: str
     task_type: str
     base_model: str
+    # What the replica must demand of every caller (``enginehouse.replicaauth``). The provider
+    # hands it to the replica without exposing it to other users of the machine (not argv).
+    secret: str = field(repr=False)
     runtime_options: dict[str, Any] = field(default_factory=dict)
     # The option the engine was placed on (one of the provider's ``deployment_options``).
     deployment_option: str | None = None

@@ -31,6 +31,7 @@ from enginehouse.providers.local_gpus import LocalGpu, probe_local_gpus
 from enginehouse.providers.local_process import declared_error, is_running, process_start_time, terminate_group
 from enginehouse.providers.local_records import ReplicaRecord, read_records, remove_record, write_record
 from enginehouse.providers.local_training import LocalTrainer
+from enginehouse.replicaauth import SECRET_ENV
 from enginehouse.requestlimits import RequestLimits
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,10 @@ class LocalProvider:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         port = _free_port(self.host)
         log_path = self.log_dir / f"{launch.replica_id}.log"
+        # The secret goes in the environment, which only this user can read (/proc/<pid>/environ),
+        # not on the command line; the record below does not keep it (the database does).
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-               **self._device_environment(launch.deployment_option)}
+               **self._device_environment(launch.deployment_option), SECRET_ENV: launch.secret}
         process = self._spawn(self._command(launch, port), env, log_path, launch.base_model)
         record = ReplicaRecord(
             replica_id=launch.replica_id, engine_id=launch.engine_id, url=f"http://{self.host}:{port}",

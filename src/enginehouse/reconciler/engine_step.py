@@ -25,15 +25,14 @@ from enginehouse.core.task_types import TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel
 from enginehouse.db.session import Database
 from enginehouse.gateway.load import LoadMeter
-from enginehouse.providers.base import (
-    LaunchedReplica, LaunchError, ProviderReplica, ReplicaExit, ReplicaLaunch, ReplicaProvider,
-)
+from enginehouse.providers.base import LaunchError, ProviderReplica, ReplicaExit, ReplicaLaunch, ReplicaProvider
 from enginehouse.reconciler import policy
 from enginehouse.reconciler.policy import CrashStreak, DeploymentFacts, Fault, ReplicaFacts
 from enginehouse.reconciler.autoscaler import AutoscalerState, Decision, decide
 from enginehouse.reconciler.replica_plan import ObservedReplica, ReplicaLimits, judge, plan_replicas
 from enginehouse.reconciler.replica_client import AdapterLoadRefused, ReplicaClient
 from enginehouse.reconciler.snapshot import EngineSnapshot, ReplicaRow, load_snapshot
+from enginehouse.replicaauth import ReplicaAddress, new_secret
 from enginehouse.services import deployments as deployment_service
 from enginehouse.services import engines as engine_service
 from enginehouse.services import replicas as replica_service
@@ -72,13 +71,21 @@ class EngineMemory:
             self.draining_since.pop(replica_id, None)
 
 
+@dataclass(frozen=True)
+class NewReplica:
+    """A replica this step launched: what the database records of it."""
+
+    replica_id: str
+    address: ReplicaAddress
+
+
 @dataclass
 class StepOutcome:
     replicas: list[ReplicaFacts]
     ready_ids: set[str]  # answered their health check ready (adapters are loaded onto these)
     failure: str | None
     removed: dict[str, str]  # replica id → why it is gone
-    launched: list[LaunchedReplica]
+    launched: list[NewReplica]
     # Why no replica is started: the engine's option is one no provider can give now, or a
     # crash backoff.
     waiting_for: str | None = None
@@ -191,7 +198,7 @@ class EngineStep:
         for replica_id in [*plan.stop, *plan.gone]:
             await asyncio.to_thread(self.provider.stop, replica_id)
         streak, failure = plan.streak, plan.failure
-        launched: list[LaunchedReplica] = []
+        launched: list[NewReplica] = []
         if plan.launch:
             launched, fault = await self._launch_missing(snapshot, plan.launch)
             if fault is not None:
@@ -239,9 +246,9 @@ class EngineStep:
 
     async def _launch_missing(
         self, snapshot: EngineSnapshot, missing: int
-    ) -> tuple[list[LaunchedReplica], Fault | None]:
+    ) -> tuple[list[NewReplica], Fault | None]:
         """Launch up to ``missing`` replicas; stops at the first that cannot be launched."""
-        launched: list[LaunchedReplica] = []
+        launched: list[NewReplica] = []
         for _ in range(max(0, missing)):
             try:
                 launched.append(await asyncio.to_thread(self._launch, snapshot))
@@ -258,26 +265,29 @@ class EngineStep:
         if exit_info is not None:
             return ReplicaFacts(row.replica_id, ready=False, exited=True, exit_reason=exit_info.reason,
                                 permanent_failure=exit_info.permanent, age_s=age_s)
-        health = await self.replicas.health(row.url)
+        health = await self.replicas.health(row.address)
         ready = bool(health and health.ready and health.body.get("served_name") == snapshot.name)
         loaded = health.loaded if health else {}
         base_served = bool(health.body.get("base_served", True)) if health else True
         return ReplicaFacts(row.replica_id, ready=ready, exited=False, loaded=loaded, age_s=age_s,
                             base_served=base_served, answered=health is not None)
 
-    def _launch(self, snapshot: EngineSnapshot) -> LaunchedReplica:
-        replica_id = new_id("replica")
-        return self.provider.launch(
+    def _launch(self, snapshot: EngineSnapshot) -> NewReplica:
+        # A secret of its own per replica: one leaked (a log, a core dump) opens no other.
+        secret = new_secret()
+        launched = self.provider.launch(
             ReplicaLaunch(
-                replica_id=replica_id,
+                replica_id=new_id("replica"),
                 engine_id=snapshot.engine_id,
                 served_name=snapshot.name,
                 task_type=snapshot.task_type,
                 base_model=snapshot.base_model,
+                secret=secret,
                 runtime_options=snapshot.runtime_options,
                 deployment_option=snapshot.selected_option,
             )
         )
+        return NewReplica(launched.replica_id, ReplicaAddress(launched.url, secret))
 
     # -- adapters -------------------------------------------------------------------------
 
@@ -290,9 +300,9 @@ class EngineStep:
         serves_lora = TaskType(snapshot.task_type).serves_lora
         by_name = {d.name: d for d in snapshot.deployments}
         ready = [f for f in outcome.replicas if f.replica_id in outcome.ready_ids]
-        url_of = {r.replica_id: r.url for r in snapshot.replicas}
+        address_of = {r.replica_id: r.address for r in snapshot.replicas}
         updated = await asyncio.gather(
-            *(self._sync_replica(url_of[f.replica_id], f, desired, by_name, memory, serves_lora)
+            *(self._sync_replica(address_of[f.replica_id], f, desired, by_name, memory, serves_lora)
               for f in ready)
         )
         replaced = {f.replica_id: f for f in updated}
@@ -300,7 +310,7 @@ class EngineStep:
 
     async def _sync_replica(
         self,
-        url: str,
+        address: ReplicaAddress,
         facts: ReplicaFacts,
         desired: dict[str, str],
         by_name: dict[str, DeploymentFacts],
@@ -311,7 +321,7 @@ class EngineStep:
         loaded = dict(facts.loaded)
         try:
             for name in to_unload:
-                await self.replicas.unload_adapter(url, name)
+                await self.replicas.unload_adapter(address, name)
                 loaded.pop(name, None)
         except httpx.HTTPError as exc:
             log.warning("replica %s: adapter unload failed, will retry: %s", facts.replica_id, exc)
@@ -321,7 +331,7 @@ class EngineStep:
             if memory.load_tries.get(deployment_id, policy.LoadTries()).retry_at > now:
                 continue  # backing off after a transient failure
             try:
-                await self.replicas.load_adapter(url, name, path)
+                await self.replicas.load_adapter(address, name, path)
                 loaded[name] = path
                 memory.load_tries.pop(deployment_id, None)
             except AdapterLoadRefused as refused:  # the adapter itself is wrong: no retry helps
@@ -373,7 +383,7 @@ class EngineStep:
         for replica_id, reason in outcome.removed.items():
             replica_service.remove_replica(session, org, replica_id, reason)
         for launched in outcome.launched:
-            replica_service.add_replica(session, org, snapshot.engine_id, launched.replica_id, launched.url)
+            replica_service.add_replica(session, org, snapshot.engine_id, launched.replica_id, launched.address)
         was_ready = {r.replica_id for r in snapshot.replicas if r.status == ReplicaStatus.READY.value}
         for replica_id in outcome.serving_ids - was_ready:
             replica_service.mark_replica(session, org, replica_id, ReplicaStatus.READY,

@@ -92,6 +92,7 @@ class Reconciler:
         """Stop the loop; with ``stop_replicas`` also the replica processes this server started
         (their rows are removed, so the next start launches fresh ones)."""
         self._stopping.set()
+        self.database.off_engine_change(self.poke_engines)  # a later leader term builds a new one
         self._call_in_loop(self._wake_up)
         if self._thread is not None:
             self._thread.join(timeout=30)

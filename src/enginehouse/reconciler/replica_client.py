@@ -1,4 +1,5 @@
-"""The control plane's side of a replica's HTTP API (health, adapter load/unload)."""
+"""The control plane's side of a replica's HTTP API (health, adapter load/unload). Every call
+carries the replica's secret (``enginehouse.replicaauth``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from enginehouse.replicaauth import ReplicaAddress
 
 
 @dataclass(frozen=True)
@@ -24,11 +27,12 @@ class ReplicaClient:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def health(self, url: str) -> Health | None:
+    async def health(self, replica: ReplicaAddress) -> Health | None:
         """None when the replica does not answer at all (not up yet, gone, or hung); an answer
-        other than a ready one is a Health that is not ready."""
+        other than a ready one (a 401 too: the address is some other process's now) is a Health
+        that is not ready."""
         try:
-            response = await self.client.get(f"{url}/health", timeout=5.0)
+            response = await self.client.get(f"{replica.url}/health", headers=replica.headers(), timeout=5.0)
         except httpx.HTTPError:
             return None
         try:
@@ -47,18 +51,22 @@ class ReplicaClient:
         }
         return Health(ready=body.get("status") == "ready", loaded=loaded, body=body)
 
-    async def load_adapter(self, url: str, name: str, path: str) -> None:
+    async def load_adapter(self, replica: ReplicaAddress, name: str, path: str) -> None:
         """Raises AdapterLoadRefused on a permanent refusal, httpx.HTTPError on a transient one."""
         response = await self.client.put(
-            f"{url}/v1/adapters/{quote(name, safe='')}", json={"path": path}, timeout=300.0
+            f"{replica.url}/v1/adapters/{quote(name, safe='')}", json={"path": path},
+            headers=replica.headers(), timeout=300.0,
         )
-        if 400 <= response.status_code < 500:
+        # A 401 refuses the caller, not the adapter: the address answers with another secret (its
+        # port now some other replica's). The replica's next health check settles that; the
+        # deployment must not fail for it.
+        if 400 <= response.status_code < 500 and response.status_code != 401:
             raise AdapterLoadRefused(_error_message(response))
         response.raise_for_status()
 
-    async def unload_adapter(self, url: str, name: str) -> None:
+    async def unload_adapter(self, replica: ReplicaAddress, name: str) -> None:
         response = await self.client.delete(
-            f"{url}/v1/adapters/{quote(name, safe='')}", timeout=60.0
+            f"{replica.url}/v1/adapters/{quote(name, safe='')}", headers=replica.headers(), timeout=60.0
         )
         if response.status_code not in (200, 404):
             response.raise_for_status()

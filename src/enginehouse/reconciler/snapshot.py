@@ -3,7 +3,7 @@ network and process work that follows happens outside any transaction."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStatus
 from enginehouse.db.models import DeploymentModel, EngineModel
 from enginehouse.reconciler.policy import DeploymentFacts
+from enginehouse.replicaauth import ReplicaAddress
 from enginehouse.services import engines as engine_service
 
 
@@ -22,6 +23,11 @@ class ReplicaRow:
     status: str
     url: str
     started_at: datetime
+    secret: str | None = field(default=None, repr=False)  # None: launched before replicas had one
+
+    @property
+    def address(self) -> ReplicaAddress:
+        return ReplicaAddress(self.url, self.secret)
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ def load_snapshot(session: Session, engine_id: str) -> EngineSnapshot | None:
         for row in session.execute(query)
     ]
     replicas = [
-        ReplicaRow(r.id, r.status, r.url, _aware(r.started_at))  # type: ignore[arg-type]
+        ReplicaRow(r.id, r.status, r.url, _aware(r.started_at), r.secret)  # type: ignore[arg-type]
         for r in engine_service.engine_replicas(session, engine.id)
     ]
     return EngineSnapshot(

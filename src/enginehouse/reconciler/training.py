@@ -55,15 +55,19 @@ class TrainingSupervisor:
         self._thread.start()
 
     def poke(self) -> None:
-        """Run a pass now (a job was created or cancelled)."""
+        """Run a pass now (a job was created or cancelled). Jobs created through another server
+        are found anyway: every pass reads the jobs table, at least every ``IDLE_INTERVAL_S``."""
         self._wake.set()
 
-    def stop(self) -> None:
-        """Stop the loop, then every worker, failing their jobs with the reason."""
+    def stop(self, stop_workers: bool = True) -> None:
+        """Stop the loop, then (``stop_workers``) every worker, failing their jobs with the
+        reason. Without it the workers run on, for the server that takes over to follow."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if not stop_workers:
+            return
         try:
             self._stop_workers()
         except Exception:

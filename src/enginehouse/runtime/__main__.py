@@ -3,15 +3,22 @@
 Exit codes: 3 when the model (or the configuration) cannot be loaded; 4 when the address cannot
 be listened on. Either way the last line on stderr is ``ENGINEHOUSE_REPLICA_ERROR: <reason>``,
 which the control plane shows the user.
+
+The replica's secret comes in the environment (``ENGINEHOUSE_REPLICA_SECRET``), never on the
+command line (which every user of the machine sees in ``ps``). Without one the replica does not
+start unless ``--insecure`` says so: a replica that answers anyone is a choice, never the result
+of a variable that went missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 
+from enginehouse.replicaauth import SECRET_ENV
 from enginehouse.requestlimits import RequestLimits
 
 EXIT_LOAD_FAILED = 3
@@ -36,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-json-depth", type=int, default=None, help="deepest JSON nesting accepted")
     # Lets the control plane recognise its replica among the machine's processes after a restart.
     parser.add_argument("--replica-id", default=None, help="the control plane's id for this replica")
+    parser.add_argument("--insecure", action="store_true",
+                        help=f"serve without a secret when {SECRET_ENV} is not set: anyone who can reach "
+                             "the port may call the replica (debugging by hand only)")
     return parser
 
 
@@ -44,8 +54,23 @@ def fail(message: str, code: int) -> int:
     return code
 
 
+def take_secret(insecure: bool) -> tuple[str | None, str | None]:
+    """(the secret, None), or (None, why the replica must not start). Taken out of the environment
+    so that nothing this process starts inherits it."""
+    secret = os.environ.pop(SECRET_ENV, "")
+    if secret:
+        return secret, None
+    if insecure:
+        return None, None
+    return None, (f"{SECRET_ENV} is not set: a replica answers only callers that send its secret "
+                  "(pass --insecure to serve without one)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    secret, refusal = take_secret(args.insecure)
+    if refusal is not None:  # before torch is imported: the answer comes at once
+        return fail(refusal, EXIT_LOAD_FAILED)
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
@@ -77,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything else while loading is still the user's model failing
         log.exception("loading failed")
         return fail(f"could not load base model '{args.base_model}': {exc}", EXIT_LOAD_FAILED)
-    return serve(runner, args.host, args.port, args.log_level, _limits(args))
+    if secret is None:
+        log.warning("serving without a secret (--insecure): anyone who can reach port %d may call it", args.port)
+    return serve(runner, args.host, args.port, args.log_level, _limits(args), secret)
 
 
 def _limits(args: argparse.Namespace) -> RequestLimits:
@@ -86,7 +113,8 @@ def _limits(args: argparse.Namespace) -> RequestLimits:
                          args.max_json_depth or default.max_json_depth)
 
 
-def serve(runner: object, host: str, port: int, log_level: str, limits: RequestLimits | None = None) -> int:
+def serve(runner: object, host: str, port: int, log_level: str, limits: RequestLimits | None = None,
+          secret: str | None = None) -> int:
     import uvicorn
 
     from enginehouse.runtime.server import create_app
@@ -95,7 +123,7 @@ def serve(runner: object, host: str, port: int, log_level: str, limits: RequestL
         sock = _bind(host, port)
     except OSError as exc:
         return fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_LISTEN_FAILED)
-    app = create_app(runner, limits)  # type: ignore[arg-type]
+    app = create_app(runner, limits, secret)  # type: ignore[arg-type]
     # log_config=None: uvicorn's loggers propagate to ours, so everything goes to stderr.
     config = uvicorn.Config(app, log_config=None, log_level=log_level, timeout_graceful_shutdown=5)
     log.info("serving %s on http://%s:%d", getattr(runner, "served_name", "?"), host, port)

@@ -1,6 +1,7 @@
 """The replica's HTTP app: health, metrics, adapter management and the runner's inference routes.
 
-It listens on loopback; the control plane and the gateway are its only clients.
+The control plane and the gateway are its only clients: every call must carry the replica's
+secret (``enginehouse.replicaauth``), health and metrics included.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 
 from enginehouse.core.specs import LocalPath
 from enginehouse.errors import NotFoundError, ValidationFailedError
+from enginehouse.replicaauth import ReplicaSecretMiddleware
 from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
 from enginehouse.runtime.base import ModelRunner
 from enginehouse.runtime.http import install_error_handlers, parse_body
@@ -27,9 +29,11 @@ class LoadAdapterRequest(BaseModel):
     path: LocalPath
 
 
-def create_app(runner: ModelRunner, limits: RequestLimits | None = None) -> FastAPI:
+def create_app(runner: ModelRunner, limits: RequestLimits | None = None, secret: str | None = None) -> FastAPI:
     """``runner`` must be loaded already: the server only starts serving a ready model. ``limits``
-    bound request bodies as the server's do (the settings' defaults when not given)."""
+    bound request bodies as the server's do (the settings' defaults when not given). ``secret``:
+    every request must carry it; None checks nothing (an app built inside a test, never reachable
+    over the network; the replica process refuses to start without one unless told otherwise)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -41,6 +45,9 @@ def create_app(runner: ModelRunner, limits: RequestLimits | None = None) -> Fast
 
     app = FastAPI(title=f"enginehouse replica ({runner.task_type})", lifespan=lifespan)
     app.add_middleware(RequestLimitMiddleware, limits=limits or RequestLimits.default())
+    if secret is not None:
+        # Added last, so outermost: a caller without the secret gets its 401 before any body is read.
+        app.add_middleware(ReplicaSecretMiddleware, secret=secret)
     install_error_handlers(app)
 
     @app.get("/health")

@@ -13,13 +13,17 @@ from sqlalchemy.orm import Session
 from enginehouse.core.ids import utcnow
 from enginehouse.core.status import REPLICA_REMOVED, ReplicaStatus
 from enginehouse.db.models import EngineModel, ReplicaModel
+from enginehouse.replicaauth import ReplicaAddress
 from enginehouse.services.status import record_removed, record_replica_created, switch_replica_status
 
 
-def add_replica(session: Session, organization_id: str, engine_id: str, replica_id: str, url: str) -> ReplicaModel:
-    """Record a replica just launched; it is ``starting`` until its health check says ready."""
+def add_replica(
+    session: Session, organization_id: str, engine_id: str, replica_id: str, address: ReplicaAddress
+) -> ReplicaModel:
+    """Record a replica just launched, with where it answers and its secret; it is ``starting``
+    until its health check says ready."""
     replica = ReplicaModel(id=replica_id, engine_id=engine_id, status=ReplicaStatus.STARTING.value,
-                           url=url, started_at=utcnow())
+                           url=address.url, secret=address.secret, started_at=utcnow())
     record_replica_created(session, organization_id, replica)
     return replica
 

@@ -39,6 +39,11 @@ def _record(tmp_path: Path, pid: int, start_time: int | None, log_text: str = ""
     return record
 
 
+def launched_pid(data_dir: Path) -> int:
+    [record] = read_records(data_dir / "replicas")
+    return record.pid
+
+
 def test_records_round_trip_and_unreadable_ones_are_skipped(tmp_path: Path) -> None:
     record = _record(tmp_path, 4242, 17)
     (tmp_path / "replicas" / "replica-broken.json").write_text("{not json")
@@ -92,7 +97,20 @@ def test_stopping_an_adopted_replica_ends_its_process(tmp_path: Path, sleeper: s
 
 def test_a_launched_replica_is_recorded_and_a_new_provider_adopts_it(tmp_path: Path) -> None:
     first = LocalProvider(tmp_path, find_gpus=lambda: [])
-    launched = first.launch(ReplicaLaunch("replica-0002", "engine-a", "served", "embedding", str(tmp_path / "none")))
+    secret = "a-secret-for-replica-0002"
+    launched = first.launch(ReplicaLaunch("replica-0002", "engine-a", "served", "embedding", str(tmp_path / "none"),
+                                          secret=secret))
+    # The secret reaches the replica in its environment, not on its command line, and the record
+    # on disk does not keep it (the database does).
+    [record_file] = (tmp_path / "replicas").glob("*.json")
+    assert secret not in record_file.read_text()
+    try:
+        cmdline, environ = (Path(f"/proc/{launched_pid(tmp_path)}/{f}").read_bytes() for f in ("cmdline", "environ"))
+    except OSError:
+        pass  # it already exited (its base model does not exist): nothing left to look at
+    else:
+        assert secret.encode() not in cmdline
+        assert not environ or f"ENGINEHOUSE_REPLICA_SECRET={secret}".encode() in environ.split(b"\0")
     [record] = read_records(tmp_path / "replicas")
     assert (record.replica_id, record.engine_id, record.url) == ("replica-0002", "engine-a", launched.url)
     assert record.log_path == str(tmp_path / "logs" / "replica-0002.log")

@@ -48,3 +48,15 @@ def test_replicas_lose_their_process_columns_and_get_them_back(database: Databas
     _migrate(database, "upgrade", "head")
     assert not {"pid", "log_path"} & columns()
     assert _differences(database) == []
+
+
+def test_replica_secrets_step_down_and_up(database: Database) -> None:
+    def columns() -> set[str]:
+        return {c["name"] for c in inspect(database.engine).get_columns("replicas")}
+
+    assert "secret" in columns()
+    _migrate(database, "downgrade", "0008")
+    assert "secret" not in columns()
+    _migrate(database, "upgrade", "head")
+    assert "secret" in columns()
+    assert _differences(database) == []

@@ -27,6 +27,7 @@ from enginehouse.gateway.failover import is_replica_failure, is_replica_refusal,
 from enginehouse.gateway.routing import Target
 from enginehouse.gateway.service import Gateway
 from enginehouse.observability.gateway import GatewayMetrics
+from enginehouse.replicaauth import SECRET_HEADER, ReplicaAddress
 
 ENDPOINT = "/v1/completions"
 KEY = ("org-1", "m", ENDPOINT)
@@ -62,9 +63,10 @@ def test_a_call_never_goes_back_to_a_replica_it_tried() -> None:
 
 
 def test_a_route_less_one_replica() -> None:
-    target = Target("dp-1", "m", "engine-1", {"a": "http://a", "b": "http://b"})
-    assert target.without("a").replicas == {"b": "http://b"}
-    assert target.replicas == {"a": "http://a", "b": "http://b"}  # the cached route is not changed
+    a, b = ReplicaAddress("http://a", "sa"), ReplicaAddress("http://b", "sb")
+    target = Target("dp-1", "m", "engine-1", {"a": a, "b": b})
+    assert target.without("a").replicas == {"b": b}
+    assert target.replicas == {"a": a, "b": b}  # the cached route is not changed
 
 
 def test_a_cache_entry_can_be_dropped() -> None:
@@ -78,14 +80,21 @@ def test_a_cache_entry_can_be_dropped() -> None:
 # -- the gateway against stand-in replicas ---------------------------------------------------------
 
 class Replicas:
-    """Stand-in replicas, each a behaviour under its own path; ``calls`` counts who was asked."""
+    """Stand-in replicas, each a behaviour under its own path; ``calls`` counts who was asked.
+    Each answers only its secret, ``secret-<behaviour>``, as a real replica does (401 otherwise);
+    ``secrets`` keeps the secret headers each call carried."""
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
+        self.secrets: list[list[str]] = []
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         behaviour = request.match_info["behaviour"]
         self.calls[behaviour] = self.calls.get(behaviour, 0) + 1
+        given = request.headers.getall(SECRET_HEADER, [])
+        self.secrets.append(given)
+        if given != [f"secret-{behaviour}"]:
+            return web.json_response({"error": {"message": "wrong secret"}}, status=401)
         stream = (await request.json()).get("stream") is True
         if behaviour == "refuses":
             return web.json_response({"error": {"message": "shutting down"}}, status=503,
@@ -114,12 +123,12 @@ def _unused_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _client_request() -> Request:
+def _client_request(headers: list[tuple[bytes, bytes]] | None = None) -> Request:
     async def receive() -> dict[str, Any]:
         await asyncio.Event().wait()  # the client stays
         return {"type": "http.disconnect"}
 
-    return Request({"type": "http", "method": "POST", "path": ENDPOINT, "headers": []}, receive)
+    return Request({"type": "http", "method": "POST", "path": ENDPOINT, "headers": headers or []}, receive)
 
 
 async def _body(response: Response) -> bytes:
@@ -148,9 +157,14 @@ def run(scenario: Scenario) -> Any:
         gateway._touched["engine-1"] = float("inf")  # no database to record the access in
 
         def route(*behaviours: str) -> Target:
-            urls = {f"{i}-{b}": (f"http://127.0.0.1:{_unused_port()}" if b == "dead" else f"{base}/{b}")
-                    for i, b in enumerate(behaviours)}
-            target = Target("dp-1", "m", "engine-1", urls, "engine")
+            # An "impostor" holds the address of a replica whose port another one took: it
+            # answers to another secret than the one the route has.
+            addresses = {
+                f"{i}-{b}": ReplicaAddress(f"http://127.0.0.1:{_unused_port()}" if b == "dead" else f"{base}/{b}",
+                                           "secret-of-the-dead-one" if b == "impostor" else f"secret-{b}")
+                for i, b in enumerate(behaviours)
+            }
+            target = Target("dp-1", "m", "engine-1", addresses, "engine")
             gateway._routes.put(KEY, target)
             return target
 
@@ -164,9 +178,11 @@ def run(scenario: Scenario) -> Any:
     return asyncio.run(main())
 
 
-async def _call(gateway: Gateway, stream: bool = False) -> tuple[Response, bytes]:
+async def _call(
+    gateway: Gateway, stream: bool = False, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[Response, bytes]:
     raw = json.dumps({"model": "m", "stream": stream}).encode()
-    response = await gateway.serve(_client_request(), "org-1", ENDPOINT, raw, Call)
+    response = await gateway.serve(_client_request(headers), "org-1", ENDPOINT, raw, Call)
     return response, await _body(response)
 
 
@@ -175,7 +191,7 @@ def _retries(gateway: Gateway) -> float:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("first", ["dead", "dies", "refuses"])
+@pytest.mark.parametrize("first", ["dead", "dies", "refuses", "impostor"])
 def test_a_call_whose_replica_fails_first_goes_to_another(first: str, stream: bool) -> None:
     async def scenario(gateway: Gateway, replicas: Replicas, route: Callable[..., Target]) -> None:
         route(first, "ok")
@@ -270,5 +286,33 @@ def test_a_lone_dead_replica_not_replaced_in_time_is_a_503() -> None:
         with pytest.raises(ServiceUnavailableError) as unreachable:
             await _call(gateway)
         assert unreachable.value.code == "replica_unreachable"
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_call_carries_its_replicas_secret_and_never_the_clients(stream: bool) -> None:
+    async def scenario(gateway: Gateway, replicas: Replicas, route: Callable[..., Target]) -> None:
+        route("ok")
+        forged = [(SECRET_HEADER.lower().encode(), b"forged"), (b"x-other", b"1")]
+        response, body = await _call(gateway, stream, headers=forged)
+        assert response.status_code == 200 and b"ok" in body
+        assert replicas.secrets == [["secret-ok"]]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_lone_impostor_is_a_503_never_its_401(stream: bool) -> None:
+    async def scenario(gateway: Gateway, replicas: Replicas, route: Callable[..., Target]) -> None:
+        route("impostor")
+
+        def resolve(org_id: str, model: str, endpoint: str) -> Target:
+            raise ServiceUnavailableError("no ready replica")
+
+        gateway._resolve = resolve  # type: ignore[method-assign]
+        with pytest.raises(ServiceUnavailableError) as refused:
+            await _call(gateway, stream)
+        assert refused.value.code == "replica_unreachable"
 
     run(scenario)

@@ -1,5 +1,6 @@
 """The replica as the control plane runs it: ``python -m enginehouse.runtime`` in its own process,
-called with httpx and the official openai client; and the CLI's failure contract."""
+with its secret in the environment, called with httpx and the official openai client; calls
+without the secret refused; and the CLI's failure contract."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import openai
 import pytest
 from transformers import AutoTokenizer
 
+from enginehouse.replicaauth import SECRET_ENV, SECRET_HEADER
 from enginehouse.runtime.__main__ import main
 from tests.unit.runtime.support import PROMPTS
 
@@ -32,18 +34,29 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SECRET = "a-test-replica-secret"
+
+
 class Replica:
     def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
         self.process = process
         self.url = url
         self.log = log
 
+    def http(self, timeout: float) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={SECRET_HEADER: SECRET}, timeout=timeout)
+
+    def openai(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="anything", max_retries=0,
+                             default_headers={SECRET_HEADER: SECRET})
+
 
 @pytest.fixture(scope="module")
 def replica(tiny_llama_dir: Path, src_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
     port = _free_port()
     log = tmp_path_factory.mktemp("replica") / "stderr.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src_dir), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src_dir), os.environ.get("PYTHONPATH", "")]),
+           SECRET_ENV: SECRET}
     command = [
         sys.executable, "-m", "enginehouse.runtime", "--task-type", "text-generation",
         "--base-model", str(tiny_llama_dir), "--served-name", "tiny", "--host", "127.0.0.1",
@@ -57,7 +70,7 @@ def replica(tiny_llama_dir: Path, src_dir: Path, tmp_path_factory: pytest.TempPa
         if process.poll() is not None:
             pytest.fail(f"replica exited with {process.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/health", headers={SECRET_HEADER: SECRET}, timeout=1).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
@@ -81,12 +94,12 @@ def _text(tiny_llama_dir: Path, tokens: list[int]) -> str:
 def test_replica_serves_httpx_and_the_openai_client(
     replica: Replica, tiny_llama_dir: Path, tiny_adapter_dirs: list[Path], peft_greedy: Reference
 ) -> None:
-    http = httpx.Client(base_url=replica.url, timeout=60)
+    http = replica.http(timeout=60)
     health = http.get("/health").json()
     assert health["status"] == "ready" and health["served_name"] == "tiny" and health["adapters"] == {}
     loaded = http.put("/v1/adapters/ft1", json={"path": str(tiny_adapter_dirs[1])})
     assert loaded.status_code == 200 and loaded.json()["status"] == "loaded"
-    client = openai.OpenAI(base_url=f"{replica.url}/v1", api_key="anything", max_retries=0)
+    client = replica.openai()
 
     for model, adapter in [("tiny", None), ("ft1", tiny_adapter_dirs[1])]:
         reply = client.completions.create(model=model, prompt=PROMPTS[0], max_tokens=12, temperature=0)
@@ -115,8 +128,8 @@ def test_replica_serves_httpx_and_the_openai_client(
 
 
 def test_replica_refuses_bad_input_with_4xx(replica: Replica) -> None:
-    http = httpx.Client(base_url=replica.url, timeout=30)
-    client = openai.OpenAI(base_url=f"{replica.url}/v1", api_key="anything", max_retries=0)
+    http = replica.http(timeout=30)
+    client = replica.openai()
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model="tiny", prompt="x", max_tokens=-3)
     with pytest.raises(openai.NotFoundError):
@@ -131,8 +144,22 @@ def test_replica_refuses_bad_input_with_4xx(replica: Replica) -> None:
     assert http.get("/health").json()["status"] == "ready"
 
 
+def test_a_call_without_the_secret_is_refused(replica: Replica) -> None:
+    for headers in ({}, {SECRET_HEADER: "guessed"}):
+        for method, path, body in [("GET", "/health", None), ("PUT", "/v1/adapters/x", {"path": "/tmp"}),
+                                   ("POST", "/v1/completions", {"model": "tiny", "prompt": "x", "max_tokens": 1})]:
+            response = httpx.request(method, f"{replica.url}{path}", json=body, headers=headers, timeout=30)
+            assert response.status_code == 401, (path, response.text)
+            assert response.json()["error"]["code"] == "replica_secret_refused"
+    bare = openai.OpenAI(base_url=f"{replica.url}/v1", api_key="anything", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bare.completions.create(model="tiny", prompt="x", max_tokens=1)
+    # The secret is not on the command line, where every user of the machine sees it.
+    assert SECRET.encode() not in Path(f"/proc/{replica.process.pid}/cmdline").read_bytes()
+
+
 def test_client_disconnect_frees_the_sequence_and_shutdown_is_clean(replica: Replica) -> None:
-    http = httpx.Client(base_url=replica.url, timeout=30)
+    http = replica.http(timeout=30)
     body = {"model": "tiny", "prompt": "Hello", "max_tokens": 200, "ignore_eos": True, "stream": True}
     with http.stream("POST", "/v1/completions", json=body) as response:
         lines = response.iter_lines()
@@ -156,21 +183,35 @@ def _stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
 def test_cli_failures_exit_with_one_error_line(
     tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    common = ["--base-model", str(tiny_llama_dir), "--port", "1"]
+    common = ["--base-model", str(tiny_llama_dir), "--port", "1", "--insecure"]
     assert main(["--task-type", "ner-ish", *common]) == 3
     assert "task type 'ner-ish' is not supported" in _stderr_line(capsys)
-    assert main(["--task-type", "text-generation", "--base-model", str(tmp_path / "none"), "--port", "1"]) == 3
+    assert main(["--task-type", "text-generation", "--base-model", str(tmp_path / "none"), "--port", "1",
+                 "--insecure"]) == 3
     assert "does not exist" in _stderr_line(capsys)
     assert main(["--task-type", "text-generation", *common, "--runtime-options", '{"max_loras": 0}']) == 3
     assert "max_loras" in _stderr_line(capsys)
     assert main(["--task-type", "text-generation", *common, "--runtime-options", '{"max_model_len": 100000}']) == 3
     assert "max_position_embeddings 512" in _stderr_line(capsys)
     (tmp_path / "not-a-model").mkdir()
-    assert main(["--task-type", "text-generation", "--base-model", str(tmp_path / "not-a-model"), "--port", "1"]) == 3
+    assert main(["--task-type", "text-generation", "--base-model", str(tmp_path / "not-a-model"), "--port", "1",
+                 "--insecure"]) == 3
     assert "could not load" in _stderr_line(capsys)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        assert main(["--task-type", "text-generation", "--base-model", str(tiny_llama_dir), "--port", port]) == 4
+        assert main(["--task-type", "text-generation", "--base-model", str(tiny_llama_dir), "--port", port,
+                     "--insecure"]) == 4
     assert "cannot listen" in _stderr_line(capsys)
+
+
+def test_without_a_secret_the_replica_does_not_start(
+    tiny_llama_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    assert main(["--task-type", "text-generation", "--base-model", str(tiny_llama_dir), "--port", "1"]) == 3
+    assert f"{SECRET_ENV} is not set" in _stderr_line(capsys)
+    monkeypatch.setenv(SECRET_ENV, "")  # an empty secret is none
+    assert main(["--task-type", "text-generation", "--base-model", str(tiny_llama_dir), "--port", "1"]) == 3
+    assert "--insecure" in _stderr_line(capsys)
