@@ -80,6 +80,41 @@ class LifecycleConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """The fine-tune runs (``bench/finetune_runs.py``): enginehouse's worker against a plain PEFT +
+    transformers loop, with the same LoRA, optimiser, batches and threads."""
+
+    # Text generation: a Llama-shaped model with random weights, built on the spot (~10M
+    # parameters: a training takes under a minute on two cores), on chat and prompt/completion
+    # rows in turn (21 to 75 tokens).
+    textgen_model: ModelShape = field(default_factory=lambda: ModelShape(
+        hidden_size=384, num_layers=6, num_heads=8, num_kv_heads=4, intermediate_size=1024))
+    textgen_rows: int = 512
+    textgen_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    # Classification: the real all-MiniLM-L6-v2 with a new head, on labelled sentences (9 to 27
+    # tokens).
+    classify_rows: int = 2048
+    classify_targets: tuple[str, ...] = ("query", "value")
+    epochs: int = 2
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    max_seq_length: int = 256
+    # Trainings of each loop per case, taking turns (ours first, then the baseline twice, ...);
+    # each loop's best counts.
+    repeats: int = 2
+
+    def parameters(self, targets: tuple[str, ...]) -> dict[str, Any]:
+        """The job's ``parameters`` (as a user would post them), which the baseline reads too."""
+        return {"num_train_epochs": self.epochs, "learning_rate": self.learning_rate,
+                "per_device_train_batch_size": self.batch_size, "lora_r": self.lora_r,
+                "lora_alpha": self.lora_alpha, "lora_dropout": self.lora_dropout,
+                "target_modules": list(targets), "max_seq_length": self.max_seq_length, "seed": 0}
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     concurrency: int = 16
     # Measured requests per run = concurrency × rounds (after one warm-up round).
@@ -106,6 +141,7 @@ class BenchConfig:
     tasks: TaskConfig = field(default_factory=TaskConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     @property
     def requests_per_run(self) -> int:
@@ -141,6 +177,9 @@ QUICK = BenchConfig(
     control=ControlConfig(engines=3, deployments_per_engine=4, samples=4, warmup=1, idle_s=1.0, changes=2,
                           fewer_engines=2),
     lifecycle=LifecycleConfig(adapters=8, repeats=1, scale_bound_s=30.0),
+    finetune=FinetuneConfig(textgen_model=ModelShape(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                                                     intermediate_size=128),
+                            textgen_rows=16, classify_rows=16, epochs=1, repeats=1),
 )
 
 _WORDS = (

@@ -9,6 +9,7 @@ it measures it and prints it beside each run.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,10 @@ def _role(pid: int) -> str:
         return "other"
     if b"enginehouse.runtime" in argv:
         return "replica"
+    if b"enginehouse.training" in argv:
+        return "training job"
+    if b"bench.finetune_baseline" in argv:
+        return "training baseline"
     if b"serve" in argv and any(a.endswith(b"transformers") for a in argv):
         return "transformers serve"
     if b"up" in argv and any(a.endswith(b"enginehouse") for a in argv):
@@ -95,6 +100,11 @@ class CpuReport:
     by_role: dict[str, float]
 
 
+def _reaped_children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 @dataclass
 class CpuMeter:
     """Who used the CPU between ``start`` and ``finish``: the benchmark's processes, by role,
@@ -103,11 +113,13 @@ class CpuMeter:
     start_wall: float = 0.0
     start_busy: float = 0.0
     start_ours: dict[int, float] | None = None
+    start_reaped: float = 0.0
 
     def start(self) -> CpuMeter:
         self.start_wall = time.monotonic()
         self.start_busy = _busy_machine_s()
         self.start_ours = _tree_cpu_s(os.getpid())
+        self.start_reaped = _reaped_children_cpu_s()
         return self
 
     def finish(self) -> CpuReport:
@@ -115,9 +127,16 @@ class CpuMeter:
         busy = _busy_machine_s() - self.start_busy
         before = self.start_ours or {}
         by_role: dict[str, float] = {}
-        for pid, cpu_s in _tree_cpu_s(os.getpid()).items():
+        now = _tree_cpu_s(os.getpid())
+        for pid, cpu_s in now.items():
             role = _role(pid)
             by_role[role] = by_role.get(role, 0.0) + cpu_s - before.get(pid, 0.0)
+        # A child that ended meanwhile (a training process) is gone from /proc; once reaped, its
+        # CPU shows in this process's children's usage, less what it had used before ``start``.
+        gone = sum(cpu_s for pid, cpu_s in before.items() if pid not in now)
+        ended = _reaped_children_cpu_s() - self.start_reaped - gone
+        if ended > 0:
+            by_role["ended"] = ended
         capacity = wall * (os.cpu_count() or 1)
         others = max(0.0, busy - sum(by_role.values())) / capacity if capacity > 0 else 0.0
         return CpuReport(round(others, 3), {k: round(v, 2) for k, v in sorted(by_role.items()) if v > 0})

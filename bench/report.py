@@ -14,6 +14,8 @@ from bench.classification_runs import BASE_KEY, MIXED_KEY
 from bench.control_runs import CHANGE_STEPS_RATIO_GOAL, GOALS_MS, IDLE_CORE_SHARE_GOAL, ControlResults
 from bench.control_runs import as_json as control_json
 from bench.embedding_runs import encode_key, gateway_key
+from bench.finetune_runs import BASELINE, OURS, THROUGHPUT_GOAL, FinetuneResults
+from bench.finetune_runs import as_json as finetune_json
 from bench.lifecycle_runs import ADAPTERS_KEY, REACTIVATION_RATIO_GOAL, LifecycleResults
 from bench.lifecycle_runs import as_json as lifecycle_json
 from bench.runs import RunOutcome
@@ -137,6 +139,12 @@ def lifecycle_targets(lifecycle: LifecycleResults | None) -> list[Target]:
     ]
 
 
+def finetune_targets(finetune: FinetuneResults | None) -> list[Target]:
+    return [Target(key, "fine-tuning job vs plain PEFT + transformers loop, training samples/s, best of each",
+                   case.ratio, THROUGHPUT_GOAL, True)
+            for key, case in (finetune.cases.items() if finetune else [])]
+
+
 def _call_what(run: RunOutcome) -> str:
     return run.description.split(": ", 1)[-1]  # without the database's name in front
 
@@ -144,10 +152,11 @@ def _call_what(run: RunOutcome) -> str:
 def write_results(out_dir: Path, summary: dict[str, Any], runs: dict[str, RunOutcome],
                   gateway: dict[str, Any], memory: dict[str, Any],
                   tasks: TaskResults | None = None, control: ControlResults | None = None,
-                  lifecycle: LifecycleResults | None = None) -> tuple[Path, Path]:
+                  lifecycle: LifecycleResults | None = None,
+                  finetune: FinetuneResults | None = None) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     goals = (targets(runs, gateway, memory) + task_targets(tasks) + control_targets(control)
-             + lifecycle_targets(lifecycle))
+             + lifecycle_targets(lifecycle) + finetune_targets(finetune))
     document = {
         **summary,
         "runs": {key: runs[key].as_dict() for key in RUN_ORDER if key in runs},
@@ -156,12 +165,14 @@ def write_results(out_dir: Path, summary: dict[str, Any], runs: dict[str, RunOut
         "tasks": as_json(tasks) if tasks else None,
         "control": control_json(control) if control else None,
         "lifecycle": lifecycle_json(lifecycle) if lifecycle else None,
+        "finetune": finetune_json(finetune) if finetune else None,
         "targets": [t.as_dict() for t in goals],
     }
     json_path, md_path = out_dir / "latest.json", out_dir / "latest.md"
     # Written next to the final name and renamed: an interrupted run never leaves half a file.
     for path, text in ((json_path, json.dumps(document, indent=2) + "\n"),
-                       (md_path, markdown(summary, runs, gateway, memory, goals, tasks, control, lifecycle))):
+                       (md_path, markdown(summary, runs, gateway, memory, goals, tasks, control, lifecycle,
+                                          finetune))):
         partial = path.with_suffix(path.suffix + ".tmp")
         partial.write_text(text)
         partial.replace(path)
@@ -180,7 +191,8 @@ def _verdict(target: Target) -> str:
 
 def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict[str, Any],
              memory: dict[str, Any], goals: list[Target], tasks: TaskResults | None = None,
-             control: ControlResults | None = None, lifecycle: LifecycleResults | None = None) -> str:
+             control: ControlResults | None = None, lifecycle: LifecycleResults | None = None,
+             finetune: FinetuneResults | None = None) -> str:
     lines = [
         "# Serving benchmark",
         "",
@@ -196,6 +208,8 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
         lines += [*control_table(control), ""]
     if lifecycle:
         lines += [*lifecycle_table(lifecycle), ""]
+    if finetune:
+        lines += [*finetune_table(finetune), ""]
     lines += ["| target | value | goal | result |", "|---|---:|---:|---|"]
     for t in goals:
         comparison = "≥" if t.at_least else "≤"
@@ -213,6 +227,7 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
         lines += [f"- {_task_label(key)} {note}" for note in run.notes]
     lines += control_details(control) if control else []
     lines += lifecycle_details(lifecycle) if lifecycle else []
+    lines += finetune_details(finetune) if finetune else []
     return "\n".join(lines) + "\n"
 
 
@@ -399,4 +414,40 @@ def lifecycle_details(lifecycle: LifecycleResults) -> list[str]:
                  f"one (to serving) after {_secs(scale.to_serving_s)} s; {scale.requests} requests during the "
                  f"run, {scale.failed} failed"
                  + (f", first: {scale.first_error}" if scale.first_error else "") + ".")
+    return lines
+
+
+def finetune_table(finetune: FinetuneResults) -> list[str]:
+    lines = [
+        f"Fine-tuning: {finetune.info['load']}.",
+        "",
+        "| case | loop | samples/s (best) | training s | process s | samples | others' CPU "
+        "| every training: samples/s @ others' CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, case in finetune.cases.items():
+        for name in (OURS, BASELINE):
+            series = case.loops[name]
+            best = series.best
+            if best is None:
+                continue
+            each = ", ".join(f"{t.samples_per_s:.1f} @ {t.others_cpu_share:.0%}" for t in series.trainings)
+            lines.append(f"| `{key}` | {name}: {series.description} | {best.samples_per_s:.1f} "
+                         f"| {best.train_seconds:.1f} | {best.process_s:.1f} | {best.samples} "
+                         f"| {best.others_cpu_share:.0%} | {each} |")
+    return lines
+
+
+def finetune_details(finetune: FinetuneResults) -> list[str]:
+    lines = [f"- `{key}`: {case.description}." for key, case in finetune.cases.items()]
+    lines.append("- Fine-tuning: samples/s is rows trained (every epoch) over the training steps' wall time, "
+                 "as each loop times it per epoch; the process time adds start-up, loading, tokenising and "
+                 "writing checkpoints.")
+    for key, case in finetune.cases.items():
+        for name, series in case.loops.items():
+            redone = [f"training {i} of {t.attempts}" for i, t in enumerate(series.trainings, start=1)
+                      if t.attempts > 1]
+            if redone:
+                lines.append(f"- `{key}` {name}: other processes disturbed some trainings, done again and the "
+                             f"least disturbed kept ({', '.join(redone)} trainings).")
     return lines

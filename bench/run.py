@@ -11,6 +11,9 @@ Control plane (``--only control``):
     management calls against 100 engines × 100 deployments, on SQLite and PostgreSQL
 Engine lifecycle (``--only lifecycle``):
     reactivation with 50 adapter deployments vs the base model alone; a step load to a second replica
+Fine-tuning (``--only finetune``):
+    a fine-tuning job's training samples/s vs a plain PEFT + transformers loop, text generation
+    and classification
 
 (a)–(c), (e) and the task runs' gateways are served over HTTP to concurrent clients; (d), (f) and
 encode run in this process. Ratios between them are only meaningful within one run, on one machine.
@@ -37,6 +40,7 @@ from bench import inprocess
 from bench.config import QUICK, BenchConfig, Workload, fixed_prompts
 from bench.control_runs import ControlResults, run_control
 from bench.enginehouse_runs import ServerResults, run_enginehouse
+from bench.finetune_runs import FinetuneResults, run_finetune
 from bench.hf_serve import run_hf_serve
 from bench.lifecycle_runs import LifecycleResults, run_lifecycle
 from bench.models import adapter_file_bytes, build_adapters, build_base, count_parameters
@@ -45,7 +49,7 @@ from bench.runs import RunOutcome, measure, progress, start_part
 from bench.task_runs import run_tasks
 
 RESULTS_DIR = Path(__file__).parent / "results"
-PARTS = ("textgen", "tasks", "control", "lifecycle")
+PARTS = ("textgen", "tasks", "control", "lifecycle", "finetune")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,8 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a tiny smoke run of every path (its numbers mean nothing); "
                              "writes into a temporary directory unless --out-dir is given")
     parser.add_argument("--only", choices=PARTS, help="run one part: text generation, the task runs "
-                        "(embeddings, classification), the control plane or the engine lifecycle "
-                        "(reactivation, scale-up); default: all. A partial run "
+                        "(embeddings, classification), the control plane, the engine lifecycle "
+                        "(reactivation, scale-up) or fine-tuning; default: all. A partial run "
                         "writes into a temporary directory unless --out-dir is given")
     parser.add_argument("--postgres-url", default=os.environ.get("ENGINEHOUSE_TEST_DATABASE_URL") or None,
                         help="a PostgreSQL database for the control plane's PostgreSQL runs (a schema of "
@@ -161,6 +165,10 @@ def describe_machine(parts: tuple[str, ...]) -> str:
         import sentence_transformers
 
         libraries += f", sentence-transformers {sentence_transformers.__version__}"
+    if "finetune" in parts:
+        import peft
+
+        libraries += f", peft {peft.__version__}"
     return (f"{os.cpu_count()} CPUs, no GPU, Python {platform.python_version()}, {libraries}, "
             f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
 
@@ -175,6 +183,8 @@ def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str, parts
     control: ControlResults | None = run_control(cfg, work_dir, postgres_url) if "control" in parts else None
     start_part()
     lifecycle: LifecycleResults | None = run_lifecycle(cfg, work_dir) if "lifecycle" in parts else None
+    start_part()
+    finetune: FinetuneResults | None = run_finetune(cfg, work_dir) if "finetune" in parts else None
     summary = {
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "total_runtime_s": round(time.monotonic() - started, 1),
@@ -185,7 +195,7 @@ def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str, parts
         "config": cfg.as_dict(),
     }
     json_path, md_path = write_results(out_dir, summary, served.runs, served.gateway, served.memory, tasks,
-                                       control, lifecycle)
+                                       control, lifecycle, finetune)
     print()
     print(md_path.read_text())
     progress(f"wrote {json_path} and {md_path}; total {summary['total_runtime_s']:.0f} s")

@@ -90,7 +90,8 @@ class Progress:
 def train(model: PeftModel, task: Task, train_rows: Sequence[Encoded], test_rows: Sequence[Encoded],
           parameters: TrainingParameters, output_dir: Path, device: torch.device, cancel: Cancellation) -> None:
     """Train for ``parameters.num_train_epochs``; after each epoch score the test rows (if any)
-    and leave a checkpoint with its line in ``checkpoints.jsonl``."""
+    and leave a checkpoint with its line in ``checkpoints.jsonl``, which also holds how long the
+    epoch's steps took (timed apart from the scoring and the checkpoint, which would blur it)."""
     steps_per_epoch = math.ceil(len(train_rows) / parameters.per_device_train_batch_size)
     progress = Progress(output_dir, steps_per_epoch * parameters.num_train_epochs, steps_per_epoch)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -103,8 +104,10 @@ def train(model: PeftModel, task: Task, train_rows: Sequence[Encoded], test_rows
     progress.write("Running", cancel)
     for epoch in range(1, parameters.num_train_epochs + 1):
         model.train()
+        started, samples = time.perf_counter(), 0
         for indices in training_batches(lengths, parameters.per_device_train_batch_size, rng):
             cancel.check()
+            samples += len(indices)
             loss = task.loss(model, task.batch([train_rows[i] for i in indices], device))
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -115,8 +118,9 @@ def train(model: PeftModel, task: Task, train_rows: Sequence[Encoded], test_rows
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             progress.advance(value, cancel)
+        training = report.EpochTraining(time.perf_counter() - started, samples)
         results = _test(model, task, test_rows, parameters, device, progress, cancel)
-        write_checkpoint(model, task, output_dir, epoch, results, cancel)
+        write_checkpoint(model, task, output_dir, epoch, results, cancel, training)
         progress.write("Running", cancel)
 
 
@@ -142,7 +146,7 @@ def score(model: PeftModel, task: Task, rows: Sequence[Encoded], batch_size: int
 
 
 def write_checkpoint(model: PeftModel, task: Task, output_dir: Path, epoch: int, results: dict[str, float],
-                     cancel: Cancellation) -> None:
+                     cancel: Cancellation, training: report.EpochTraining | None = None) -> None:
     """Written aside and renamed into place, then announced: the server never sees a partial
     checkpoint, and a cancel arriving meanwhile waits until it is done (it is quick)."""
     partial = report.partial_checkpoint_dir(output_dir, epoch)
@@ -152,5 +156,5 @@ def write_checkpoint(model: PeftModel, task: Task, output_dir: Path, epoch: int,
         task.save(model, partial)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
-        report.append_checkpoint(output_dir, epoch, final.resolve(), results)
+        report.append_checkpoint(output_dir, epoch, final.resolve(), results, training)
     log.info("epoch %d: checkpoint saved to %s", epoch, final)

@@ -5,7 +5,9 @@ worker), so each is written so that a reader at any moment sees a whole value:
 
 - ``progress.json``: the latest ``{status, step, total_steps, epoch, loss}``, replaced atomically;
 - ``checkpoint-<epoch>/``: renamed into place only once complete;
-- ``checkpoints.jsonl``: one line per checkpoint, appended after its directory exists;
+- ``checkpoints.jsonl``: one line per checkpoint, appended after its directory exists; a trained
+  epoch's line also says how long its training steps took and over how many rows
+  (``train_seconds``, ``train_samples``);
 - ``baseline.json``: ``{"test_results": {...}}`` of the checkpoint a training is compared with,
   scored on the same test split before training starts (only when the job names one);
 - ``outcome.json``: ``{"status": "Success" | "Failed" | "Cancelled", "reason"?}``, written last.
@@ -36,6 +38,17 @@ class TrainingReport:
     baseline: dict[str, Any] | None = None  # {"test_results": {...}}
 
 
+@dataclass(frozen=True)
+class EpochTraining:
+    """The wall time of one epoch's training steps (batching, forward, backward, optimizer, the
+    progress file) and the rows they trained on. Scoring the test split and writing the checkpoint
+    are left out, as are loading and tokenising before: this is the training's own throughput,
+    which a benchmark compares with another training loop's."""
+
+    seconds: float
+    samples: int
+
+
 def checkpoint_dir(output_dir: Path, epoch: int) -> Path:
     return output_dir / f"checkpoint-{epoch}"
 
@@ -54,8 +67,11 @@ def write_progress(
     _replace_json(output_dir / PROGRESS_FILE, progress)
 
 
-def append_checkpoint(output_dir: Path, epoch: int, path: Path, test_results: dict[str, float]) -> None:
-    record = {"checkpoint": epoch, "path": str(path), "test_results": test_results}
+def append_checkpoint(output_dir: Path, epoch: int, path: Path, test_results: dict[str, float],
+                      training: EpochTraining | None = None) -> None:
+    record: dict[str, Any] = {"checkpoint": epoch, "path": str(path), "test_results": test_results}
+    if training is not None:  # a zero-shot checkpoint trains nothing
+        record.update(train_seconds=round(training.seconds, 4), train_samples=training.samples)
     # One write of one whole line on an O_APPEND descriptor: a reader sees the line entirely or
     # (if it reads mid-write) a partial last line, which ``read_report`` skips.
     line = (json.dumps(record) + "\n").encode("utf-8")

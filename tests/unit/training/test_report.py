@@ -7,6 +7,7 @@ from pathlib import Path
 
 from enginehouse.training.report import (
     CHECKPOINTS_FILE,
+    EpochTraining,
     TrainingReport,
     append_checkpoint,
     read_report,
@@ -62,3 +63,10 @@ def test_a_baseline_reads_back_and_is_none_until_written(tmp_path: Path) -> None
     write_baseline(tmp_path, {"eval_loss": 0.4, "accuracy": 0.875})
     assert read_report(tmp_path).baseline == {"test_results": {"eval_loss": 0.4, "accuracy": 0.875}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json"]
+
+
+def test_a_trained_checkpoint_says_how_long_its_epoch_trained(tmp_path: Path) -> None:
+    append_checkpoint(tmp_path, 1, tmp_path / "checkpoint-1", {}, EpochTraining(seconds=12.3456789, samples=90))
+    [record] = read_report(tmp_path).checkpoints
+    assert record == {"checkpoint": 1, "path": str(tmp_path / "checkpoint-1"), "test_results": {},
+                      "train_seconds": 12.3457, "train_samples": 90}

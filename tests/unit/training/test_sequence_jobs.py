@@ -141,6 +141,9 @@ def test_a_regression_job_reports_mae_and_loads_on_a_regression_engine(tiny_bert
     assert (code, report.outcome) == (0, {"status": "Success"})
     results = [c["test_results"] for c in report.checkpoints]
     assert [set(r) for r in results] == [{"eval_loss", "mae"}] * 2
+    # Each epoch trained on the 90 rows left after the test split, in measured (nonzero) time.
+    assert [c["train_samples"] for c in report.checkpoints] == [90, 90]
+    assert all(c["train_seconds"] > 0 for c in report.checkpoints), report.checkpoints
     assert all(0 <= r["mae"] < 5 for r in results), results  # values are 0 or 1
     path = Path(report.checkpoints[-1]["path"])
     config_json = json.loads((path / "config.json").read_text())
