@@ -32,7 +32,7 @@ def run_classification(cfg: BenchConfig, server: BenchServer, http: httpx.Client
     tasks = cfg.tasks
     job_id = register_job(http, "bench-classify", base_dir, adapters, task_type="classification")
     progress(f"classification engine: max_loras {len(adapters)}, starting its replica")
-    engine = create_engine(http, "bench-classify", base_dir, {"max_loras": len(adapters)},
+    engine = create_engine(server, http, "bench-classify", base_dir, {"max_loras": len(adapters)},
                            task_type="classification")
     runs = {BASE_KEY: _measure(cfg, server, [engine.name], sentences, BASE_KEY, "classification, base model only")}
     names = [f"classify-lora-{i:02d}" for i in range(len(adapters))]

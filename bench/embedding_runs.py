@@ -70,7 +70,7 @@ def run_gateway(cfg: BenchConfig, server: BenchServer, http: httpx.Client, model
                 sentences: list[str]) -> dict[str, RunOutcome]:
     """An ``embedding`` engine on the model, each batch size in turn; deleted at the end."""
     progress("embedding engine: starting its replica")
-    engine = create_engine(http, "bench-embed", model_dir, {}, task_type="embedding")
+    engine = create_engine(server, http, "bench-embed", model_dir, {}, task_type="embedding")
     tasks = cfg.tasks
     runs: dict[str, RunOutcome] = {}
     for batch, count in zip(tasks.embed_batches, tasks.embed_requests):

@@ -87,14 +87,14 @@ def _runs_a_b(work: Workload, server: BenchServer, http: httpx.Client,
     cfg = work.cfg
     progress("engine for (a) and (b): starting its replica")
     options = {"max_loras": cfg.adapters_b}
-    engine = create_engine(http, "bench-ab", work.base_dir, options)
+    engine = create_engine(server, http, "bench-ab", work.base_dir, options)
     auth = server.auth
     base_only = [engine.name]
     runs = {"a": measure("a", "base model only",
                          _drive(work, server.url, auth, base_only, cfg.requests_per_run), cfg.patience)}
     # Not a target: (a) without the gateway, to tell its streaming relay's cost from the replica's.
-    # The replica answers only calls with its secret, read from the server's database.
-    direct = server.replica_address(engine.replica_id)
+    # The replica answers only calls with its secret (read with the engine).
+    direct = engine.replica
     runs["a_direct"] = measure("a_direct", "(a) sent straight to the replica, no gateway",
                                _drive(work, direct.url, direct.headers(), base_only, cfg.requests_per_run),
                                cfg.patience)
@@ -127,7 +127,7 @@ def _run_c(work: Workload, server: BenchServer, http: httpx.Client,
     cfg = work.cfg
     progress(f"engine for (c): max_loras {cfg.max_loras_c}, host tier for {cfg.adapters_c} adapters")
     options = {"max_loras": cfg.max_loras_c, "max_cpu_loras": cfg.adapters_c}
-    engine = create_engine(http, "bench-c", work.base_dir, options)
+    engine = create_engine(server, http, "bench-c", work.base_dir, options)
     names = [f"c-lora-{i:03d}" for i in range(cfg.adapters_c)]
     memory = adapter_memory(http, engine, job_id, names, work.adapters[: cfg.adapters_c])
     progress(f"host memory per adapter: {memory['per_adapter_bytes'] / 1024:.0f} KiB "
@@ -192,7 +192,7 @@ def gateway_overhead(server: BenchServer, engine: Engine, prompt: str, samples: 
     headers = server.auth
     direct: list[float] = []
     gateway: list[float] = []
-    replica = server.replica_address(engine.replica_id)  # with the secret the gateway sends too
+    replica = engine.replica  # with the secret the gateway sends too
     with httpx.Client(base_url=replica.url, headers=replica.headers(), timeout=60) as to_replica, \
             httpx.Client(base_url=server.url, headers=headers, timeout=60) as to_gateway:
         for _ in range(warmup):

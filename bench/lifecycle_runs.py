@@ -133,10 +133,10 @@ def reactivations(cfg: BenchConfig, server: BenchServer, http: httpx.Client, bas
     options = {"max_loras": lc.max_loras, "max_cpu_loras": lc.max_cpu_loras}
     # The base-only engine first, then put to sleep, so the other is set up alone.
     progress("lifecycle: a base-only engine")
-    plain = create_engine(http, "lc-base", base, options, timeout=SETTLE_TIMEOUT_S)
+    plain = create_engine(server, http, "lc-base", base, options, timeout=SETTLE_TIMEOUT_S)
     deactivate(http, plain.id, SETTLE_TIMEOUT_S)
     progress(f"lifecycle: an engine with {lc.adapters} adapter deployments")
-    loaded = create_engine(http, "lc-adapters", base, options, timeout=SETTLE_TIMEOUT_S)
+    loaded = create_engine(server, http, "lc-adapters", base, options, timeout=SETTLE_TIMEOUT_S)
     job_id = register_job(http, "lc-adapters", base, adapters)
     deploy_all(http, loaded, job_id, [f"lc-lora-{i:03d}" for i in range(lc.adapters)], timeout=SETTLE_TIMEOUT_S)
     deactivate(http, loaded.id, SETTLE_TIMEOUT_S)
@@ -207,7 +207,7 @@ def measure_scale_up(cfg: BenchConfig, server: BenchServer, http: httpx.Client, 
     autoscaling = {"min_replicas": 1, "max_replicas": 2, "metric": "concurrency", "target": lc.scale_target,
                    "upscale_delay_s": 0, "downscale_delay_s": 30}
     progress("lifecycle: a cluster engine of 1 to 2 replicas")
-    engine = create_engine(http, "lc-scale", base, {}, timeout=SETTLE_TIMEOUT_S, autoscaling=autoscaling)
+    engine = create_engine(server, http, "lc-scale", base, {}, timeout=SETTLE_TIMEOUT_S, autoscaling=autoscaling)
     wait_for_quiet(cfg.patience)
     bodies = [streaming_body(engine.name, prompts[i % len(prompts)], lc.scale_max_tokens) for i in range(100_000)]
     stop = threading.Event()

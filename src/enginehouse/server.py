@@ -6,7 +6,7 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -29,7 +29,7 @@ from enginehouse.providers.base import ReplicaProvider
 from enginehouse.providers.local import LocalProvider
 from enginehouse.reconciler.leader_duties import LeaderDuties
 from enginehouse.reconciler.leadership import (
-    AnotherServerError, LeaderElection, SqliteServerLock, leader_lock, one_server_at_a_time,
+    AnotherServerError, LeaderElection, SqliteServerLock, claim_sqlite_database, leader_lock, one_server_at_a_time,
 )
 from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
 from enginehouse.services import orgs
@@ -39,9 +39,13 @@ log = logging.getLogger("enginehouse")
 
 
 def create_app(
-    settings: Settings, provider: ReplicaProvider | None = None, demo: bool = False
+    settings: Settings, provider: ReplicaProvider | None = None, demo: bool = False,
+    sqlite_lock: SqliteServerLock | None = None,
 ) -> FastAPI:
-    """Build the application. Nothing starts until the app's lifespan runs (uvicorn does that)."""
+    """Build the application. Nothing starts until the app's lifespan runs (uvicorn does that).
+    ``sqlite_lock``: the SQLite database's server lock, already taken (``serve`` takes it before
+    uvicorn starts, to refuse a second server in one line); the lifespan takes it when not given,
+    and gives it up when it ends."""
     # One registry per app, never the process-global one: tests build several apps in a process.
     registry = CollectorRegistry()
     gateway_metrics = GatewayMetrics(registry)
@@ -52,60 +56,49 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = settings.resolved_database_url()
-        # Before anything writes: on SQLite this refuses a second server on the same file.
-        election_lock = leader_lock(url)
-        if isinstance(election_lock, SqliteServerLock):
+        async with AsyncExitStack() as held:  # given up in reverse order, however the lifespan ends
+            # Before anything writes: on SQLite this refuses a second server on the same file.
             try:
-                election_lock.try_acquire()
+                server_lock = sqlite_lock if sqlite_lock is not None else claim_sqlite_database(url)
             except AnotherServerError as exc:
                 log.error("%s", exc)  # the reason, on its own line above uvicorn's traceback
                 raise
-        database = Database(url)
-        try:
+            if server_lock is not None:
+                held.callback(server_lock.release)  # last: by then the database is closed
+            database = Database(url)
+            held.callback(database.close)
             with one_server_at_a_time(url):
                 database.migrate()
                 _bootstrap(database, settings)
-        except BaseException:
-            database.close()
-            if election_lock is not None:
-                election_lock.release()
-            raise
 
-        def make_provider() -> ReplicaProvider:
-            return provider or LocalProvider(
-                settings.data_dir, threads=settings.replica_threads, limits=limits,
-                training_threads=settings.training_threads,
+            def make_provider() -> ReplicaProvider:
+                return provider or LocalProvider(
+                    settings.data_dir, threads=settings.replica_threads, limits=limits,
+                    training_threads=settings.training_threads,
+                )
+
+            gateway = Gateway(
+                database, settings.wake_wait_s, settings.gateway_timeout_s, gateway_metrics
             )
-
-        gateway = Gateway(
-            database, settings.wake_wait_s, settings.gateway_timeout_s, gateway_metrics
-        )
-        app.state.database = database
-        app.state.key_cache = TTLCache(KEY_TTL_S)
-        app.state.gateway = gateway
-        # Every server serves the API and the gateway; only the leader runs what must be single.
-        duties = LeaderDuties(database, settings, make_provider, gateway, reconciler_metrics, app.state, demo)
-        election = LeaderElection(election_lock, settings.leader_poll_s, on_gain=duties.start,
-                                  on_lose=lambda: duties.stop(stop_replicas=False))
-        app.state.election = election
-        await gateway.start()
-        try:
+            app.state.database = database
+            app.state.key_cache = TTLCache(KEY_TTL_S)
+            app.state.gateway = gateway
+            # Every server serves the API and the gateway; only the leader runs what must be single.
+            duties = LeaderDuties(database, settings, make_provider, gateway, reconciler_metrics, app.state, demo)
+            election = LeaderElection(leader_lock(database), settings.leader_poll_s, on_gain=duties.start,
+                                      on_lose=lambda: duties.stop(stop_replicas=False))
+            app.state.election = election
+            await gateway.start()
+            held.push_async_callback(gateway.close)
+            # Replicas and workers stop before the leader lock is given up: a standby taking over
+            # then finds none half-stopped.
+            held.callback(election.stop, lambda: duties.stop(stop_replicas=True))
             election.start()
-        except BaseException:
-            election.stop(lambda: duties.stop(stop_replicas=True))
-            raise
-        # Everything alive now (modules, the app, its routes) lives as long as the server: out of
-        # the garbage collector's reach, a full collection walks only what requests create, which
-        # keeps a 10,000-row answer from paying for a walk over every module's objects.
-        gc.freeze()
-        try:
+            # Everything alive now (modules, the app, its routes) lives as long as the server: out
+            # of the garbage collector's reach, a full collection walks only what requests create,
+            # which keeps a 10,000-row answer from paying for a walk over every module's objects.
+            gc.freeze()
             yield
-        finally:
-            # Replicas and workers stop before the lock is given up: a standby taking over then
-            # finds none half-stopped.
-            election.stop(lambda: duties.stop(stop_replicas=True))
-            await gateway.close()
-            database.close()
 
     app = FastAPI(title="enginehouse", version=__version__, lifespan=lifespan)
     app.state.metrics_registry = registry
@@ -156,11 +149,14 @@ def _write_secret(path: Path, secret: str) -> None:
 
 
 def serve(settings: Settings, demo: bool = False) -> None:
-    """Run the server in the foreground until interrupted (``enginehouse up``)."""
+    """Run the server in the foreground until interrupted (``enginehouse up``). A second server
+    on a SQLite database raises ``AnotherServerError`` here, before uvicorn starts."""
     import uvicorn
+
+    sqlite_lock = claim_sqlite_database(settings.resolved_database_url())
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Every reconcile pass polls each replica's /health; one line per poll drowns the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(settings, demo=demo)
+    app = create_app(settings, demo=demo, sqlite_lock=sqlite_lock)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # CPU threads each fine-tuning process's torch may use (0: torch's default, all cores).
     training_threads: int = 0
 
+    @property
+    def datasets_dir(self) -> Path:
+        """Where uploaded datasets (and experiments' examples, stored as datasets) are kept."""
+        return self.data_dir / "datasets"
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.app_clients import database_url_for
 from tests.databases import BACKENDS, postgres_schema
 from tests.integration.harness import ServerProcess
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """"" for the embedded SQLite default, else a PostgreSQL URL with a schema of its own."""
-    if request.param == "sqlite":
-        yield ""
-        return
-    with postgres_schema() as url:
+    with database_url_for(request.param) as url:
         yield url
 
 

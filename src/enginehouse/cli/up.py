@@ -32,18 +32,12 @@ def up(
     """Run the API, gateway, dashboard, reconciler and replicas until interrupted."""
     with reporting_errors():
         settings = cli_settings(host=host, port=port, data_dir=data_dir)
-        _refuse_a_second_server(settings.resolved_database_url())
-    # Imported here: the server pulls in FastAPI and the whole control plane, which every other
-    # command would otherwise pay for at start-up.
-    from enginehouse import server
+        # Imported here: the server pulls in FastAPI and the whole control plane, which every
+        # other command would otherwise pay for at start-up.
+        from enginehouse import server
+        from enginehouse.reconciler.leadership import AnotherServerError
 
-    server.serve(settings, demo=demo)
-
-
-def _refuse_a_second_server(url: str) -> None:
-    from enginehouse.reconciler.leadership import AnotherServerError, refuse_a_second_sqlite_server
-
-    try:
-        refuse_a_second_sqlite_server(url)
-    except AnotherServerError as exc:
-        raise CliError(str(exc)) from None
+        try:
+            server.serve(settings, demo=demo)
+        except AnotherServerError as exc:  # raised before uvicorn starts: one line, exit 1
+            raise CliError(str(exc)) from None

@@ -10,14 +10,13 @@ that a server without network answers at once with what it could not learn.
 from __future__ import annotations
 
 import json
-import queue
 import struct
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from enginehouse.core.deadline import first_line, within
 from enginehouse.core.sizing import DTYPE_BYTES, ModelFacts, shape_from_config
 
 # Headers of real checkpoints are kilobytes to a few megabytes; beyond this a file is no
@@ -167,7 +166,8 @@ def _facts_from_hub(repo_id: str, timeout_s: float) -> ModelFacts:
     global _hub_silent_until
     if time.monotonic() < _hub_silent_until:
         return ModelFacts(None, notes=(f"the Hugging Face Hub did not answer recently; {repo_id!r} not looked up",))
-    answer = _within(timeout_s, lambda: _ask_hub(repo_id, timeout_s))
+    # Bounded here too: a Hub call that hangs past its own time-outs must not hold up the request.
+    answer = within(timeout_s, lambda: _ask_hub(repo_id, timeout_s), name="hub-sizing")
     if answer is None:
         _hub_silent_until = time.monotonic() + HUB_QUIET_S
         return ModelFacts(None, notes=(f"the Hugging Face Hub did not describe {repo_id!r} within {timeout_s:g} s",))
@@ -181,20 +181,8 @@ def _ask_hub(repo_id: str, timeout_s: float) -> ModelFacts:
         config_path = hf_hub_download(repo_id, "config.json", etag_timeout=timeout_s)
         metadata = get_safetensors_metadata(repo_id, timeout=timeout_s)
     except Exception as exc:  # network, authentication, no such repository, no safetensors
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return ModelFacts(None, notes=(f"the Hugging Face Hub could not describe {repo_id!r}: {first_line}",))
+        return ModelFacts(None, notes=(f"the Hugging Face Hub could not describe {repo_id!r}: {first_line(exc)}",))
     config, problem = _read_config(Path(config_path).parent)
     shape = shape_from_config(config) if config else None
     notes = (f"{problem}: KV cache, adapter slots and activations not counted",) if problem else ()
     return ModelFacts(shape, dict(metadata.parameter_count), 0, notes)
-
-
-def _within(timeout_s: float, work: Callable[[], ModelFacts]) -> ModelFacts | None:
-    """``work()``'s answer, or None after ``timeout_s``. The thread is a daemon: a Hub call that
-    hangs past its own time-outs is left behind rather than holding up a request or shutdown."""
-    answers: queue.Queue[ModelFacts] = queue.Queue(maxsize=1)
-    threading.Thread(target=lambda: answers.put(work()), daemon=True, name="hub-sizing").start()
-    try:
-        return answers.get(timeout=timeout_s)
-    except queue.Empty:
-        return None

@@ -19,18 +19,21 @@ class Chart:
     summary: str
 
 
-def traffic_charts(series: list[TrafficPoint]) -> list[Chart]:
+def traffic_charts(series: list[TrafficPoint], window_s: int) -> list[Chart]:
     rates = [p.calls_per_s for p in series]
     latencies = [p.mean_latency_ms for p in series]
-    calls = sum(p.calls_per_s for p in series) * (series[1].start - series[0].start if len(series) > 1 else 0)
     served = [v for v in latencies if v is not None]
-    errors = sum(p.errors for p in series)
+    calls, errors = sum(p.calls for p in series), sum(p.errors for p in series)
     return [
         Chart("Calls per second", f"{max(rates, default=0):.2f}/s", _polyline(rates),
-              f"{calls:.0f} calls in the last 30 minutes, {errors} answered with a server error"),
+              f"{calls} calls in the last {window_words(window_s)}, {errors} answered with a server error"),
         Chart("Mean latency", f"{max(served, default=0):.0f} ms", _polyline(latencies),
               f"median of the buckets with calls: {_median(served):.0f} ms" if served else "no calls"),
     ]
+
+
+def window_words(window_s: int) -> str:
+    return f"{window_s // 60} minutes" if window_s >= 120 else f"{window_s} seconds"
 
 
 def _polyline(values: list[float | None]) -> str:

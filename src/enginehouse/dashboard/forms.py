@@ -10,13 +10,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from enginehouse.core.specs import DeploymentSource, EngineSpec
 from enginehouse.errors import EnginehouseError
+from enginehouse.protocol.openai import describe_validation_item
 
 Spec = TypeVar("Spec", bound=BaseModel)
 _SOURCE = TypeAdapter(DeploymentSource)
 # How the API names a field (its error's ``param``) → the form field it is shown beside.
 _FIELD_OF = {
     "autoscaling": "max_replicas",
-    "resource_management_config": "inactive_duration",
     "source": "source",
     "training_id": "source",
     "checkpoint": "source",
@@ -59,11 +59,9 @@ def engine_spec(form: dict[str, str]) -> EngineSpec:
                                   "start_time": form.get("start_time", "").strip(),
                                   "end_time": form.get("end_time", "").strip(),
                                   **({"days": days} if days else {})}}
-    return validated(EngineSpec, body, {"name": "engine_name", **_MANAGEMENT_FIELD.get(management, {})})
-
-
-# Where a refused resource-management setting is shown, by the kind chosen.
-_MANAGEMENT_FIELD = {"schedule": {"resource_management_config": "schedule"}}
+    # A refused schedule is shown beside the schedule's fields, an inactive timeout beside its own.
+    shown_at = "schedule" if management == "schedule" else "inactive_duration"
+    return validated(EngineSpec, body, {"name": "engine_name", "resource_management_config": shown_at})
 
 
 def deployment_name(form: dict[str, str]) -> str | None:
@@ -101,10 +99,9 @@ def validated(model: type[Spec], body: dict[str, Any], fields: dict[str, str] | 
     except ValidationError as error:
         errors: dict[str, str] = {}
         for item in error.errors():
-            message = _item_message(item)
-            # A check over the whole body names its field first ("classes: …"): shown beside it.
-            named = item["loc"][0] if item["loc"] else message.split(":", 1)[0].split(".", 1)[0]
-            errors.setdefault(_field(str(named) if str(named).isidentifier() else "", fields or {}), message)
+            where, message = describe_validation_item(item)
+            errors.setdefault(_field(where.split(".", 1)[0], fields or {}),
+                              f"{where}: {message}" if where else message)
         raise FormError(errors) from None
 
 
@@ -124,10 +121,5 @@ def number(form: dict[str, str], field: str, default: str | None = None) -> floa
 
 
 def message_of(error: ValidationError) -> str:
-    return _item_message(error.errors()[0])
-
-
-def _item_message(item: Any) -> str:
-    where = ".".join(str(p) for p in item["loc"])
-    message = str(item["msg"]).removeprefix("Value error, ")
+    where, message = describe_validation_item(error.errors()[0])
     return f"{where}: {message}" if where else message

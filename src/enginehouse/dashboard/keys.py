@@ -54,7 +54,7 @@ def revoke(key_id: str, request: Request, session: SessionDep, user: UserDep, _f
 
 
 def _key(session: SessionDep, user: SignedIn, key_id: str) -> ApiKeyModel:
-    key = session.get(ApiKeyModel, key_id)
-    if key is None or key.organization_id != user.organization_id:
-        raise PageNotFound(f"API key {key_id!r} not found")
-    return key
+    try:
+        return orgs.get_api_key(session, user.organization_id, key_id)
+    except NotFoundError as error:
+        raise PageNotFound(error.message) from None

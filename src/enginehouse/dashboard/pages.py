@@ -8,16 +8,18 @@ obeys the API's rules and its errors are the API's own words, shown next to the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from enginehouse.api.deps import OffersDep, ReplicaCeilingDep, SessionDep
-from enginehouse.api.views import engine_to_dict, event_to_dict, training_job_to_dict
+from enginehouse.api.schemas import DeployRequest
+from enginehouse.api.views import JsonResponse, engine_to_dict, event_to_dict, page_body, training_job_to_dict
 from enginehouse.core.task_types import SERVABLE_TASK_TYPES
 from enginehouse.dashboard import forms
-from enginehouse.dashboard.charts import HEIGHT, WIDTH, traffic_charts
+from enginehouse.dashboard.charts import HEIGHT, WIDTH, traffic_charts, window_words
 from enginehouse.dashboard.web import (
     COOKIE, FormDep, PageNotFound, UserDep, check_origin, plain, refusal_page, render, see_other, session_token,
     set_session_cookie, templates,
@@ -25,6 +27,7 @@ from enginehouse.dashboard.web import (
 from enginehouse.db.models import DeploymentModel
 from enginehouse.errors import EnginehouseError, NotFoundError
 from enginehouse.services import dashboard_sessions
+from enginehouse.services.dashboard_sessions import SignedIn
 from enginehouse.services import deployments as deployment_service
 from enginehouse.services import engines as engine_service
 from enginehouse.services import experiments as experiment_service
@@ -34,13 +37,15 @@ from enginehouse.services.sizing import select_option
 
 router = APIRouter(include_in_schema=False)
 
-# What each engine action does, said before it is done.
-ENGINE_ACTIONS: dict[str, tuple[str, str]] = {
+# Each engine action: its button, what it does (said before it is done), and the service call.
+ENGINE_ACTIONS: dict[str, tuple[str, str, Callable[..., Any]]] = {
     "deactivate": ("Deactivate", "Its replicas stop and its deployments stop answering (a call wakes it only "
-                                 "if it is set to). Nothing is deleted; reactivate brings it back."),
-    "reactivate": ("Reactivate", "Replicas start again and every deployment is loaded before it takes calls."),
+                                 "if it is set to). Nothing is deleted; reactivate brings it back.",
+                   engine_service.deactivate_engine),
+    "reactivate": ("Reactivate", "Replicas start again and every deployment is loaded before it takes calls.",
+                   engine_service.reactivate_engine),
     "delete": ("Delete", "The engine, its replicas and all its deployments go away for good; calls to them "
-                         "answer 404. Training jobs and their checkpoints stay."),
+                         "answer 404. Training jobs and their checkpoints stay.", engine_service.delete_engine),
 }
 
 
@@ -91,11 +96,21 @@ def _local(target: str) -> str:
 
 @router.get("/engines")
 def engines_page(request: Request, session: SessionDep, user: UserDep, after: str | None = None) -> HTMLResponse:
+    engines = _engines_body(request, session, user, after)
+    return render(request, "engines.html", user, engines=plain(engines)["data"],
+                  next_after=engines["last_id"] if engines["has_more"] else None)
+
+
+@router.get("/engines.json")
+def engines_status(request: Request, session: SessionDep, user: UserDep, after: str | None = None) -> JsonResponse:
+    """What the engines page polls: the page of engines as the API shows it."""
+    return JsonResponse(_engines_body(request, session, user, after))
+
+
+def _engines_body(request: Request, session: SessionDep, user: SignedIn, after: str | None) -> dict[str, Any]:
     page = engine_service.list_engines(session, user.organization_id, PageRequest(after=after or None))
     in_flight = request.app.state.gateway.in_flight_by_replica()
-    engines = [plain(engine_to_dict(read, in_flight)) for read in page.items]
-    return render(request, "engines.html", user, engines=engines,
-                  next_after=engines[-1]["id"] if page.has_more and engines else None)
+    return page_body(page, lambda read: engine_to_dict(read, in_flight))
 
 
 @router.get("/engines/new")
@@ -142,44 +157,36 @@ def engine_page(engine_id: str, request: Request, session: SessionDep, user: Use
     engine = _engine(request, session, user.organization_id, engine_id)
     page = engine_service.engine_events(session, user.organization_id, engine_id, PageRequest(limit=20))
     events = [plain(event_to_dict(row)) for row in page.items]
-    traffic = traffic_charts(request.app.state.gateway.metrics.traffic.series(engine_id))
+    history = request.app.state.gateway.metrics.traffic
     return render(request, "engine.html", user, engine=engine, events=events, actions=ENGINE_ACTIONS,
-                  charts=traffic, chart_size=(WIDTH, HEIGHT))
+                  charts=traffic_charts(history.series(engine_id), history.window_s), chart_size=(WIDTH, HEIGHT),
+                  window=window_words(history.window_s))
 
 
 @router.get("/engines/{engine_id}/status.json")
-def engine_status(engine_id: str, request: Request, session: SessionDep, user: UserDep) -> JSONResponse:
-    """What the engine page refreshes without a reload: the engine's, deployments' and replicas'
-    statuses, and its rows as HTML for when a deployment or replica came or went."""
+def engine_status(engine_id: str, request: Request, session: SessionDep, user: UserDep) -> JsonResponse:
+    """What the engine page polls: the engine as the API shows it."""
+    return JsonResponse(_engine_view(request, session, user.organization_id, engine_id))
+
+
+@router.get("/engines/{engine_id}/parts.html")
+def engine_parts(engine_id: str, request: Request, session: SessionDep, user: UserDep) -> HTMLResponse:
+    """The engine page's deployment and replica rows, fetched when one came or went."""
     engine = _engine(request, session, user.organization_id, engine_id)
-    parts = templates.get_template("_engine_parts.html").render(engine=engine)
-    return JSONResponse({**_live(engine), "parts_html": parts})
-
-
-@router.get("/engines.json")
-def engines_status(request: Request, session: SessionDep, user: UserDep, after: str | None = None) -> JSONResponse:
-    page = engine_service.list_engines(session, user.organization_id, PageRequest(after=after or None))
-    in_flight = request.app.state.gateway.in_flight_by_replica()
-    return JSONResponse({"engines": [_live(plain(engine_to_dict(read, in_flight))) for read in page.items]})
-
-
-def _live(engine: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": engine["id"], "status": engine["status"], "status_reason": engine["status_reason"],
-        "replicas": [{"id": r["id"], "status": r["status"], "in_flight": r["in_flight"]} for r in engine["replicas"]],
-        "deployments": [{"id": d["id"], "status": d["status"], "status_reason": d["status_reason"]}
-                        for d in engine["deployments"]],
-    }
+    return HTMLResponse(templates.get_template("_engine_parts.html").render(engine=engine))
 
 
 @router.get("/engines/{engine_id}/confirm/{action}")
 def confirm_engine_action(engine_id: str, action: str, request: Request, session: SessionDep,
                           user: UserDep) -> HTMLResponse:
-    engine = _engine(request, session, user.organization_id, engine_id)
+    try:
+        engine = engine_service.get_engine(session, user.organization_id, engine_id)
+    except NotFoundError as error:
+        raise PageNotFound(error.message) from None
     if action not in ENGINE_ACTIONS:
         return render(request, "not_found.html", user, 404, what=f"no action {action!r}")
-    title, consequence = ENGINE_ACTIONS[action]
-    return render(request, "confirm.html", user, title=f"{title} engine {engine['name']}?", consequence=consequence,
+    title, consequence, _change = ENGINE_ACTIONS[action]
+    return render(request, "confirm.html", user, title=f"{title} engine {engine.name}?", consequence=consequence,
                   action=f"/engines/{engine_id}/{action}", button=title, back=f"/engines/{engine_id}")
 
 
@@ -197,33 +204,48 @@ def deploy_page(engine_id: str, request: Request, session: SessionDep, user: Use
 @router.post("/engines/{engine_id}/deploy")
 def deploy(engine_id: str, request: Request, session: SessionDep, user: UserDep, form: FormDep) -> Response:
     engine = _engine(request, session, user.organization_id, engine_id)
+    return deploy_from_form(session, user, {**form, "engine_id": engine_id},
+                            lambda values, errors, status: _deploy_form(request, session, user, engine, values, errors,
+                                                                        status))
+
+
+# The API's names for what the deploy forms call otherwise (they pick a checkpoint, its "source").
+_SOURCE_FIELDS = {"training_id": "source", "checkpoint": "source", "experiment_id": "source", "version": "source"}
+
+
+def deploy_from_form(session: SessionDep, user: SignedIn, form: dict[str, str],
+                     again: Callable[[dict[str, str], dict[str, str], int], HTMLResponse]) -> Response:
+    """Every deploy form's post (from an engine, a job or an experiment): checked as
+    ``POST /v1/engines/{id}/deploy`` checks its body, the refusal shown again by ``again``."""
     try:
-        name = forms.deployment_name(form) or ""
-        if not name:
-            raise forms.FormError({"name": "give the deployment a name"})
-        deployment_service.deploy(session, user.organization_id, engine_id, name, forms.source(form))
+        body = {key: form[key] for key in ("name", "training_id", "checkpoint", "experiment_id", "version")
+                if form.get(key, "").strip()}
+        for key in ("checkpoint", "version"):
+            if key in body:
+                body[key] = forms.number(form, key)
+        request = forms.validated(DeployRequest, body, _SOURCE_FIELDS)
+        if not form.get("engine_id"):
+            raise forms.FormError({"engine_id": "pick the engine to deploy onto"})
+        deployment_service.deploy(session, user.organization_id, form["engine_id"], request.name, request.source())
     except forms.FormError as error:
         session.rollback()
-        return _deploy_form(request, session, user, engine, form, error.errors, 400)
+        return again(form, error.errors, 400)
     except EnginehouseError as error:
         session.rollback()
-        return _deploy_form(request, session, user, engine, form, forms.errors_of(error), error.status_code)
-    return see_other(f"/engines/{engine_id}")
+        return again(form, forms.errors_of(error, _SOURCE_FIELDS), error.status_code)
+    return see_other(f"/engines/{form['engine_id']}")
 
 
 def _deploy_form(request: Request, session: SessionDep, user: UserDep, engine: dict[str, Any],
                  values: dict[str, str], errors: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
     """Only what fits the engine is offered: jobs and experiments of its task type and base model."""
-    org = user.organization_id
+    org, fits = user.organization_id, {"task_type": engine["task_type"], "base_model": engine["base_model"]}
+    page = PageRequest(limit=MAX_LIMIT)
     jobs = [plain(training_job_to_dict(read))
-            for read in job_service.list_training_jobs(session, org, PageRequest(limit=MAX_LIMIT)).items]
-    jobs = [job for job in jobs if job["task_type"] == engine["task_type"]
-            and job["base_model"] == engine["base_model"] and job["checkpoints"]]
-    experiments = [experiment_service.experiment_view(session, e)
-                   for e in experiment_service.list_experiments(session, org, PageRequest(limit=MAX_LIMIT)).items]
-    experiments = [e for e in experiments if e["task_type"] == engine["task_type"]
-                   and e["base_model"] == engine["base_model"]
-                   and any(v["status"] == "Success" for v in e["versions"])]
+            for read in job_service.list_training_jobs(session, org, page, **fits).items if read.checkpoints]
+    experiments = experiment_service.experiment_views(
+        session, experiment_service.list_experiments(session, org, page, **fits).items)
+    experiments = [e for e in experiments if any(v["status"] == "Success" for v in e["versions"])]
     chosen_job = next((job for job in jobs if job["id"] == values.get("training_id")), None)
     chosen_experiment = next((e for e in experiments if e["id"] == values.get("experiment_id")), None)
     return render(request, "deploy.html", user, status_code, engine=engine, jobs=jobs, experiments=experiments,
@@ -256,10 +278,9 @@ def remove(deployment_id: str, request: Request, session: SessionDep, user: User
 @router.post("/engines/{engine_id}/{action}")
 def engine_action(engine_id: str, action: str, request: Request, session: SessionDep, user: UserDep,
                   _form: FormDep) -> Response:
-    change = {"deactivate": engine_service.deactivate_engine, "reactivate": engine_service.reactivate_engine,
-              "delete": engine_service.delete_engine}.get(action)
-    if change is None:
+    if action not in ENGINE_ACTIONS:
         return render(request, "not_found.html", user, 404, what=f"no action {action!r}")
+    _title, _consequence, change = ENGINE_ACTIONS[action]
     try:
         change(session, user.organization_id, engine_id)
     except EnginehouseError as error:
@@ -269,11 +290,16 @@ def engine_action(engine_id: str, action: str, request: Request, session: Sessio
 
 
 def _engine(request: Request, session: SessionDep, org_id: str, engine_id: str) -> dict[str, Any]:
+    return plain(_engine_view(request, session, org_id, engine_id))
+
+
+def _engine_view(request: Request, session: SessionDep, org_id: str, engine_id: str) -> dict[str, Any]:
+    """The engine as the API shows it (stored JSON still embedded as is)."""
     try:
         read = engine_service.read_engine(session, org_id, engine_id)
     except NotFoundError as error:
         raise PageNotFound(error.message) from None
-    return plain(engine_to_dict(read, request.app.state.gateway.in_flight_by_replica()))
+    return engine_to_dict(read, request.app.state.gateway.in_flight_by_replica())
 
 
 def _deployment(session: SessionDep, org_id: str, deployment_id: str) -> DeploymentModel:

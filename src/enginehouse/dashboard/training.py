@@ -9,30 +9,28 @@ API's rules and its refusals are the API's words beside the field they name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from enginehouse.api.deps import SessionDep, get_database
 from enginehouse.api.views import training_job_to_dict
 from enginehouse.dashboard import forms
+from enginehouse.dashboard.pages import deploy_from_form
 from enginehouse.dashboard.web import (
     FormDep, PageNotFound, UserDep, plain, refusal_page, render, see_other, templates,
 )
 from enginehouse.errors import EnginehouseError, NotFoundError
 from enginehouse.services import datasets as dataset_service
-from enginehouse.services import deployments as deployment_service
 from enginehouse.services import engines as engine_service
 from enginehouse.services import experiments as experiment_service
 from enginehouse.services import training_jobs as job_service
 from enginehouse.services.dashboard_sessions import SignedIn
 from enginehouse.services.experiments import ExamplesSpec, ExperimentSpec, Mode, TrainSpec
-from enginehouse.services.pages import MAX_LIMIT, PageRequest
+from enginehouse.services.pages import PageRequest
 from enginehouse.services.training_jobs import TRAINABLE, TrainingJobSpec
 
 router = APIRouter(include_in_schema=False)
@@ -64,11 +62,13 @@ async def start_job(request: Request, user: UserDep, form: FormDep) -> Response:
     if not isinstance(upload, UploadFile) or not upload.filename:
         return _new_job_form(request, user, form, {"file": "choose a JSONL file to train on"}, 400)
     try:
-        spec_body = _job_body(form)
+        # Checked before the upload is stored: a refused name or ratio costs no write. The dataset's
+        # id is not known yet; a stand-in takes its place until it is.
+        spec = forms.validated(TrainingJobSpec, {**_job_body(form), "train_dataset_id": "ds-pending"}, _JOB_FIELDS)
     except forms.FormError as error:
         return _new_job_form(request, user, form, error.errors, 400)
     try:
-        job_id = await run_in_threadpool(_store_and_start, request, user, form, upload, spec_body)
+        job_id = await run_in_threadpool(_store_and_start, request, user, upload, spec)
     except forms.FormError as error:
         return _new_job_form(request, user, form, error.errors, 400)
     except EnginehouseError as error:
@@ -93,16 +93,15 @@ def _job_body(form: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-def _store_and_start(request: Request, user: SignedIn, form: dict[str, str], upload: UploadFile,
-                     body: dict[str, Any]) -> str:
+def _store_and_start(request: Request, user: SignedIn, upload: UploadFile, spec: TrainingJobSpec) -> str:
     settings = request.app.state.settings
     with get_database(request).session() as session:
         chunks = iter(lambda: upload.file.read(_CHUNK_BYTES), b"")
-        dataset = dataset_service.store_dataset(session, user.organization_id, body["name"] or "dataset", chunks,
-                                                settings.data_dir / "datasets", settings.max_dataset_bytes)
+        dataset = dataset_service.store_dataset(session, user.organization_id, spec.name, chunks,
+                                                settings.datasets_dir, settings.max_dataset_bytes)
         try:
-            spec = forms.validated(TrainingJobSpec, {**body, "train_dataset_id": dataset.id}, _JOB_FIELDS)
-            job = job_service.start_fine_tune(session, user.organization_id, spec)
+            job = job_service.start_fine_tune(session, user.organization_id,
+                                              spec.model_copy(update={"train_dataset_id": dataset.id}))
         except Exception:
             # Nothing is kept of a refused form: the file goes with the dataset row never committed.
             session.rollback()
@@ -125,8 +124,9 @@ def job_page(job_id: str, request: Request, session: SessionDep, user: UserDep) 
 def _job_page(request: Request, session: SessionDep, user: SignedIn, job_id: str, values: dict[str, str],
               errors: dict[str, str], status_code: int = 200) -> HTMLResponse:
     job = _job(session, user, job_id)
-    return render(request, "job.html", user, status_code, job=job, live=_job_live_html(request, session, user, job_id),
-                  engines=fitting_engines(session, user, job["task_type"], job["base_model"]),
+    return render(request, "job.html", user, status_code, job=job, live=_job_live_html(request, user, job),
+                  engines=engine_service.engine_choices(session, user.organization_id, job["task_type"],
+                                                        job["base_model"]),
                   values=values, errors=errors)
 
 
@@ -134,44 +134,18 @@ def _job_page(request: Request, session: SessionDep, user: SignedIn, job_id: str
 def deploy_checkpoint(job_id: str, request: Request, session: SessionDep, user: UserDep, form: FormDep) -> Response:
     """A checkpoint of this job onto an engine that fits it (the first creation flow, from the job)."""
     _job(session, user, job_id)
-    return _deploy_onto(request, session, user, {**form, "training_id": job_id},
-                        lambda values, errors, status: _job_page(request, session, user, job_id, values, errors, status))
-
-
-def fitting_engines(session: SessionDep, user: SignedIn, task_type: str, base_model: str) -> list[dict[str, str]]:
-    """The engines a checkpoint of this task type and base model can be deployed onto."""
-    page = engine_service.list_engines(session, user.organization_id, PageRequest(limit=MAX_LIMIT), task_type,
-                                       base_model)
-    return [{"id": read.engine[0], "name": read.engine[1]} for read in page.items]
-
-
-def _deploy_onto(request: Request, session: SessionDep, user: SignedIn, form: dict[str, str],
-                 again: Callable[[dict[str, str], dict[str, str], int], HTMLResponse]) -> Response:
-    engine_id = form.get("engine_id", "")
-    try:
-        name = forms.deployment_name(form)
-        if not name:
-            raise forms.FormError({"name": "give the deployment a name"})
-        if not engine_id:
-            raise forms.FormError({"engine_id": "pick the engine to deploy onto"})
-        deployment_service.deploy(session, user.organization_id, engine_id, name, forms.source(form))
-    except forms.FormError as error:
-        session.rollback()
-        return again(form, error.errors, 400)
-    except EnginehouseError as error:
-        session.rollback()
-        return again(form, forms.errors_of(error), error.status_code)
-    return see_other(f"/engines/{engine_id}")
+    return deploy_from_form(session, user, {**form, "training_id": job_id},
+                            lambda values, errors, status: _job_page(request, session, user, job_id, values, errors,
+                                                                     status))
 
 
 @router.get("/training-jobs/{job_id}/live.json")
 def job_live(job_id: str, request: Request, session: SessionDep, user: UserDep) -> JSONResponse:
-    return JSONResponse({"html": _job_live_html(request, session, user, job_id)})
+    return JSONResponse({"html": _job_live_html(request, user, _job(session, user, job_id))})
 
 
-def _job_live_html(request: Request, session: SessionDep, user: SignedIn, job_id: str) -> str:
-    job = _job(session, user, job_id)
-    logs = request.app.state.provider.training_log(job_id, LOG_LINES) or []
+def _job_live_html(request: Request, user: SignedIn, job: dict[str, Any]) -> str:
+    logs = request.app.state.provider.training_log(job["id"], LOG_LINES) or []
     return templates.get_template("_job_live.html").render(job=job, logs=logs, user=user)
 
 
@@ -202,7 +176,7 @@ def _job(session: SessionDep, user: SignedIn, job_id: str) -> dict[str, Any]:
 @router.get("/experiments")
 def experiments_page(request: Request, session: SessionDep, user: UserDep, after: str | None = None) -> HTMLResponse:
     page = experiment_service.list_experiments(session, user.organization_id, PageRequest(after=after or None))
-    experiments = [experiment_service.experiment_view(session, e) for e in page.items]
+    experiments = experiment_service.experiment_views(session, page.items)
     return render(request, "experiments.html", user, experiments=experiments,
                   next_after=experiments[-1]["id"] if page.has_more and experiments else None)
 
@@ -269,16 +243,17 @@ def _experiment_page(request: Request, session: SessionDep, user: SignedIn, expe
     view = experiment_service.experiment_view(session, experiment)
     return render(request, "experiment.html", user, status_code, experiment=view, values=values, errors=errors,
                   live=templates.get_template("_experiment_live.html").render(experiment=view),
-                  engines=fitting_engines(session, user, view["task_type"], view["base_model"]))
+                  engines=engine_service.engine_choices(session, user.organization_id, view["task_type"],
+                                                        view["base_model"]))
 
 
 @router.post("/experiments/{experiment_id}/deploy")
 def deploy_version(experiment_id: str, request: Request, session: SessionDep, user: UserDep,
                    form: FormDep) -> Response:
     """A version of this experiment onto an engine that fits it (the third creation flow)."""
-    return _deploy_onto(request, session, user, {**form, "experiment_id": experiment_id},
-                        lambda values, errors, status: _experiment_page(request, session, user, experiment_id,
-                                                                        values, errors, status))
+    return deploy_from_form(session, user, {**form, "experiment_id": experiment_id},
+                            lambda values, errors, status: _experiment_page(request, session, user, experiment_id,
+                                                                            values, errors, status))
 
 
 @router.get("/experiments/{experiment_id}/live.json")
@@ -295,15 +270,12 @@ def experiment_live(experiment_id: str, session: SessionDep, user: UserDep) -> J
 def add_examples(experiment_id: str, request: Request, session: SessionDep, user: UserDep,
                  form: FormDep) -> Response:
     try:
-        spec = ExamplesSpec.model_validate({"examples": _examples(form.get("examples", ""))})
+        spec = forms.validated(ExamplesSpec, {"examples": _examples(form.get("examples", ""))},
+                               {"examples": "examples"})
         experiment_service.add_examples(session, user.organization_id, experiment_id, spec)
     except forms.FormError as error:
         session.rollback()
         return _experiment_page(request, session, user, experiment_id, form, error.errors, 400)
-    except ValidationError as error:
-        session.rollback()
-        return _experiment_page(request, session, user, experiment_id, form,
-                                {"examples": forms.message_of(error)}, 422)
     except EnginehouseError as error:
         session.rollback()
         return _experiment_page(request, session, user, experiment_id, form, {"examples": error.message},
@@ -334,7 +306,7 @@ def train(experiment_id: str, request: Request, session: SessionDep, user: UserD
     settings = request.app.state.settings
     try:
         experiment_service.train_next_version(session, user.organization_id, experiment_id, TrainSpec(),
-                                              settings.data_dir / "datasets", settings.max_dataset_bytes)
+                                              settings.datasets_dir, settings.max_dataset_bytes)
     except EnginehouseError as error:
         session.rollback()
         return _experiment_page(request, session, user, experiment_id, {}, {"train": error.message},

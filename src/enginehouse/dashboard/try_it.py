@@ -10,7 +10,6 @@ deployment's name. The browser never holds an API key.
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,7 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from enginehouse.api.deps import SessionDep
 from enginehouse.api.views import deployment_to_dict
 from enginehouse.core.task_types import ENDPOINTS, TaskType
-from enginehouse.dashboard.web import CrossSiteRequest, PageNotFound, UserDep, check_origin, plain, render
+from enginehouse.dashboard.web import PageNotFound, UserDep, check_csrf, plain, render
 from enginehouse.errors import BadRequestError, NotFoundError
 from enginehouse.gateway.router import INFERENCE_ENDPOINTS
 from enginehouse.services import deployments as deployment_service
@@ -68,9 +67,7 @@ def deployment_page(deployment_id: str, request: Request, session: SessionDep, u
 @router.post("/deployments/{deployment_id}/try")
 async def try_deployment(deployment_id: str, endpoint: str, request: Request, session: SessionDep,
                          user: UserDep) -> Response:
-    check_origin(request)
-    if not secrets.compare_digest(request.headers.get("x-csrf-token", ""), user.csrf_token):
-        raise CrossSiteRequest()
+    check_csrf(request, user, request.headers.get("x-csrf-token", ""))
     row = deployment_service.read_deployment(session, user.organization_id, deployment_id)
     deployment = deployment_to_dict(row)
     fitting = ENDPOINTS[TaskType(deployment["task_type"])]

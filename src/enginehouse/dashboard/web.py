@@ -28,6 +28,8 @@ from enginehouse.services.dashboard_sessions import SignedIn
 COOKIE = "eh_session"
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+# Test results, parameters and the like as one line: "accuracy 0.97, eval_loss 0.12" ("" when none).
+templates.env.filters["pairs"] = lambda mapping: ", ".join(f"{k} {v}" for k, v in (mapping or {}).items())
 
 
 class SignInRequired(Exception):
@@ -58,12 +60,18 @@ UserDep = Annotated[SignedIn, Depends(current_user)]
 
 async def checked_form(request: Request, user: UserDep) -> dict[str, str]:
     """The posted form, once it is shown to come from this dashboard's own pages."""
-    check_origin(request)
     form = await request.form()
     fields = {key: value for key, value in form.items() if isinstance(value, str)}
-    if not secrets.compare_digest(fields.get("csrf_token", ""), user.csrf_token):
-        raise CrossSiteRequest()
+    check_csrf(request, user, fields.get("csrf_token", ""))
     return fields
+
+
+def check_csrf(request: Request, user: SignedIn, token: str) -> None:
+    """A state-changing call from this dashboard's own pages: this session's token (a form field,
+    or a header for the page's scripts) and, when the browser names one, this server's origin."""
+    check_origin(request)
+    if not secrets.compare_digest(token, user.csrf_token):
+        raise CrossSiteRequest()
 
 
 FormDep = Annotated[dict[str, str], Depends(checked_form)]
@@ -87,6 +95,15 @@ def set_session_cookie(response: RedirectResponse, request: Request, token: str)
 def render(request: Request, template: str, user: SignedIn | None, status_code: int = 200,
            **context: Any) -> HTMLResponse:
     page = templates.TemplateResponse(request, template, {"user": user, **context}, status_code=status_code)
+    errors: dict[str, str] = context.get("errors") or {}
+    unseen = [field for field in errors if f'id="{field}-error"'.encode() not in page.body]
+    if unseen:
+        # A refusal about a field this page has no place for is shown atop its form instead:
+        # none may be invisible.
+        shown = {field: message for field, message in errors.items() if field not in unseen}
+        shown["form"] = "; ".join(m for m in (shown.get("form"), *(errors[f] for f in unseen)) if m)
+        page = templates.TemplateResponse(request, template, {"user": user, **context, "errors": shown},
+                                          status_code=status_code)
     # No other site may frame a page (a click on a hidden Deactivate button), and none caches it.
     page.headers["X-Frame-Options"] = "DENY"
     page.headers["Content-Security-Policy"] = "frame-ancestors 'none'"

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine as SqlEngine
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from enginehouse.db.models import EventModel
@@ -22,9 +22,11 @@ ChangeListener = Callable[[set[str]], None]
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.is_sqlite = url.startswith("sqlite")
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:
-            _ensure_sqlite_dir(url)
+            database_file = sqlite_file(url)
+            if database_file is not None:
+                database_file.parent.mkdir(parents=True, exist_ok=True)
             self.engine: SqlEngine = create_engine(
                 url, connect_args={"check_same_thread": False, "timeout": 30}
             )
@@ -96,10 +98,13 @@ def _forget_changed_engines(session: Session) -> None:
     session.info.pop(_CHANGED, None)
 
 
-def _ensure_sqlite_dir(url: str) -> None:
-    path = url.split("///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite database URL names; None for any other database, and for an in-memory
+    SQLite database (which no other connection, let alone another server, can share)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -28,8 +28,7 @@ from enginehouse.db.models import TrainingJobModel
 from enginehouse.db.session import Database
 from enginehouse.demo.progress import ProgressReporter
 from enginehouse.demo.records import (
-    DemoSetupError, default_organization, experiment_version_job, find_dataset, find_deployment, find_engine,
-    find_experiment, find_fine_tune,
+    DemoSetupError, default_organization, find_dataset, find_engine, find_experiment, find_fine_tune,
 )
 from enginehouse.errors import EnginehouseError
 from enginehouse.services import datasets as dataset_service
@@ -118,17 +117,17 @@ def declare(database: Database, settings: Settings) -> list[AwaitedJob]:
 
 
 def _urgency_job(session: Session, org_id: str, model: str) -> AwaitedJob | None:
-    if find_deployment(session, org_id, URGENCY) is not None:
+    if deployment_service.find_deployment_by_name(session, org_id, URGENCY) is not None:
         return None
     experiment = find_experiment(session, org_id, URGENCY)
-    first = experiment_version_job(session, experiment.id, 1) if experiment is not None else None
+    first = experiment_service.version_job(session, experiment.id, 1) if experiment is not None else None
     if experiment is None or first is None or first.status in RETRIED:
         # Version 1 cannot be built again (a server stopped while building it fails it), so a new
         # experiment of the same name takes the place of one whose version 1 did not succeed.
         experiment = experiment_service.create_experiment(session, org_id, experiment_service.ExperimentSpec(
             name=URGENCY, mode=experiment_service.Mode.DECISION, base_model=model,
             classes=URGENCY_CLASSES))
-        first = experiment_version_job(session, experiment.id, 1)
+        first = experiment_service.version_job(session, experiment.id, 1)
         log.info("demo: experiment %r (urgent / not_urgent, zero-shot from the descriptions) created", URGENCY)
     assert first is not None
     experiment_id = experiment.id
@@ -137,7 +136,7 @@ def _urgency_job(session: Session, org_id: str, model: str) -> AwaitedJob | None
 
 
 def _tickets_job(session: Session, org_id: str, model: str, settings: Settings) -> AwaitedJob | None:
-    if find_deployment(session, org_id, TICKETS) is not None:
+    if deployment_service.find_deployment_by_name(session, org_id, TICKETS) is not None:
         return None
     job = find_fine_tune(session, org_id, TICKETS)
     if job is None or job.status in RETRIED:
@@ -166,7 +165,7 @@ def _tickets_dataset(session: Session, org_id: str, settings: Settings) -> str:
     if dataset is not None and Path(dataset.path).is_file():
         return dataset.id
     dataset = dataset_service.store_dataset(session, org_id, TICKETS, [TICKETS_FILE.read_bytes()],
-                                            settings.data_dir / "datasets", settings.max_dataset_bytes)
+                                            settings.datasets_dir, settings.max_dataset_bytes)
     log.info("demo: dataset %r (%d support tickets) stored", TICKETS, dataset.rows)
     return dataset.id
 

@@ -10,10 +10,11 @@ not) uses the directory as it is without asking the Hub again; an interrupted on
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import httpx
+
+from enginehouse.core.deadline import within
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +43,17 @@ def hub_endpoint() -> str:
 
 
 def hub_reachable(endpoint: str, repo_id: str, timeout_s: float = REACH_TIMEOUT_S) -> bool:
-    """Whether the Hub answers about ``repo_id`` within ``timeout_s``. Asked in a thread of its
-    own because name resolution ignores httpx's timeouts (a resolver with no network can hang
-    for a long time); that thread is left to finish on its own."""
-    answer: list[bool] = []
+    """Whether the Hub answers about ``repo_id`` within ``timeout_s``. Bounded by ``within`` too,
+    because name resolution ignores httpx's timeouts (a resolver with no network can hang for a
+    long time)."""
 
-    def ask() -> None:
+    def ask() -> bool:
         try:
-            response = httpx.get(f"{endpoint}/api/models/{repo_id}", timeout=timeout_s)
-            answer.append(response.status_code == 200)
+            return httpx.get(f"{endpoint}/api/models/{repo_id}", timeout=timeout_s).status_code == 200
         except (httpx.HTTPError, OSError):
-            answer.append(False)
+            return False
 
-    thread = threading.Thread(target=ask, name="demo-hub-check", daemon=True)
-    thread.start()
-    thread.join(timeout_s + 1)
-    return bool(answer and answer[0])
+    return within(timeout_s + 1, ask, name="demo-hub-check") is True
 
 
 def is_complete(directory: Path) -> bool:

@@ -2,7 +2,8 @@
 
 Engines and deployments have unique names per organization; datasets, training jobs and
 experiments do not (a user may reuse a name), so for those the newest of the name is the demo's.
-Reads only: every write goes through ``services``.
+Reads only: every write goes through ``services``, which also find a deployment by name
+(``deployments.find_deployment_by_name``) and an experiment's version (``experiments.version_job``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from enginehouse.db.models import (
-    DatasetModel, DeploymentModel, EngineModel, ExperimentModel, OrganizationModel, TrainingJobModel,
-)
-from enginehouse.services.orgs import DEFAULT_ORGANIZATION
+from enginehouse.db.models import DatasetModel, EngineModel, ExperimentModel, TrainingJobModel
+from enginehouse.errors import NotFoundError
+from enginehouse.services.orgs import DEFAULT_ORGANIZATION, get_organization_by_name
 
 
 class DemoSetupError(RuntimeError):
@@ -21,21 +21,16 @@ class DemoSetupError(RuntimeError):
 
 
 def default_organization(session: Session) -> str:
-    org_id = session.scalar(select(OrganizationModel.id).where(OrganizationModel.name == DEFAULT_ORGANIZATION))
-    if org_id is None:
+    try:
+        return get_organization_by_name(session, DEFAULT_ORGANIZATION).id
+    except NotFoundError:
         raise DemoSetupError(f"the organization {DEFAULT_ORGANIZATION!r} does not exist; the demo is set up "
-                             "in it, so start the server once without --demo to create it")
-    return org_id
+                             "in it, so start the server once without --demo to create it") from None
 
 
 def find_engine(session: Session, org_id: str, name: str) -> EngineModel | None:
     return session.scalar(select(EngineModel).where(EngineModel.organization_id == org_id,
                                                     EngineModel.name == name))
-
-
-def find_deployment(session: Session, org_id: str, name: str) -> DeploymentModel | None:
-    return session.scalar(select(DeploymentModel).where(DeploymentModel.organization_id == org_id,
-                                                        DeploymentModel.name == name))
 
 
 def find_dataset(session: Session, org_id: str, name: str) -> DatasetModel | None:
@@ -59,8 +54,3 @@ def find_experiment(session: Session, org_id: str, name: str) -> ExperimentModel
         select(ExperimentModel).where(ExperimentModel.organization_id == org_id, ExperimentModel.name == name)
         .order_by(ExperimentModel.created_at.desc(), ExperimentModel.id.desc())
     ).first()
-
-
-def experiment_version_job(session: Session, experiment_id: str, version: int) -> TrainingJobModel | None:
-    return session.scalar(select(TrainingJobModel).where(TrainingJobModel.experiment_id == experiment_id,
-                                                         TrainingJobModel.experiment_version == version))

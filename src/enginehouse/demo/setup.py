@@ -8,10 +8,10 @@ on real content, while the server already answers:
 - ``demo``: a text-generation engine on SmolLM2-135M-Instruct when the Hub can be reached, else on
   a tiny random model with two adapters (``textgen.py`` says which and why).
 
-It runs in a thread the server's lifespan starts and stops; the console shows each step, the
-fine-tune's progress, and ``demo: ready`` once every demo deployment serves. A later start finds
-everything by name and creates nothing again (``records.py``); a fine-tune or experiment that a
-stopped server left Failed or Cancelled is started again.
+It runs in a thread that the leading server's duties (``LeaderDuties``) start and stop; the
+console shows each step, the fine-tune's progress, and ``demo: ready`` once every demo deployment
+serves. A later start finds everything by name and creates nothing again (``records.py``); a
+fine-tune or experiment that a stopped server left Failed or Cancelled is started again.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ STOP_TIMEOUT_S = 10.0
 
 
 class DemoSetup:
-    """Started by the server's lifespan after the training supervisor (``poke`` tells it that
-    jobs were queued), stopped before it."""
+    """Started by ``LeaderDuties`` on the leading server, after the training supervisor (``poke``
+    tells it that jobs were queued), and stopped before it."""
 
     def __init__(self, database: Database, settings: Settings, poke: Callable[[], None]) -> None:
         self.database = database

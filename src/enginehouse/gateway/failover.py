@@ -2,13 +2,12 @@
 
 A replica's own failure is retried once, on another ready replica of the same deployment: it
 could not be reached, its connection broke before the answer was complete (the process died), it
-answered 503 (it is starting, shutting down or cannot take the call now), or it answered 401 (the
-address is no longer that replica's: what listens there now refused its secret, see
-``enginehouse.replicaauth``). Inference has no side effects, so sending the call again is safe.
-An answer a live replica gave on purpose (a 400 for bad input, a 404 for an adapter it lacks, a
-500) is the client's answer, never retried. Neither is a timeout: a replica silent for the
-gateway's whole timeout is most likely still working on a long generation, and a second try would
-take as long again.
+answered ``REFUSED_STATUS`` (the address is no longer that replica's: what listens there now
+refused its secret; see ``enginehouse.replicaauth.is_foreign_replica``). Inference has no side
+effects, so sending the call again is safe. An answer a live replica gave on purpose (a 400 for
+bad input, a 404 for an adapter it lacks, a 500) is the client's answer, never retried. Neither
+is a timeout: a replica silent for the gateway's whole timeout is most likely still working on a
+long generation, and a second try would take as long again.
 """
 
 from __future__ import annotations

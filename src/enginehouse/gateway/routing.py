@@ -5,7 +5,8 @@ Everything here reads the database; it runs in a worker thread, never on the eve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,10 +29,21 @@ class Target:
     engine_id: str
     replicas: dict[str, ReplicaAddress]  # replica id → where it answers, with its secret
     engine_name: str = ""
+    # Replica id → the headers a call forwarded to it carries, made once per route (a route is
+    # reused for many calls; see gateway/cache.py).
+    forward_headers: dict[str, Mapping[str, str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        headers = {replica_id: {**_JSON, **address.headers()} for replica_id, address in self.replicas.items()}
+        object.__setattr__(self, "forward_headers", headers)
 
     def without(self, replica_id: str) -> Target:
         """The same route less one replica (one that just failed)."""
         return replace(self, replicas={r: address for r, address in self.replicas.items() if r != replica_id})
+
+
+# The body a replica is sent is the client's JSON as it came.
+_JSON = {"content-type": "application/json"}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from enginehouse.gateway.load import LoadMeter
 from enginehouse.gateway.routing import Target, Waking, resolve
 from enginehouse.observability.gateway import GatewayMetrics, RequestTimer, RouteLabels
 from enginehouse.protocol.openai import describe_validation_error
+from enginehouse.replicaauth import is_foreign_replica
 from enginehouse.services import engines as engine_service
 
 log = logging.getLogger(__name__)
@@ -298,8 +299,8 @@ def _attempt(
 ) -> Awaitable[Response]:
     """Send the call to one replica. The headers are ours alone, never the client's: nothing a
     client sends (a forged secret header included) reaches a replica but the body."""
-    address = target.replicas[replica_id]
-    return forward(replica_id, f"{address.url}{endpoint}", {**_JSON, **address.headers()}, raw_body, timer)
+    return forward(replica_id, f"{target.replicas[replica_id].url}{endpoint}", target.forward_headers[replica_id],
+                   raw_body, timer)
 
 
 async def _first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
@@ -311,9 +312,7 @@ async def _first_chunk(upstream: aiohttp.ClientResponse) -> bytes:
 
 def _replica_answer(answer: Response, timer: RequestTimer) -> Response:
     """A replica's answer, the client's own unless it is a refusal another replica may not give."""
-    if answer.status_code == 401:
-        # Only a replica's secret check answers 401: the address is no longer our replica's (its
-        # port taken by another after it died). Never the client's answer: it is not about its key.
+    if is_foreign_replica(answer.status_code):  # never the client's answer: it is not about its key
         raise ReplicaFailed(ServiceUnavailableError(
             "the replica could not be reached (its address answers to another secret); try again",
             retry_after=2, code="replica_unreachable"), replica_gone=True)
@@ -370,7 +369,6 @@ def _relay_response(relay: _Relay) -> ClosingStreamingResponse:
                                     headers={"Cache-Control": "no-cache"})
 
 
-_JSON = {"content-type": "application/json"}
 # A replica's answer headers the client is given too: a busy or loading replica's 503 says when
 # to try again (SPEC §5), and a client that sees no Retry-After retries at once or not at all.
 _PASSED_HEADERS = ("Retry-After",)

@@ -41,7 +41,7 @@ async def scrape_replicas(
 
 async def _fetch(client: aiohttp.ClientSession, replica: ReplicaRow, timeout: float) -> ReplicaPage | None:
     try:
-        async with client.get(f"{replica.url}/metrics", headers=replica.address.headers(),
+        async with client.get(f"{replica.address.url}/metrics", headers=replica.address.headers(),
                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             if response.status != 200:
                 log.debug("replica %s answered /metrics with %d", replica.id, response.status)

@@ -49,7 +49,7 @@ class GatewayMetrics:
     def retried(self, route: RouteLabels) -> None:
         self.retries.labels(route.organization, route.engine, route.deployment).inc()
 
-    def start(self, route: RouteLabels, started: float, engine_id: str = "") -> RequestTimer:
+    def start(self, route: RouteLabels, started: float, engine_id: str) -> RequestTimer:
         """``started`` is a ``time.perf_counter()`` reading taken when the call arrived."""
         return RequestTimer(self, route, started, engine_id)
 
@@ -61,7 +61,7 @@ class RequestTimer:
     metrics: GatewayMetrics
     route: RouteLabels
     started: float
-    engine_id: str = ""
+    engine_id: str
     _done: bool = field(default=False, init=False)
 
     def finish(self, code: int) -> None:
@@ -72,5 +72,4 @@ class RequestTimer:
         self.metrics.requests.labels(route.organization, route.engine, route.deployment, str(code)).inc()
         seconds = time.perf_counter() - self.started
         self.metrics.latency.labels(route.organization, route.engine, route.deployment).observe(seconds)
-        if self.engine_id:
-            self.metrics.traffic.record(self.engine_id, code, seconds)
+        self.metrics.traffic.record(self.engine_id, code, seconds)

@@ -4,7 +4,7 @@ listen. Read-only; runs in a worker thread."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import select
@@ -19,14 +19,9 @@ from enginehouse.replicaauth import ReplicaAddress
 class ReplicaRow:
     id: str
     status: str
-    url: str
+    address: ReplicaAddress  # where it answers, with the secret its /metrics demands
     organization: str
     engine: str  # the engine's name: what users see (its base deployment's name too)
-    secret: str | None = field(default=None, repr=False)  # what its /metrics demands
-
-    @property
-    def address(self) -> ReplicaAddress:
-        return ReplicaAddress(self.url, self.secret)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -58,7 +53,8 @@ def read_inventory(session: Session) -> Inventory:
     )
     return Inventory(
         engines=[(org, engine) for org, engine in engines],
-        replicas=[ReplicaRow(*row) for row in replicas],
+        replicas=[ReplicaRow(replica_id, status, ReplicaAddress(url, secret), organization, engine)
+                  for replica_id, status, url, organization, engine, secret in replicas],
     )
 
 

@@ -24,6 +24,7 @@ class Bucket:
 @dataclass(frozen=True)
 class TrafficPoint:
     start: int
+    calls: int
     calls_per_s: float
     mean_latency_ms: float | None  # None where no call ended in the bucket
     errors: int
@@ -32,6 +33,7 @@ class TrafficPoint:
 class TrafficHistory:
     def __init__(self, bucket_s: int = BUCKET_S, window_s: int = WINDOW_S) -> None:
         self.bucket_s = bucket_s
+        self.window_s = window_s
         self.buckets_kept = window_s // bucket_s
         self._engines: dict[str, deque[Bucket]] = {}
         self._lock = threading.Lock()  # recorded on the event loop, read by page handlers in threads
@@ -58,13 +60,9 @@ class TrafficHistory:
             start = last - index * self.bucket_s
             bucket = recorded.get(start, Bucket(start))
             points.append(TrafficPoint(
-                start, bucket.calls / self.bucket_s,
+                start, bucket.calls, bucket.calls / self.bucket_s,
                 1000 * bucket.latency_s / bucket.calls if bucket.calls else None, bucket.errors))
         return points
-
-    def forget(self, engine_id: str) -> None:
-        with self._lock:
-            self._engines.pop(engine_id, None)
 
     def _bucket_start(self, moment: float) -> int:
         return int(moment // self.bucket_s) * self.bucket_s

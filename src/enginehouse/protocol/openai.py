@@ -422,19 +422,25 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
     parts: list[str] = []
     param: str | None = None
     for error in exc.errors(include_url=False)[:5]:
-        # Union members add their type name to the location (e.g. ``prompt.list[int].0``); that
-        # is noise for a client, which only needs the path inside its own body.
-        loc = [str(p) for p in error["loc"] if not _is_type_tag(p)]
-        where = ".".join(loc)
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unrecognized parameter; this server does not know it (see the API reference)"
-        if not where and (named := re.match(r"([A-Za-z_][\w.]*): ", message)):
-            # A cross-field check names its parameter first (see ``refuse``).
-            where, message = named.group(1), message[named.end():]
+        where, message = describe_validation_item(error)
         param = param or where or None
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(dict.fromkeys(parts)), param
+
+
+def describe_validation_item(error: Any) -> tuple[str, str]:
+    """One failed check of a body as (where, message): the dotted path in the client's own body
+    ("" for the body as a whole) and what is wrong there."""
+    # Union members add their type name to the location (e.g. ``prompt.list[int].0``); that
+    # is noise for a client, which only needs the path inside its own body.
+    where = ".".join(str(p) for p in error["loc"] if not _is_type_tag(p))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unrecognized parameter; this server does not know it (see the API reference)"
+    if not where and (named := re.match(r"([A-Za-z_][\w.]*): ", message)):
+        # A cross-field check names its parameter first (see ``refuse``).
+        where, message = named.group(1), message[named.end():]
+    return where, message
 
 
 def _is_type_tag(part: object) -> bool:

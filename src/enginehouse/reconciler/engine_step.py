@@ -71,21 +71,13 @@ class EngineMemory:
             self.draining_since.pop(replica_id, None)
 
 
-@dataclass(frozen=True)
-class NewReplica:
-    """A replica this step launched: what the database records of it."""
-
-    replica_id: str
-    address: ReplicaAddress
-
-
 @dataclass
 class StepOutcome:
     replicas: list[ReplicaFacts]
     ready_ids: set[str]  # answered their health check ready (adapters are loaded onto these)
     failure: str | None
     removed: dict[str, str]  # replica id → why it is gone
-    launched: list[NewReplica]
+    launched: dict[str, ReplicaAddress]  # replicas this step launched: id → where, with its secret
     # Why no replica is started: the engine's option is one no provider can give now, or a
     # crash backoff.
     waiting_for: str | None = None
@@ -198,7 +190,7 @@ class EngineStep:
         for replica_id in [*plan.stop, *plan.gone]:
             await asyncio.to_thread(self.provider.stop, replica_id)
         streak, failure = plan.streak, plan.failure
-        launched: list[NewReplica] = []
+        launched: dict[str, ReplicaAddress] = {}
         if plan.launch:
             launched, fault = await self._launch_missing(snapshot, plan.launch)
             if fault is not None:
@@ -246,12 +238,13 @@ class EngineStep:
 
     async def _launch_missing(
         self, snapshot: EngineSnapshot, missing: int
-    ) -> tuple[list[NewReplica], Fault | None]:
+    ) -> tuple[dict[str, ReplicaAddress], Fault | None]:
         """Launch up to ``missing`` replicas; stops at the first that cannot be launched."""
-        launched: list[NewReplica] = []
+        launched: dict[str, ReplicaAddress] = {}
         for _ in range(max(0, missing)):
             try:
-                launched.append(await asyncio.to_thread(self._launch, snapshot))
+                replica_id, address = await asyncio.to_thread(self._launch, snapshot)
+                launched[replica_id] = address
             except LaunchError as exc:
                 log.warning("engine %s: %s", snapshot.engine_id, exc.reason)
                 return launched, Fault(exc.reason, exc.permanent)
@@ -272,7 +265,7 @@ class EngineStep:
         return ReplicaFacts(row.replica_id, ready=ready, exited=False, loaded=loaded, age_s=age_s,
                             base_served=base_served, answered=health is not None)
 
-    def _launch(self, snapshot: EngineSnapshot) -> NewReplica:
+    def _launch(self, snapshot: EngineSnapshot) -> tuple[str, ReplicaAddress]:
         # A secret of its own per replica: one leaked (a log, a core dump) opens no other.
         secret = new_secret()
         launched = self.provider.launch(
@@ -287,7 +280,7 @@ class EngineStep:
                 deployment_option=snapshot.selected_option,
             )
         )
-        return NewReplica(launched.replica_id, ReplicaAddress(launched.url, secret))
+        return launched.replica_id, ReplicaAddress(launched.url, secret)
 
     # -- adapters -------------------------------------------------------------------------
 
@@ -382,15 +375,15 @@ class EngineStep:
         org = snapshot.organization_id
         for replica_id, reason in outcome.removed.items():
             replica_service.remove_replica(session, org, replica_id, reason)
-        for launched in outcome.launched:
-            replica_service.add_replica(session, org, snapshot.engine_id, launched.replica_id, launched.address)
+        for replica_id, address in outcome.launched.items():
+            replica_service.add_replica(session, org, snapshot.engine_id, replica_id, address)
         was_ready = {r.replica_id for r in snapshot.replicas if r.status == ReplicaStatus.READY.value}
         for replica_id in outcome.serving_ids - was_ready:
             replica_service.mark_replica(session, org, replica_id, ReplicaStatus.READY,
                                          "health check passed, deployments loaded")
         for replica_id in outcome.drain:
             replica_service.mark_replica(session, org, replica_id, ReplicaStatus.DRAINING, "scaled down")
-        outcome.removed, outcome.launched, outcome.drain = {}, [], []  # written once
+        outcome.removed, outcome.launched, outcome.drain = {}, {}, []  # written once
 
     def _write_engine(self, session, engine: EngineModel, outcome: StepOutcome) -> None:  # type: ignore[no-untyped-def]
         current = EngineStatus(engine.status)

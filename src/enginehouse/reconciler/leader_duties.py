@@ -8,16 +8,17 @@ directory then, not whatever it read while it stood by, so it adopts those repli
 rather than starting duplicates. What the API and the gateway reach through ``app.state``
 (``reconciler``, ``training``, ``provider``) is swapped to the new parts as they start.
 
-A standby's API may still poke ``state.training``: that is a supervisor never started, so a poke
-only sets a flag nobody waits on, and the leader finds the change on its own (the supervisor
-reads the jobs table every few seconds; the reconciler reads the events table every two).
+A standby's API may still poke ``state.training``: that is a supervisor never started (put back
+when the duties stop), so a poke only sets a flag nobody waits on, and the leader finds the change
+on its own (the supervisor reads the jobs table every few seconds; the reconciler reads the events
+table every two).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import State
 
@@ -30,12 +31,10 @@ from enginehouse.reconciler.replica_plan import ReplicaLimits
 from enginehouse.reconciler.training import TrainingSupervisor
 from enginehouse.settings import Settings
 
+if TYPE_CHECKING:
+    from enginehouse.demo.setup import DemoSetup
+
 log = logging.getLogger(__name__)
-
-
-class _Stoppable(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
 
 
 class LeaderDuties:
@@ -58,10 +57,11 @@ class LeaderDuties:
         self.demo = demo
         self._reconciler: Reconciler | None = None
         self._training: TrainingSupervisor | None = None
-        self._demo_setup: _Stoppable | None = None
+        self._demo_setup: DemoSetup | None = None
         # A standby's API answers from a provider and a supervisor that never run anything.
         state.provider = make_provider()
-        state.training = TrainingSupervisor(database, state.provider, settings.max_training_jobs)
+        self._standby_training = TrainingSupervisor(database, state.provider, settings.max_training_jobs)
+        state.training = self._standby_training
         state.reconciler = None
 
     def start(self) -> None:
@@ -94,10 +94,11 @@ class LeaderDuties:
             self._demo_setup = None
         if self._training is not None:
             self._training.stop(stop_workers=stop_replicas)
+            self.state.training = self._standby_training  # pokes land where they are harmless
         if self._reconciler is not None:
             self._reconciler.stop(stop_replicas=stop_replicas)
             self.state.reconciler = None
-        self._reconciler = None
+        self._training = self._reconciler = None
 
 
 def replica_limits(settings: Settings) -> ReplicaLimits:

@@ -8,9 +8,10 @@ even by ``kill -9``, gives it up as soon as the database sees the connection clo
 one machine, where the kernel closes the socket; within the keepalive bound below across a
 network). The others try to take it every ``poll_s`` seconds.
 
-SQLite cannot be shared between servers: a second one on the same database file is refused at
-start (``AnotherServerError``), through an exclusive ``flock`` on a file beside the database that
-the kernel releases when its holder dies.
+SQLite cannot be shared between servers, so a server on SQLite always leads (no lock, no
+election thread): a second one on the same database file is refused at start instead
+(``claim_sqlite_database``, ``AnotherServerError``), through an exclusive ``flock`` on a file
+beside the database that the kernel releases when its holder dies.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
+
+from enginehouse.core.deadline import first_line
+from enginehouse.db.session import Database, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +53,6 @@ class AnotherServerError(RuntimeError):
     """A second server was started on a SQLite database a running server already uses."""
 
 
-class LeaderLock(Protocol):
-    def try_acquire(self) -> bool:
-        """Take the lock if it is free; True when this process holds it now."""
-
-    def still_held(self) -> bool:
-        """Whether the lock taken is still this process's (False once its connection is lost)."""
-
-    def release(self) -> None:
-        """Give the lock up (safe when not held)."""
-
-
 class AdvisoryLock:
     """A PostgreSQL session-level advisory lock on a dedicated connection, outside the pool."""
 
@@ -77,7 +69,7 @@ class AdvisoryLock:
             taken = connection.execute(text("SELECT pg_try_advisory_lock(:k1, :k2)"),
                                        {"k1": self._key, "k2": schema_key(connection)}).scalar()
         except SQLAlchemyError as exc:
-            log.warning("cannot reach the database to take the reconciler lock: %s", _first_line(exc))
+            log.warning("cannot reach the database to take the reconciler lock: %s", first_line(exc))
             self._drop()
             return False
         if not taken:
@@ -93,7 +85,7 @@ class AdvisoryLock:
             self._connection.execute(text("SELECT 1"))
             return True
         except SQLAlchemyError as exc:
-            log.warning("lost the connection that holds the reconciler lock: %s", _first_line(exc))
+            log.warning("lost the connection that holds the reconciler lock: %s", first_line(exc))
             self._drop()
             return False
 
@@ -135,10 +127,10 @@ class SqliteServerLock:
         self.path = database_path.with_name(database_path.name + ".server-lock")
         self._descriptor: int | None = None
 
-    def try_acquire(self) -> bool:
+    def acquire(self) -> None:
         """Take it, or raise ``AnotherServerError`` naming the server that holds it."""
         if self._descriptor is not None:
-            return True
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -153,11 +145,7 @@ class SqliteServerLock:
                 f"(ENGINEHOUSE_DATABASE_URL)") from None
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
-        self._descriptor = descriptor
-        return True
-
-    def still_held(self) -> bool:
-        return self._descriptor is not None  # a flock lasts as long as its descriptor
+        self._descriptor = descriptor  # a flock lasts as long as its descriptor
 
     def release(self) -> None:
         descriptor, self._descriptor = self._descriptor, None
@@ -165,31 +153,30 @@ class SqliteServerLock:
             os.close(descriptor)  # closing drops the flock; the file stays (removing it would race)
 
 
-def leader_lock(url: str) -> LeaderLock | None:
-    """The lock that elects this database's reconciler: an advisory lock on PostgreSQL, the
-    server lock on a SQLite file, none for an in-memory SQLite database (it cannot be shared)."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1] if "///" in url else ""
-        return SqliteServerLock(Path(path)) if path and path != ":memory:" else None
-    if url.startswith("postgresql"):
-        return AdvisoryLock(url)
-    return None
+def claim_sqlite_database(url: str) -> SqliteServerLock | None:
+    """Take the server lock of the SQLite file ``url`` names, held until released (or until the
+    process ends), or raise ``AnotherServerError``. None for any other database: PostgreSQL is
+    shared by its servers, and an in-memory SQLite database cannot be."""
+    path = sqlite_file(url)
+    if path is None:
+        return None
+    lock = SqliteServerLock(path)
+    lock.acquire()
+    return lock
 
 
-def refuse_a_second_sqlite_server(url: str) -> None:
-    """Raise ``AnotherServerError`` now if a server already holds this SQLite database, so the
-    command says why in one line (the server's start checks again, for real, holding the lock)."""
-    lock = leader_lock(url)
-    if isinstance(lock, SqliteServerLock):
-        lock.try_acquire()
-        lock.release()
+def leader_lock(database: Database) -> AdvisoryLock | None:
+    """The lock that elects this database's reconciler: an advisory lock on PostgreSQL; none on
+    SQLite, whose one server (``claim_sqlite_database``) always leads."""
+    return None if database.is_sqlite else AdvisoryLock(database.url)
 
 
 class LeaderElection:
     """Holds the leader lock, or tries for it every ``poll_s`` seconds, in a thread of its own;
-    runs ``on_gain`` once it holds the lock and ``on_lose`` if it loses it."""
+    runs ``on_gain`` once it holds the lock and ``on_lose`` if it loses it. Without a lock (a
+    server on SQLite) it leads from ``start`` to ``stop``, with no thread."""
 
-    def __init__(self, lock: LeaderLock | None, poll_s: float,
+    def __init__(self, lock: AdvisoryLock | None, poll_s: float,
                  on_gain: Callable[[], None], on_lose: Callable[[], None]) -> None:
         self.lock = lock
         self.poll_s = poll_s
@@ -271,16 +258,11 @@ class LeaderElection:
                 self.lock.release()
 
 
-def _first_line(exc: BaseException) -> str:
-    message = str(exc).strip()
-    return message.splitlines()[0] if message else type(exc).__name__
-
-
 @contextmanager
 def one_server_at_a_time(url: str) -> Iterator[None]:
     """On PostgreSQL, servers starting together pass through this one after the other: migrating
     the schema and creating the first organization would otherwise race. Elsewhere a no-op."""
-    if not url.startswith("postgresql"):
+    if make_url(url).get_backend_name() != "postgresql":
         yield
         return
     engine = create_engine(url, poolclass=NullPool)

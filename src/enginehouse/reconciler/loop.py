@@ -82,9 +82,10 @@ class Reconciler:
         self.load: LoadMeter | None = None
         self._strays_logged: set[str] = set()
         self.metrics = metrics or ReconcilerMetrics(CollectorRegistry())
-        database.on_engine_change(self.poke_engines)
 
     def start(self) -> None:
+        # Told of changes from now until stop(): a reconciler never started is never told.
+        self.database.on_engine_change(self.poke_engines)
         self._thread = threading.Thread(target=self._run_thread, name="reconciler", daemon=True)
         self._thread.start()
 
@@ -92,7 +93,7 @@ class Reconciler:
         """Stop the loop; with ``stop_replicas`` also the replica processes this server started
         (their rows are removed, so the next start launches fresh ones)."""
         self._stopping.set()
-        self.database.off_engine_change(self.poke_engines)  # a later leader term builds a new one
+        self.database.off_engine_change(self.poke_engines)  # as start() registered it
         self._call_in_loop(self._wake_up)
         if self._thread is not None:
             self._thread.join(timeout=30)

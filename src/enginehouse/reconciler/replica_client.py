@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
-from enginehouse.replicaauth import ReplicaAddress
+from enginehouse.replicaauth import ReplicaAddress, is_foreign_replica
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,8 @@ class ReplicaClient:
 
     async def health(self, replica: ReplicaAddress) -> Health | None:
         """None when the replica does not answer at all (not up yet, gone, or hung); an answer
-        other than a ready one (a 401 too: the address is some other process's now) is a Health
-        that is not ready."""
+        other than a ready one (``is_foreign_replica`` too: the address is some other process's
+        now) is a Health that is not ready."""
         try:
             response = await self.client.get(f"{replica.url}/health", headers=replica.headers(), timeout=5.0)
         except httpx.HTTPError:
@@ -57,10 +57,9 @@ class ReplicaClient:
             f"{replica.url}/v1/adapters/{quote(name, safe='')}", json={"path": path},
             headers=replica.headers(), timeout=300.0,
         )
-        # A 401 refuses the caller, not the adapter: the address answers with another secret (its
-        # port now some other replica's). The replica's next health check settles that; the
-        # deployment must not fail for it.
-        if 400 <= response.status_code < 500 and response.status_code != 401:
+        # A foreign replica refuses the caller, not the adapter: the replica's next health check
+        # settles that; the deployment must not fail for it.
+        if 400 <= response.status_code < 500 and not is_foreign_replica(response.status_code):
             raise AdapterLoadRefused(_error_message(response))
         response.raise_for_status()
 

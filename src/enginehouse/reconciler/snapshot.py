@@ -3,7 +3,7 @@ network and process work that follows happens outside any transaction."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,13 +21,8 @@ from enginehouse.services import engines as engine_service
 class ReplicaRow:
     replica_id: str
     status: str
-    url: str
+    address: ReplicaAddress  # where it answers, with its secret
     started_at: datetime
-    secret: str | None = field(default=None, repr=False)  # None: launched before replicas had one
-
-    @property
-    def address(self) -> ReplicaAddress:
-        return ReplicaAddress(self.url, self.secret)
 
 
 @dataclass(frozen=True)
@@ -74,7 +69,7 @@ def load_snapshot(session: Session, engine_id: str) -> EngineSnapshot | None:
         for row in session.execute(query)
     ]
     replicas = [
-        ReplicaRow(r.id, r.status, r.url, _aware(r.started_at), r.secret)  # type: ignore[arg-type]
+        ReplicaRow(r.id, r.status, ReplicaAddress(r.url, r.secret), _aware(r.started_at))  # type: ignore[arg-type]
         for r in engine_service.engine_replicas(session, engine.id)
     ]
     return EngineSnapshot(

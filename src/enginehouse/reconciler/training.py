@@ -31,7 +31,7 @@ from enginehouse.db.models import CheckpointModel, DatasetModel, ExperimentModel
 from enginehouse.db.session import Database
 from enginehouse.providers.base import LaunchError, ProviderTraining, ReplicaProvider, TrainingLaunch
 from enginehouse.services.datasets import ACTIVE_JOB_STATES
-from enginehouse.services.experiments import best_checkpoint
+from enginehouse.services.experiments import best_checkpoint, version_job
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +203,7 @@ def _experiment_launch(session: Session, job: TrainingJobModel, launch: Training
         raise LaunchError("its experiment is gone", permanent=True)
     if job.experiment_version == 1:
         return replace(launch, zero_shot={"mode": experiment.mode, "classes": experiment.classes})
-    first = session.scalar(select(TrainingJobModel).where(TrainingJobModel.experiment_id == experiment.id,
-                                                           TrainingJobModel.experiment_version == 1))
+    first = version_job(session, experiment.id, 1)
     start = best_checkpoint(first) if first is not None else None
     if start is None:
         raise LaunchError("version 1 of its experiment has no checkpoint to start from", permanent=True)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from enginehouse.core.ids import utcnow
 from enginehouse.db.models import ApiKeyModel, DashboardSessionModel, OrganizationModel
 from enginehouse.errors import AuthenticationError
-from enginehouse.services.orgs import hash_key
+from enginehouse.services.orgs import active_key, hash_key
 
 SESSION_LIFETIME = timedelta(hours=12)
 
@@ -32,8 +32,8 @@ class SignedIn:
 
 def sign_in(session: Session, key: str) -> str:
     """A new session for ``key``; returns the cookie's token (shown to the browser once)."""
-    row = session.scalar(select(ApiKeyModel).where(ApiKeyModel.key_hash == hash_key(key.strip())))
-    if row is None or row.revoked_at is not None:
+    row = active_key(session, key.strip())
+    if row is None:
         raise AuthenticationError("that API key is not valid (unknown or revoked)")
     token = secrets.token_urlsafe(32)
     now = utcnow()

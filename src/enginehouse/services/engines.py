@@ -20,7 +20,7 @@ from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStat
 from enginehouse.core.task_types import SERVABLE_TASK_TYPES, TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, EventModel, ReplicaModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
-from enginehouse.services.pages import Page, PageRequest, newest_first, unknown_cursor
+from enginehouse.services.pages import Page, PageRequest, newest_first, of_task_and_base, unknown_cursor
 from enginehouse.services.reads import dialect_of, grouped, read, read_columns
 from enginehouse.services.sizing import select_option
 from enginehouse.services.status import record_engine_created, switch_deployment_status, switch_engine_status
@@ -244,10 +244,7 @@ def list_engines(
     query = select(*read_columns(session, EngineModel, ENGINE_FIELDS)).where(
         EngineModel.organization_id == org_id
     )
-    if task_type:
-        query = query.where(EngineModel.task_type == task_type)
-    if base_model:
-        query = query.where(EngineModel.base_model == base_model)
+    query = of_task_and_base(query, EngineModel, task_type, base_model)
     engines = newest_first(session, query, EngineModel, org_id, page, "engine")
     if not engines.items:
         return Page([], engines.has_more)
@@ -256,6 +253,16 @@ def list_engines(
     replicas = _replicas_by_engine(session, ids)
     return Page([EngineRead(e, [], replicas.get(e[0], []), summaries.get(e[0], "[]")) for e in engines.items],
                 engines.has_more)
+
+
+def engine_choices(session: Session, org_id: str, task_type: str, base_model: str) -> list[dict[str, str]]:
+    """``{"id", "name"}`` of every engine of this task type and base model, newest first: where a
+    checkpoint trained for them can be deployed."""
+    query = (select(EngineModel.id, EngineModel.name)
+             .where(EngineModel.organization_id == org_id, EngineModel.task_type == task_type,
+                    EngineModel.base_model == base_model)
+             .order_by(EngineModel.created_at.desc(), EngineModel.id))
+    return [{"id": engine_id, "name": name} for engine_id, name in read(session, query)]
 
 
 def _deployment_summaries(session: Session, engine_ids: list[str]) -> dict[str, str]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections import defaultdict
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +29,9 @@ from enginehouse.db.models import (
 )
 from enginehouse.errors import BadRequestError, ConflictError, NotFoundError
 from enginehouse.services.datasets import store_dataset
-from enginehouse.services.pages import Page, PageRequest, newest_first
+from enginehouse.services.pages import Page, PageRequest, newest_first, of_task_and_base
+from enginehouse.services.training_jobs import queue_job
+from enginehouse.training.config import classes_problem, mode_labels, mode_task_type
 from enginehouse.training.parameters import TrainingParameters
 
 
@@ -41,15 +45,9 @@ class Mode(str, Enum):
 
     @property
     def task_type(self) -> TaskType:
-        if self is Mode.REGRESSION:
-            return TaskType.REGRESSION
-        if self is Mode.NER:
-            return TaskType.NER
-        return TaskType.CLASSIFICATION
+        return TaskType(mode_task_type(self.value))
 
 
-# A judge answers whether its one criterion holds.
-JUDGE_LABELS = ("pass", "fail")
 MAX_CLASSES = 100
 MAX_EXAMPLES_PER_CALL = 10_000
 # Fewer examples than this cannot be split into training and held-out rows worth the name.
@@ -85,26 +83,9 @@ class ExperimentSpec(StrictModel):
 
     @model_validator(mode="after")
     def _classes_fit_the_mode(self) -> ExperimentSpec:
-        names = [c.name for c in self.classes]
-        if len(set(names)) != len(names):
-            raise ValueError("classes: each class needs a name of its own")
-        if self.mode in (Mode.JUDGE, Mode.REGRESSION) and len(self.classes) != 1:
-            what = "its criterion" if self.mode is Mode.JUDGE else "the quantity it scores"
-            raise ValueError(f"classes: a {self.mode.value} experiment has exactly one class ({what})")
-        if self.mode not in (Mode.JUDGE, Mode.REGRESSION) and len(self.classes) < 2:
-            raise ValueError(f"classes: a {self.mode.value} experiment needs at least two classes to choose from")
-        regression_fields = ("min_value", "max_value", "low_description", "high_description")
-        for index, item in enumerate(self.classes):
-            given = [f for f in regression_fields if getattr(item, f) is not None]
-            if self.mode is Mode.REGRESSION:
-                missing = [f for f in regression_fields if f not in given]
-                if missing:
-                    raise ValueError(f"classes[{index}]: a regression class needs {', '.join(missing)}")
-                assert item.min_value is not None and item.max_value is not None
-                if item.min_value >= item.max_value:
-                    raise ValueError(f"classes[{index}]: min_value must be less than max_value")
-            elif given:
-                raise ValueError(f"classes[{index}]: {', '.join(given)} belong to a regression experiment")
+        problem = classes_problem(self.mode.value, self.classes)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 
@@ -128,9 +109,8 @@ class TrainSpec(StrictModel):
 
 
 def labels_of(experiment: ExperimentModel) -> list[str]:
-    if experiment.mode == Mode.JUDGE.value:
-        return list(JUDGE_LABELS)
-    return [c["name"] for c in experiment.classes]
+    """The labels the experiment's checkpoints answer with (a regression's: ``score``)."""
+    return mode_labels(experiment.mode, [c["name"] for c in experiment.classes])
 
 
 def create_experiment(session: Session, org_id: str, spec: ExperimentSpec) -> ExperimentModel:
@@ -151,17 +131,14 @@ def create_experiment(session: Session, org_id: str, spec: ExperimentSpec) -> Ex
 def _add_version(session: Session, experiment: ExperimentModel, version: int, *, train_dataset_id: str | None,
                  parameters: TrainingParameters) -> TrainingJobModel:
     kind = "zero-shot" if version == 1 else "trained"
-    job = TrainingJobModel(
-        id=new_id("tr"), organization_id=experiment.organization_id, name=f"{experiment.name[:90]}-v{version}",
-        task_type=experiment.task_type, base_model=experiment.base_model, status="Pending",
+    return queue_job(
+        session, experiment.organization_id, name=f"{experiment.name[:90]}-v{version}",
+        task_type=experiment.task_type, base_model=experiment.base_model,
         status_reason=f"waiting to build {kind} version {version} of experiment {experiment.name}",
-        created_at=utcnow(), train_dataset_id=train_dataset_id,
+        parameters=parameters, train_dataset_id=train_dataset_id,
         train_test_split_ratio=HELD_OUT_RATIO if train_dataset_id else None,
-        parameters=parameters.model_dump(), progress=0.0, experiment_id=experiment.id, experiment_version=version,
+        experiment_id=experiment.id, experiment_version=version,
     )
-    session.add(job)
-    session.flush()
-    return job
 
 
 def get_experiment(session: Session, org_id: str, experiment_id: str) -> ExperimentModel:
@@ -198,17 +175,25 @@ def add_examples(session: Session, org_id: str, experiment_id: str, spec: Exampl
 
 
 def _example_count(session: Session, experiment_id: str) -> int:
-    return int(session.scalar(select(func.count()).select_from(ExperimentExampleModel)
-                              .where(ExperimentExampleModel.experiment_id == experiment_id)) or 0)
+    return _example_counts(session, [experiment_id]).get(experiment_id, 0)
+
+
+def _example_counts(session: Session, experiment_ids: list[str]) -> dict[str, int]:
+    """Each experiment's count of examples, in one grouped query (none: absent)."""
+    example = ExperimentExampleModel
+    rows = session.execute(select(example.experiment_id, func.count()).where(example.experiment_id.in_(experiment_ids))
+                           .group_by(example.experiment_id))
+    return {experiment_id: int(count) for experiment_id, count in rows}
 
 
 def train_next_version(session: Session, org_id: str, experiment_id: str, spec: TrainSpec,
                        datasets_dir: Path, max_dataset_bytes: int) -> int:
     """Queue the next version, a fine-tune on the examples; its number."""
     experiment = get_experiment(session, org_id, experiment_id)
-    versions = _versions(session, experiment.id)
-    if versions[0].status != "Success":
-        raise ConflictError(f"version 1 of experiment {experiment.name} is {versions[0].status}; a trained "
+    first = version_job(session, experiment.id, 1)
+    status = first.status if first is not None else "missing"
+    if status != "Success":
+        raise ConflictError(f"version 1 of experiment {experiment.name} is {status}; a trained "
                             "version starts from it, so wait for it to succeed", code="version_not_ready")
     examples = list(session.scalars(select(ExperimentExampleModel)
                                     .where(ExperimentExampleModel.experiment_id == experiment.id)
@@ -218,7 +203,15 @@ def train_next_version(session: Session, org_id: str, experiment_id: str, spec: 
         parameters = TrainingParameters(**{**TRAINED_VERSION_PARAMETERS, **(spec.parameters or {})})
     except ValueError as exc:
         raise BadRequestError(f"parameters: {exc}", code="invalid_parameters", param="parameters") from None
-    version = versions[-1].experiment_version + 1  # type: ignore[operator]
+    if parameters.pooling != TRAINED_VERSION_PARAMETERS["pooling"]:
+        # The worker would refuse it: the head starts from version 1's, which reads the mean.
+        raise BadRequestError(
+            f"parameters.pooling {parameters.pooling!r}: a trained version starts from version 1's head, which "
+            f"reads the normalised mean of the last hidden state, so pooling must stay "
+            f"{TRAINED_VERSION_PARAMETERS['pooling']!r}", code="invalid_parameters", param="parameters.pooling")
+    highest = session.scalar(select(func.max(TrainingJobModel.experiment_version))
+                             .where(TrainingJobModel.experiment_id == experiment.id))
+    version = int(highest or 0) + 1
     dataset = store_dataset(session, org_id, f"{experiment.name[:80]}-v{version}-examples",
                             [_jsonl(experiment, examples)], datasets_dir, max_dataset_bytes)
     _add_version(session, experiment, version, train_dataset_id=dataset.id, parameters=parameters)
@@ -244,15 +237,16 @@ def _jsonl(experiment: ExperimentModel, examples: list[ExperimentExampleModel]) 
     return ("\n".join(lines) + "\n").encode()
 
 
-def _versions(session: Session, experiment_id: str) -> list[TrainingJobModel]:
-    return list(session.scalars(select(TrainingJobModel).where(TrainingJobModel.experiment_id == experiment_id)
-                                .order_by(TrainingJobModel.experiment_version)))
+def version_job(session: Session, experiment_id: str, version: int) -> TrainingJobModel | None:
+    """The training job of one version of the experiment; None when it has no such version."""
+    return session.scalar(select(TrainingJobModel).where(TrainingJobModel.experiment_id == experiment_id,
+                                                         TrainingJobModel.experiment_version == version))
 
 
 def version_checkpoint(session: Session, org_id: str, experiment_id: str, version: int) -> tuple[str, str]:
     """(task type, checkpoint directory) of a version that succeeded: its best checkpoint."""
     experiment = get_experiment(session, org_id, experiment_id)
-    job = next((v for v in _versions(session, experiment.id) if v.experiment_version == version), None)
+    job = version_job(session, experiment.id, version)
     if job is None:
         raise NotFoundError(f"experiment {experiment.name} has no version {version}", code="version_not_found",
                             param="version")
@@ -268,21 +262,47 @@ def best_checkpoint(job: TrainingJobModel) -> CheckpointModel | None:
     eval loss; the last one when none has results."""
     if not job.checkpoints:
         return None
+    return max(reversed(job.checkpoints), key=lambda checkpoint: _merit(checkpoint.test_results))
 
-    def score(checkpoint: CheckpointModel) -> float:
-        results = checkpoint.test_results or {}
-        for key, sign in (("accuracy", 1.0), ("mae", -1.0), ("eval_loss", -1.0)):
-            value = results.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                return sign * float(value)
-        return -math.inf
 
-    return max(reversed(job.checkpoints), key=score)
+def _merit(results: dict[str, Any] | None) -> float:
+    for key, sign in (("accuracy", 1.0), ("mae", -1.0), ("eval_loss", -1.0)):
+        value = (results or {}).get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return sign * float(value)
+    return -math.inf
+
+
+# What a view of a version reads of its job, and of each of its checkpoints.
+_VERSION_COLUMNS = (TrainingJobModel.experiment_id, TrainingJobModel.id, TrainingJobModel.experiment_version,
+                    TrainingJobModel.status, TrainingJobModel.status_reason, TrainingJobModel.progress,
+                    TrainingJobModel.created_at, TrainingJobModel.baseline_results)
+_CHECKPOINT_COLUMNS = (CheckpointModel.training_job_id, CheckpointModel.test_results)
 
 
 def experiment_view(session: Session, experiment: ExperimentModel) -> dict[str, Any]:
-    versions = _versions(session, experiment.id)
-    return {
+    return experiment_views(session, [experiment])[0]
+
+
+def experiment_views(session: Session, experiments: Sequence[ExperimentModel]) -> list[dict[str, Any]]:
+    """The API's view of each experiment, in three queries however many there are: their
+    versions, the versions' checkpoints, and their counts of examples."""
+    if not experiments:
+        return []
+    ids = [experiment.id for experiment in experiments]
+    versions: defaultdict[str, list[Any]] = defaultdict(list)
+    for row in session.execute(select(*_VERSION_COLUMNS).where(TrainingJobModel.experiment_id.in_(ids))
+                               .order_by(TrainingJobModel.experiment_id, TrainingJobModel.experiment_version)):
+        versions[row.experiment_id].append(row)
+    job_ids = [row.id for rows in versions.values() for row in rows]
+    results: defaultdict[str, list[dict[str, Any] | None]] = defaultdict(list)
+    if job_ids:
+        for job_id, test_results in session.execute(
+                select(*_CHECKPOINT_COLUMNS).where(CheckpointModel.training_job_id.in_(job_ids))
+                .order_by(CheckpointModel.training_job_id, CheckpointModel.checkpoint)):
+            results[job_id].append(test_results)
+    counts = _example_counts(session, ids)
+    return [{
         "id": experiment.id,
         "object": "experiment",
         "name": experiment.name,
@@ -291,31 +311,37 @@ def experiment_view(session: Session, experiment: ExperimentModel) -> dict[str, 
         "base_model": experiment.base_model,
         "classes": experiment.classes,
         "labels": labels_of(experiment),
-        "examples": _example_count(session, experiment.id),
-        "latest_version": versions[-1].experiment_version if versions else None,
-        "versions": [_version_view(job) for job in versions],
+        "examples": counts.get(experiment.id, 0),
+        "latest_version": versions[experiment.id][-1].experiment_version if versions[experiment.id] else None,
+        "versions": [_version_view(row, results.get(row.id, [])) for row in versions[experiment.id]],
         "created_at": iso(experiment.created_at),
-    }
+    } for experiment in experiments]
 
 
-def _version_view(job: TrainingJobModel) -> dict[str, Any]:
-    best = best_checkpoint(job)
+def _version_view(row: Any, checkpoint_results: list[dict[str, Any] | None]) -> dict[str, Any]:
+    # The best checkpoint's results, chosen as best_checkpoint chooses.
+    best = max(reversed(checkpoint_results), key=_merit) if checkpoint_results else None
     return {
-        "version": job.experiment_version,
-        "kind": "zero-shot" if job.experiment_version == 1 else "trained",
-        "status": job.status,
-        "status_reason": job.status_reason,
-        "training_id": job.id,
-        "progress": round(job.progress, 1),
-        "created_at": iso(job.created_at),
-        "test_results": best.test_results if best else None,
-        "baseline_results": job.baseline_results,
+        "version": row.experiment_version,
+        "kind": "zero-shot" if row.experiment_version == 1 else "trained",
+        "status": row.status,
+        "status_reason": row.status_reason,
+        "training_id": row.id,
+        "progress": round(row.progress, 1),
+        "created_at": iso(row.created_at),
+        "test_results": best,
+        "baseline_results": row.baseline_results,
     }
 
 
-def list_experiments(session: Session, org_id: str, page: PageRequest) -> Page[ExperimentModel]:
-    ids = newest_first(session, select(ExperimentModel.id).where(ExperimentModel.organization_id == org_id),
-                       ExperimentModel, org_id, page, "experiment")
+def list_experiments(session: Session, org_id: str, page: PageRequest, task_type: str | None = None,
+                     base_model: str | None = None) -> Page[ExperimentModel]:
+    """A page of experiments, newest first (``experiment_views`` makes their views together)."""
+    query = select(ExperimentModel.id).where(ExperimentModel.organization_id == org_id)
+    query = of_task_and_base(query, ExperimentModel, task_type, base_model)
+    ids = newest_first(session, query, ExperimentModel, org_id, page, "experiment")
+    if not ids.items:
+        return Page([], ids.has_more)
     found = {e.id: e for e in session.scalars(select(ExperimentModel).where(
         ExperimentModel.id.in_([row[0] for row in ids.items])))}
     return Page([found[row[0]] for row in ids.items], ids.has_more)

@@ -85,11 +85,16 @@ def list_api_keys(session: Session, org_id: str) -> list[ApiKeyModel]:
                                 .order_by(ApiKeyModel.created_at.desc(), ApiKeyModel.id)))
 
 
-def revoke_api_key_by_id(session: Session, org_id: str, key_id: str) -> ApiKeyModel:
-    """Revoke one of the organization's keys by its id (what the dashboard knows of a key)."""
+def get_api_key(session: Session, org_id: str, key_id: str) -> ApiKeyModel:
+    """One of the organization's keys by its id (what the dashboard knows of a key)."""
     row = session.get(ApiKeyModel, key_id)
     if row is None or row.organization_id != org_id:
         raise NotFoundError(f"API key {key_id!r} not found", param="key_id")
+    return row
+
+
+def revoke_api_key_by_id(session: Session, org_id: str, key_id: str) -> ApiKeyModel:
+    row = get_api_key(session, org_id, key_id)
     if row.revoked_at is not None:
         raise ConflictError(f"API key {row.prefix}… is already revoked", code="key_revoked")
     row.revoked_at = utcnow()
@@ -102,10 +107,16 @@ def authenticate(session: Session, key: str | None) -> str:
         raise AuthenticationError(
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
         )
-    row = session.scalar(select(ApiKeyModel).where(ApiKeyModel.key_hash == hash_key(key)))
-    if row is None or row.revoked_at is not None:
+    row = active_key(session, key)
+    if row is None:
         raise AuthenticationError("invalid API key")
     return row.organization_id
+
+
+def active_key(session: Session, key: str) -> ApiKeyModel | None:
+    """The stored key ``key`` is, unless unknown or revoked."""
+    row = session.scalar(select(ApiKeyModel).where(ApiKeyModel.key_hash == hash_key(key)))
+    return row if row is not None and row.revoked_at is None else None
 
 
 def bootstrap(session: Session, bootstrap_key: str | None) -> IssuedKey | None:

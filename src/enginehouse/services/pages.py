@@ -75,3 +75,13 @@ def newest_first(
     query = query.order_by(model.created_at.desc(), model.id.desc()).limit(page.limit + 1)
     rows = read(session, query).all()
     return Page(rows[: page.limit], len(rows) > page.limit)
+
+
+def of_task_and_base(query: Select[Any], model: Any, task_type: str | None, base_model: str | None) -> Select[Any]:
+    """``query`` narrowed to rows of ``task_type`` and ``base_model`` where given (what fits an
+    engine: its engines, training jobs and experiments are listed by both)."""
+    if task_type:
+        query = query.where(model.task_type == task_type)
+    if base_model:
+        query = query.where(model.base_model == base_model)
+    return query

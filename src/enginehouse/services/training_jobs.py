@@ -28,7 +28,7 @@ from enginehouse.services.checkpoints import checkpoint_problem, resolve_local_p
 from enginehouse.services.datasets import get_dataset
 from enginehouse.training.data import DatasetError, check_test_labels, read_examples, split_examples
 from enginehouse.training.parameters import TrainingParameters, check_parameters_for_task
-from enginehouse.services.pages import Page, PageRequest, newest_first
+from enginehouse.services.pages import Page, PageRequest, newest_first, of_task_and_base
 from enginehouse.services.reads import grouped, read, read_columns
 
 # Checkpoints registered in one call (one per epoch).
@@ -104,11 +104,27 @@ def start_fine_tune(session: Session, org_id: str, spec: TrainingJobSpec) -> Tra
     if test is None and ratio is None:
         ratio = DEFAULT_SPLIT_RATIO
     _check_datasets(spec.task_type, Path(train.path), Path(test.path) if test else None, ratio, parameters.seed)
+    return queue_job(
+        session, org_id, name=spec.name, task_type=spec.task_type.value, base_model=spec.base_model,
+        status_reason="waiting for a free training slot", parameters=parameters, train_dataset_id=train.id,
+        test_dataset_id=test.id if test else None, train_test_split_ratio=ratio,
+    )
+
+
+def queue_job(
+    session: Session, org_id: str, *, name: str, task_type: str, base_model: str, status_reason: str,
+    parameters: TrainingParameters, train_dataset_id: str | None, test_dataset_id: str | None = None,
+    train_test_split_ratio: float | None = None, experiment_id: str | None = None,
+    experiment_version: int | None = None,
+) -> TrainingJobModel:
+    """A job already checked, queued (Pending) for the supervisor: a fine-tune, or a version of an
+    experiment (``services/experiments.py``)."""
     job = TrainingJobModel(
-        id=new_id("tr"), organization_id=org_id, name=spec.name, task_type=spec.task_type.value,
-        base_model=spec.base_model, status="Pending", status_reason="waiting for a free training slot",
-        created_at=utcnow(), train_dataset_id=train.id, test_dataset_id=test.id if test else None,
-        train_test_split_ratio=ratio, parameters=parameters.model_dump(), progress=0.0,
+        id=new_id("tr"), organization_id=org_id, name=name, task_type=task_type, base_model=base_model,
+        status="Pending", status_reason=status_reason, created_at=utcnow(), train_dataset_id=train_dataset_id,
+        test_dataset_id=test_dataset_id, train_test_split_ratio=train_test_split_ratio,
+        parameters=parameters.model_dump(), progress=0.0, experiment_id=experiment_id,
+        experiment_version=experiment_version,
     )
     session.add(job)
     session.flush()
@@ -217,11 +233,14 @@ def read_training_job(session: Session, org_id: str, job_id: str) -> TrainingJob
     return _with_checkpoints(session, [job])[0]
 
 
-def list_training_jobs(session: Session, org_id: str, page: PageRequest) -> Page[TrainingJobRead]:
+def list_training_jobs(
+    session: Session, org_id: str, page: PageRequest, task_type: str | None = None, base_model: str | None = None
+) -> Page[TrainingJobRead]:
     """A page of training jobs, newest first; their checkpoints in one more query."""
     query = select(*read_columns(session, TrainingJobModel, JOB_FIELDS)).where(
         TrainingJobModel.organization_id == org_id
     )
+    query = of_task_and_base(query, TrainingJobModel, task_type, base_model)
     jobs = newest_first(session, query, TrainingJobModel, org_id, page, "training job")
     return Page(_with_checkpoints(session, jobs.items), jobs.has_more)
 

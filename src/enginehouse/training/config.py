@@ -9,8 +9,9 @@ head (``init_checkpoint``) and is scored beside it (``baseline_checkpoint``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,6 +21,66 @@ from enginehouse.training.parameters import TrainingParameters
 TaskTypeName = Literal["text-generation", "classification", "regression"]
 ZeroShotMode = Literal["decision", "routing", "judge", "tool_calling", "regression"]
 _HEAD_TASK_TYPES = ("classification", "regression")
+
+# The shape of a Playground experiment, one copy for the API (``services/experiments.py``, which
+# also knows ``ner``, not built yet) and the worker that builds its checkpoints (``zero_shot``).
+# A judge answers whether its one criterion holds; a regression answers one number, under the
+# label a replica gives a regression head's output.
+JUDGE_LABELS = ("pass", "fail")
+REGRESSION_LABEL = "score"
+_ONE_CLASS_MODES = ("judge", "regression")
+REGRESSION_FIELDS = ("min_value", "max_value", "low_description", "high_description")
+
+
+def mode_task_type(mode: str) -> str:
+    """The task type of an experiment of ``mode``, and of its checkpoints."""
+    return {"regression": "regression", "ner": "ner"}.get(mode, "classification")
+
+
+def mode_labels(mode: str, class_names: Sequence[str]) -> list[str]:
+    """The labels the checkpoints of an experiment of ``mode`` answer with, in their order."""
+    if mode == "judge":
+        return list(JUDGE_LABELS)
+    if mode == "regression":
+        return [REGRESSION_LABEL]
+    return list(class_names)
+
+
+class _DescribedClass(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def min_value(self) -> float | None: ...
+    @property
+    def max_value(self) -> float | None: ...
+    @property
+    def low_description(self) -> str | None: ...
+    @property
+    def high_description(self) -> str | None: ...
+
+
+def classes_problem(mode: str, classes: Sequence[_DescribedClass]) -> str | None:
+    """What keeps ``classes`` from being those of an experiment of ``mode``; None when they fit."""
+    names = [c.name for c in classes]
+    if len(set(names)) != len(names):
+        return "classes: each class needs a name of its own"
+    if mode in _ONE_CLASS_MODES and len(classes) != 1:
+        what = "its criterion" if mode == "judge" else "the quantity it scores"
+        return f"classes: a {mode} experiment has exactly one class ({what}), got {len(classes)}"
+    if mode not in _ONE_CLASS_MODES and len(classes) < 2:
+        return f"classes: a {mode} experiment needs at least two classes to choose from"
+    for index, item in enumerate(classes):
+        given = [f for f in REGRESSION_FIELDS if getattr(item, f) is not None]
+        if mode == "regression":
+            missing = [f for f in REGRESSION_FIELDS if f not in given]
+            if missing:
+                return f"classes[{index}]: a regression class needs {', '.join(missing)}"
+            assert item.min_value is not None and item.max_value is not None
+            if item.min_value >= item.max_value:
+                return f"classes[{index}]: min_value must be less than max_value"
+        elif given:
+            return f"classes[{index}]: {', '.join(given)} belong to a regression experiment"
+    return None
 
 
 class ConfigError(ValueError):
@@ -48,23 +109,17 @@ class ZeroShotSpec(StrictModel):
 
     @property
     def task_type(self) -> TaskTypeName:
-        return "regression" if self.mode == "regression" else "classification"
+        return "regression" if mode_task_type(self.mode) == "regression" else "classification"
+
+    @property
+    def labels(self) -> list[str]:
+        return mode_labels(self.mode, [c.name for c in self.classes])
 
     @model_validator(mode="after")
     def _classes_fit_the_mode(self) -> ZeroShotSpec:
-        names = [c.name for c in self.classes]
-        if len(set(names)) != len(names):
-            raise ValueError("each class needs a name of its own")
-        if self.mode in ("judge", "regression") and len(self.classes) != 1:
-            raise ValueError(f"a {self.mode} has exactly one class, got {len(self.classes)}")
-        if self.mode not in ("judge", "regression") and len(self.classes) < 2:
-            raise ValueError(f"a {self.mode} needs at least two classes to choose from")
-        if self.mode == "regression":
-            only = self.classes[0]
-            if only.low_description is None or only.high_description is None:
-                raise ValueError("a regression class needs low_description and high_description")
-            if only.min_value is None or only.max_value is None or only.min_value >= only.max_value:
-                raise ValueError("a regression class needs min_value less than max_value")
+        problem = classes_problem(self.mode, self.classes)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

@@ -23,6 +23,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 from enginehouse.runtime.classify.pooling import MeanPooling, SentencePooling, pooler_problem
 from enginehouse.training.batching import Encoded, attention_mask, evaluation_batches, pad
 from enginehouse.training.cancel import Cancellation
+from enginehouse.training.config import REGRESSION_LABEL
 from enginehouse.training.data import ClassificationExample, Example, RegressionExample
 from enginehouse.training.errors import TrainingError
 from enginehouse.training.evaluation import classification_scores, mean_absolute_error
@@ -32,8 +33,6 @@ from enginehouse.training.parameters import TrainingParameters
 
 log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
-# The name a regression head's one output goes by (as a replica answers it).
-REGRESSION_LABEL = "score"
 
 
 class SequenceTask:

@@ -15,6 +15,7 @@ import shutil
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -124,7 +125,7 @@ def _run_job(config: JobConfig, output_dir: Path, cancel: Cancellation) -> None:
         report.write_progress(output_dir, status="Running", step=0, total_steps=steps, epoch=0.0, loss=None)
     init = _init_head(config, train_examples)  # checked before anything slow
     if config.baseline_checkpoint:
-        _score_baseline(config, test_examples, test_split_name, output_dir, steps, cancel)
+        _score_baseline(config, init, test_examples, test_split_name, output_dir, steps, cancel)
     # One seed for everything random from here: the new head, the LoRA weights, the shuffling.
     torch.manual_seed(parameters.seed)
     task: Task
@@ -156,10 +157,15 @@ def _init_head(config: JobConfig, train_examples: list[Example]) -> CheckpointHe
     return head
 
 
-def _score_baseline(config: JobConfig, test_examples: list[Example], split_name: str, output_dir: Path,
-                    steps: int, cancel: Cancellation) -> None:
-    """``baseline.json``: the baseline checkpoint scored on the test split, before training."""
-    head = read_checkpoint_head(str(config.baseline_checkpoint), config.task_type, "baseline_checkpoint")
+def _score_baseline(config: JobConfig, init: CheckpointHead | None, test_examples: list[Example], split_name: str,
+                    output_dir: Path, steps: int, cancel: Cancellation) -> None:
+    """``baseline.json``: the baseline checkpoint scored on the test split, before training. The
+    init checkpoint's head, already read, when the baseline is the same checkpoint (an experiment's
+    trained version starts from version 1 and is scored beside it)."""
+    if init is not None and config.baseline_checkpoint == config.init_checkpoint:
+        head = replace(init, what="baseline_checkpoint")
+    else:
+        head = read_checkpoint_head(str(config.baseline_checkpoint), config.task_type, "baseline_checkpoint")
     with cancel.protected():
         report.write_progress(output_dir, status="Testing", step=0, total_steps=steps, epoch=0.0, loss=None)
     results = score_baseline(head, config.task_type, config.base_model, config.parameters, test_examples,

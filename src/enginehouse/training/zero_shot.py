@@ -34,12 +34,7 @@ from enginehouse.training.errors import TrainingError
 from enginehouse.training.loop import score, write_checkpoint
 from enginehouse.training.models import pick_device
 from enginehouse.training.parameters import TrainingParameters
-from enginehouse.training.sequence_classification import (
-    REGRESSION_LABEL,
-    SequenceTask,
-    head_modules,
-    load_sequence_task,
-)
+from enginehouse.training.sequence_classification import SequenceTask, head_modules, load_sequence_task
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +48,6 @@ SCALE = 20.0
 # four that do not: texts that meet one score 0.10 to 0.50 (most above 0.2), texts that do not
 # -0.08 to 0.17; 0.175 told 37 of the 40 apart, the best of the thresholds tried (0.05 to 0.35).
 JUDGE_THRESHOLD = 0.175
-JUDGE_LABELS = ("pass", "fail")
 # The one checkpoint a zero-shot build writes.
 CHECKPOINT = 1
 
@@ -64,14 +58,6 @@ class ZeroShotHead:
 
     weight: torch.Tensor  # [labels, hidden]
     bias: torch.Tensor  # [labels]
-
-
-def zero_shot_labels(spec: ZeroShotSpec) -> list[str]:
-    if spec.mode == "judge":
-        return list(JUDGE_LABELS)
-    if spec.mode == "regression":
-        return [REGRESSION_LABEL]
-    return [c.name for c in spec.classes]
 
 
 def zero_shot_head(spec: ZeroShotSpec, embed: Callable[[list[str]], torch.Tensor]) -> ZeroShotHead:
@@ -95,7 +81,7 @@ def build_zero_shot(config: JobConfig, output_dir: Path, cancel: Cancellation) -
     """Write the zero-shot checkpoint ``config.zero_shot`` describes, scored on the test file if any."""
     spec = config.zero_shot
     assert spec is not None
-    labels = zero_shot_labels(spec)
+    labels = spec.labels  # as the experiment lists them (training.config)
     test = _test_examples(config, labels)
     with cancel.protected():
         report.write_progress(output_dir, status="Running", step=0, total_steps=1, epoch=0.0, loss=None)

@@ -1,7 +1,8 @@
 """Playground experiments over HTTP, before anything is built: the shapes each mode takes and
-refuses, examples and their labels, and what cannot happen before version 1 is built. The
-training supervisor is stopped, so versions stay Pending; building and training them with real
-workers is tested in tests/integration/test_experiments.py."""
+refuses, examples and their labels, and what cannot happen before version 1 is built; then, with
+version 1 marked built by hand, what ``train`` queues and the launch the supervisor would make of
+it. The training supervisor is stopped, so versions stay Pending; building and training them with
+real workers is tested in tests/integration/test_experiments.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from enginehouse.db.models import CheckpointModel, DatasetModel, TrainingJobModel
+from enginehouse.reconciler.training import _launch_of
+from enginehouse.runtime.classify.labels import REGRESSION_LABEL as REPLICA_REGRESSION_LABEL
+from enginehouse.services import experiments as experiment_service
 from enginehouse.services import orgs
+from enginehouse.services import training_jobs as job_service
+from enginehouse.services.pages import PageRequest
 from tests.app_clients import app_client
 from tests.databases import BACKENDS
 
@@ -62,6 +69,8 @@ def test_judges_and_regressions_have_their_own_shapes(client: TestClient) -> Non
     assert judge.status_code == 201 and judge.json()["labels"] == ["pass", "fail"]
     score = _create(client, name="quality", mode="regression", classes=SCORE)
     assert score.status_code == 201 and score.json()["task_type"] == "regression"
+    # What its checkpoints answer under: a replica serves a regression head's output as "score".
+    assert score.json()["labels"] == ["score"] == [REPLICA_REGRESSION_LABEL]
 
 
 @pytest.mark.parametrize(("fields", "words"), [
@@ -127,3 +136,99 @@ def test_another_organizations_experiment_is_not_found(client: TestClient) -> No
     assert client.post(f"/v1/experiments/{experiment['id']}/examples", headers=other,
                        json={"examples": [{"text": "a", "label": "urgent"}]}).status_code == 404
     assert client.get("/v1/experiments", headers=other).json()["data"] == []
+
+
+def _built(client: TestClient, experiment_id: str, results: dict[str, dict[str, float]]) -> None:
+    """Mark version 1 built, as the supervisor would, with a checkpoint per entry of ``results``
+    (directory name: test results)."""
+    with client.app.state.database.session() as session:  # type: ignore[attr-defined]
+        job = experiment_service.version_job(session, experiment_id, 1)
+        assert job is not None
+        job.status, job.progress = "Success", 100.0
+        job.checkpoints = [CheckpointModel(checkpoint=number, path=f"/checkpoints/{name}", test_results=scores)
+                           for number, (name, scores) in enumerate(results.items(), 1)]
+
+
+def _add_examples(client: TestClient, experiment_id: str, count: int = 10) -> None:
+    rows = [{"text": f"message {i}", "label": "urgent" if i % 2 else "routine"} for i in range(count)]
+    added = client.post(f"/v1/experiments/{experiment_id}/examples", headers=AUTH, json={"examples": rows})
+    assert added.status_code == 200, added.text
+
+
+def test_train_queues_version_2_which_starts_from_and_is_scored_beside_version_1s_best(client: TestClient) -> None:
+    experiment = _create(client).json()
+    _built(client, experiment["id"], {"worse": {"accuracy": 0.5}, "best": {"accuracy": 0.75}})
+    _add_examples(client, experiment["id"])
+    answer = client.post(f"/v1/experiments/{experiment['id']}/train", headers=AUTH)
+    assert answer.status_code == 202, answer.text
+    assert answer.json() == {"object": "experiment.version", "experiment_id": experiment["id"], "version": 2}
+
+    view = client.get(f"/v1/experiments/{experiment['id']}", headers=AUTH).json()
+    assert view["latest_version"] == 2 and view["examples"] == 10
+    first, second = view["versions"]
+    assert (first["status"], first["test_results"]) == ("Success", {"accuracy": 0.75})
+    assert (second["version"], second["kind"], second["status"], second["test_results"]) == (
+        2, "trained", "Pending", None)
+    with client.app.state.database.session() as session:  # type: ignore[attr-defined]
+        job = session.get(TrainingJobModel, second["training_id"])
+        assert job is not None and (job.experiment_id, job.experiment_version) == (experiment["id"], 2)
+        launch = _launch_of(session, job)
+        dataset = session.get(DatasetModel, job.train_dataset_id)
+        assert dataset is not None and dataset.rows == 10
+    assert launch.init_checkpoint == launch.baseline_checkpoint == "/checkpoints/best"
+    assert launch.zero_shot is None and launch.train_path == dataset.path
+    assert launch.train_test_split_ratio == experiment_service.HELD_OUT_RATIO
+    assert launch.parameters == {**job.parameters, **experiment_service.TRAINED_VERSION_PARAMETERS}
+    # The next one is version 3.
+    again = client.post(f"/v1/experiments/{experiment['id']}/train", headers=AUTH)
+    assert again.status_code == 202 and again.json()["version"] == 3
+
+
+def test_a_trained_version_cannot_read_the_models_pooled_output(client: TestClient) -> None:
+    experiment = _create(client).json()
+    _built(client, experiment["id"], {"zero-shot": {}})
+    _add_examples(client, experiment["id"])
+    answer = client.post(f"/v1/experiments/{experiment['id']}/train", headers=AUTH,
+                         json={"parameters": {"pooling": "model"}})
+    error = _error(answer, 400)
+    assert (error["code"], error["param"]) == ("invalid_parameters", "parameters.pooling")
+    assert "'model'" in error["message"] and "mean" in error["message"]
+    assert [v["version"] for v in client.get(f"/v1/experiments/{experiment['id']}", headers=AUTH).json()[
+        "versions"]] == [1]
+
+
+def test_a_list_shows_each_experiment_as_its_own_view_does(client: TestClient) -> None:
+    made = [_create(client, name="urgency").json(), _create(client, name="quality", mode="regression",
+                                                            classes=SCORE).json(), _create(client, name="u2").json()]
+    _built(client, made[0]["id"], {"a": {"accuracy": 0.5}})
+    _add_examples(client, made[0]["id"])
+    assert client.post(f"/v1/experiments/{made[0]['id']}/train", headers=AUTH).status_code == 202
+    listed = client.get("/v1/experiments", headers=AUTH).json()
+    assert listed["data"] == [client.get(f"/v1/experiments/{e['id']}", headers=AUTH).json()
+                              for e in reversed(made)]
+    assert [len(e["versions"]) for e in listed["data"]] == [1, 1, 2]
+    assert [e["examples"] for e in listed["data"]] == [0, 0, 10]
+    page = client.get("/v1/experiments", headers=AUTH, params={"limit": 2}).json()
+    assert [e["id"] for e in page["data"]] == [made[2]["id"], made[1]["id"]] and page["has_more"]
+
+
+def test_experiments_and_training_jobs_are_listed_by_task_type_and_base_model(client: TestClient) -> None:
+    decision = _create(client).json()
+    score = _create(client, name="quality", mode="regression", classes=SCORE, base_model="/models/other").json()
+    with client.app.state.database.session() as session:  # type: ignore[attr-defined]
+        org_id = orgs.get_organization_by_name(session, orgs.DEFAULT_ORGANIZATION).id
+        page = PageRequest()
+
+        def experiments(**filters: str) -> list[str]:
+            return [e.id for e in experiment_service.list_experiments(session, org_id, page, **filters).items]
+
+        def jobs(**filters: str) -> list[str | None]:
+            return [r.job.experiment_id for r in job_service.list_training_jobs(session, org_id, page, **filters).items]
+
+        assert experiments() == [score["id"], decision["id"]] and jobs() == [score["id"], decision["id"]]
+        for found in (experiments, jobs):
+            assert found(task_type="regression") == [score["id"]]
+            assert found(task_type="classification") == [decision["id"]]
+            assert found(base_model="/models/minilm") == [decision["id"]]
+            assert found(task_type="regression", base_model="/models/minilm") == []
+            assert found(task_type="ner") == []

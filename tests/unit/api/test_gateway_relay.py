@@ -48,7 +48,7 @@ async def _relay_to(send: Any, stream: SlowStream) -> tuple[bool, aiohttp.Client
     try:
         async with aiohttp.ClientSession() as session:
             upstream = await session.post(f"http://127.0.0.1:{port}/stream")
-            relay = _Relay(upstream, lambda: closed.append(True), metrics.start(RouteLabels("o", "e", "d"), time.perf_counter()))
+            relay = _Relay(upstream, lambda: closed.append(True), metrics.start(RouteLabels("o", "e", "d"), time.perf_counter(), "engine-e"))
             scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "asgi": {"version": "3.0"}}
 
             async def receive() -> dict[str, Any]:

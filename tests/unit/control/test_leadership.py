@@ -4,6 +4,7 @@ server is refused, saying why)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from enginehouse.reconciler.leadership import (
-    AdvisoryLock, AnotherServerError, LeaderElection, SqliteServerLock, one_server_at_a_time,
+    AdvisoryLock, AnotherServerError, LeaderElection, SqliteServerLock, claim_sqlite_database, one_server_at_a_time,
 )
 from enginehouse.server import create_app
 from enginehouse.settings import Settings
@@ -203,14 +204,39 @@ def test_two_servers_on_one_postgresql_database(tmp_path: Path) -> None:
 def test_a_second_server_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
     database = tmp_path / "enginehouse.db"
     first, second = SqliteServerLock(database), SqliteServerLock(database)
-    assert first.try_acquire()
+    first.acquire()
+    assert first.path.read_text() == f"{os.getpid()}\n"  # what a refused server names
     with pytest.raises(AnotherServerError) as refused:
-        second.try_acquire()
+        second.acquire()
     message = str(refused.value)
     assert str(database) in message and "PostgreSQL" in message
     first.release()
-    assert second.try_acquire()
+    second.acquire()
     second.release()
+
+
+def test_only_a_sqlite_file_is_claimed(tmp_path: Path) -> None:
+    database = tmp_path / "enginehouse.db"
+    lock = claim_sqlite_database(f"sqlite:///{database}")
+    try:
+        assert lock is not None and lock.database_path == database
+        with pytest.raises(AnotherServerError, match="serves one server only"):
+            claim_sqlite_database(f"sqlite:///{database}")
+    finally:
+        assert lock is not None
+        lock.release()
+    assert claim_sqlite_database("sqlite://") is None  # in memory: nothing to share
+    assert claim_sqlite_database("postgresql+psycopg://nobody@127.0.0.1:1/none") is None  # never connects
+
+
+def test_without_a_lock_a_server_leads_from_start_to_stop_with_no_thread() -> None:
+    duties = Duties()
+    election = LeaderElection(None, 0.01, duties.gain, duties.lose)
+    election.start()
+    assert election.is_leader and duties.events == ["gain"]
+    assert election._thread is None  # nothing to poll: no other server can lead
+    election.stop(duties.stop)
+    assert not election.is_leader and duties.events == ["gain", "stop"]
 
 
 def test_a_sqlite_lock_dies_with_its_holder(tmp_path: Path) -> None:
@@ -220,11 +246,11 @@ def test_a_sqlite_lock_dies_with_its_holder(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(AnotherServerError, match=f"pid {holder.pid}"):
-            SqliteServerLock(database).try_acquire()
+            SqliteServerLock(database).acquire()
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
         lock = SqliteServerLock(database)
-        assert lock.try_acquire()
+        lock.acquire()  # raises while another holds it
         lock.release()
     finally:
         holder.kill()
@@ -235,7 +261,8 @@ _HOLD_FILE_LOCK = """
 import sys, time
 from pathlib import Path
 from enginehouse.reconciler.leadership import SqliteServerLock
-assert SqliteServerLock(Path(sys.argv[1])).try_acquire()
+lock = SqliteServerLock(Path(sys.argv[1]))
+lock.acquire()
 print("held", flush=True)
 time.sleep(600)
 """
@@ -245,6 +272,7 @@ def test_a_second_server_app_on_one_sqlite_data_dir_does_not_start(tmp_path: Pat
     settings = Settings(data_dir=tmp_path / "data", bootstrap_key="eh-test-sqlite")
     with TestClient(create_app(settings)) as first:
         assert first.get("/health").json()["reconciler"] == "leader"
+        assert first.app.state.election.lock is None  # type: ignore[attr-defined]  # its one server leads
         with pytest.raises(AnotherServerError, match="serves one server only"):
             with TestClient(create_app(settings)):
                 pass

@@ -7,49 +7,17 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from enginehouse.core.ids import utcnow
 from enginehouse.db.models import DashboardSessionModel
 from enginehouse.services import orgs
-from tests.app_clients import app_client
 from tests.unit.control.conftest import fake_lora_checkpoint
-from tests.databases import BACKENDS
-
-KEY = "eh-dashboard-admin-key"
-ORIGIN = "http://testserver"
-
-
-@pytest.fixture(params=BACKENDS)
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    with app_client(request.param, tmp_path, KEY, quiet=("training", "reconciler")) as client:
-        yield client
-
-
-def sign_in(client: TestClient, key: str = KEY) -> str:
-    """Signs ``client`` in; returns the CSRF token its forms carry."""
-    answer = client.post("/login", data={"api_key": key, "next": "/engines"}, follow_redirects=False)
-    assert answer.status_code == 303, answer.text
-    cookie = answer.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" not in cookie
-    return csrf_of(client.get("/engines"))
-
-
-def csrf_of(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
-
-
-def errors_in(page: httpx.Response) -> list[str]:
-    return re.findall(r'class="error"[^>]*>([^<]+)<', page.text)
-
+from tests.unit.dashboard.conftest import KEY, ORIGIN, errors_in, sign_in
 
 def test_signed_out_pages_send_to_sign_in_and_back(client: TestClient) -> None:
     answer = client.get("/engines/new", follow_redirects=False)
@@ -119,12 +87,16 @@ def test_a_refused_field_is_shown_beside_it_in_the_apis_words(client: TestClient
         ({"max_replicas": "lots"}, "max_replicas", "a number is needed"),
         ({"deployment_option": "gpu-h100-x99"}, "deployment_option", "unknown deployment_option"),
         ({"name": "web-ft", "training_id": "tr-missing", "checkpoint": "1"}, "source", "tr-missing"),
+        # Fields the page has no error place of their own for: shown atop the form.
+        ({"name": "web-ft", "training_id": "tr-x", "checkpoint": "abc"}, "form", "checkpoint: a number is needed"),
+        ({"management": "always", "start_time": "08:00"}, "form", "start_time is set but 'Always on'"),
+        ({"min_replicas": "few", "max_replicas": "2"}, "min_replicas", "min_replicas: a number is needed"),
     ]
     for fields, field, words in cases:
         answer = client.post("/engines/new", data={**base, **fields})
         assert answer.status_code in (400, 404, 422), (fields, answer.status_code)
         shown = re.search(rf'id="{field}-error"[^>]*>([^<]+)<', answer.text)
-        assert shown and words in shown.group(1), (fields, errors_in(answer))
+        assert shown and words in html.unescape(shown.group(1)), (fields, errors_in(answer))
         assert 'value="/models/x"' in answer.text  # what was typed stays in the form
     assert client.get("/v1/engines", headers={"X-API-Key": KEY}).json()["data"] == []
 
@@ -140,7 +112,8 @@ def test_another_organizations_engine_is_not_found(client: TestClient) -> None:
     client.cookies.clear()
     other_csrf = sign_in(client, other)
     assert "mine" not in client.get("/engines").text
-    for path in (engine_path, f"{engine_path}/status.json", f"{engine_path}/deploy", f"{engine_path}/confirm/delete"):
+    for path in (engine_path, f"{engine_path}/status.json", f"{engine_path}/parts.html", f"{engine_path}/deploy",
+                 f"{engine_path}/confirm/delete"):
         assert client.get(path).status_code == 404, path
     refused = client.post(f"{engine_path}/delete", data={"csrf_token": other_csrf})
     assert refused.status_code == 404

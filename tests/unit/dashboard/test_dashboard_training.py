@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.app_clients import app_client
 from tests.unit.control.conftest import fake_lora_checkpoint
-from tests.databases import BACKENDS
-from tests.unit.dashboard.test_dashboard_pages import KEY, errors_in, sign_in
+from tests.unit.dashboard.conftest import KEY, errors_in, sign_in
 
 API = {"X-API-Key": KEY}
 ROWS = [{"text": f"message {i}", "label": "yes" if i % 2 else "no"} for i in range(20)]
-
-
-@pytest.fixture(params=BACKENDS)
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
-    with app_client(request.param, tmp_path, KEY, quiet=("training", "reconciler")) as client:
-        yield client
 
 
 def jsonl(rows: list[Any]) -> bytes:

@@ -27,7 +27,7 @@ from enginehouse.gateway.failover import is_replica_failure, is_replica_refusal,
 from enginehouse.gateway.routing import Target
 from enginehouse.gateway.service import Gateway
 from enginehouse.observability.gateway import GatewayMetrics
-from enginehouse.replicaauth import SECRET_HEADER, ReplicaAddress
+from enginehouse.replicaauth import REFUSED_STATUS, SECRET_HEADER, ReplicaAddress, is_foreign_replica
 
 ENDPOINT = "/v1/completions"
 KEY = ("org-1", "m", ENDPOINT)
@@ -57,6 +57,11 @@ def test_only_a_503_is_a_refusal() -> None:
     assert not any(is_replica_refusal(status) for status in (200, 400, 404, 409, 422, 500))
 
 
+def test_only_the_secret_checks_status_is_a_foreign_replica() -> None:
+    assert REFUSED_STATUS == 401 and is_foreign_replica(REFUSED_STATUS)
+    assert not any(is_foreign_replica(status) for status in (200, 400, 403, 404, 500, 503))
+
+
 def test_a_call_never_goes_back_to_a_replica_it_tried() -> None:
     assert untried({"b": "u", "a": "u", "c": "u"}, {"b"}) == ["a", "c"]
     assert untried({"a": "u"}, {"a"}) == []
@@ -67,6 +72,10 @@ def test_a_route_less_one_replica() -> None:
     target = Target("dp-1", "m", "engine-1", {"a": a, "b": b})
     assert target.without("a").replicas == {"b": b}
     assert target.replicas == {"a": a, "b": b}  # the cached route is not changed
+    # A forwarded call's headers are made with the route, not on every call.
+    assert target.forward_headers == {"a": {"content-type": "application/json", SECRET_HEADER: "sa"},
+                                      "b": {"content-type": "application/json", SECRET_HEADER: "sb"}}
+    assert target.without("a").forward_headers == {"b": target.forward_headers["b"]}
 
 
 def test_a_cache_entry_can_be_dropped() -> None:

@@ -19,6 +19,7 @@ def test_calls_land_in_their_bucket_and_the_window_is_zero_filled() -> None:
     series = history.series("engine-a", now=T0 + 29)
     assert [p.start for p in series] == [T0 - 30, T0 - 20, T0 - 10, T0, T0 + 10, T0 + 20]
     assert [p.calls_per_s for p in series] == [0, 0, 0, 0.2, 0, 0.1]
+    assert [p.calls for p in series] == [0, 0, 0, 2, 0, 1]
     assert series[3].mean_latency_ms == pytest.approx(200) and series[4].mean_latency_ms is None
     assert [p.errors for p in series] == [0, 0, 0, 0, 0, 1]
     assert history.series("engine-c", now=T0)[-1].calls_per_s == 0
@@ -31,12 +32,17 @@ def test_buckets_older_than_the_window_are_dropped() -> None:
     series = history.series("engine-a", now=T0 + 95)
     assert [p.start for p in series] == [T0 + 70, T0 + 80, T0 + 90]
     assert all(p.calls_per_s == 0.1 for p in series)
+    # Only the window's buckets are kept: however long an engine serves, its history stays this size.
+    assert [b.start for b in history._engines["engine-a"]] == [T0 + 70, T0 + 80, T0 + 90]
 
 
 def test_the_charts_say_in_words_what_they_draw() -> None:
     history = TrafficHistory(bucket_s=10, window_s=60)
     for latency in (0.1, 0.2, 0.3):
         history.record("engine-a", 200, latency, now=T0 + 55)
-    rate, latency = traffic_charts(history.series("engine-a", now=T0 + 55))
-    assert rate.summary.startswith("3 calls in the last 30 minutes, 0 answered") and rate.peak == "0.30/s"
+    history.record("engine-a", 502, 0.1, now=T0 + 35)
+    rate, latency = traffic_charts(history.series("engine-a", now=T0 + 55), history.window_s)
+    assert rate.summary == "4 calls in the last 60 seconds, 1 answered with a server error" and rate.peak == "0.30/s"
     assert latency.peak == "200 ms" and len(latency.points.split()) == 6
+    quiet = traffic_charts(history.series("engine-b", now=T0), 1800)[0]
+    assert quiet.summary == "0 calls in the last 30 minutes, 0 answered with a server error"

@@ -99,5 +99,8 @@ def test_an_address_never_shows_its_secret() -> None:
     address = ReplicaAddress("http://127.0.0.1:9", "s3cr3t-value")
     assert "s3cr3t-value" not in repr(address)
     assert address.headers() == {SECRET_HEADER: "s3cr3t-value"}
+    assert address.headers() is address.headers()  # made once, not on every call
+    with pytest.raises(TypeError):
+        address.headers()[SECRET_HEADER] = "changed"  # type: ignore[index]  # shared: read-only
     # A replica launched before replicas had secrets checks none: it is sent none.
     assert ReplicaAddress("http://127.0.0.1:9").headers() == {}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from enginehouse.demo.tiny_encoders import build_tiny_bert
 from enginehouse.training.report import TrainingReport, read_report
@@ -42,6 +43,29 @@ def write_config(tmp_path: Path, *, task_type: str, base_model: Path, train: Pat
 def run_in_process(config_path: Path) -> tuple[int, TrainingReport]:
     code = run(config_path)
     return code, read_report(Path(json.loads(config_path.read_text())["output_dir"]))
+
+
+def run_job(root: Path, base_model: Path, task_type: str = "classification", **fields: Any
+            ) -> tuple[int, TrainingReport, Path]:
+    """Run in-process a job of ``fields`` (train_path, zero_shot, parameters...) on one thread, in
+    ``root``; its exit status, report and output directory."""
+    root.mkdir(parents=True)
+    output = root / "out"
+    output.mkdir()
+    config = {"job_id": "tr-test", "task_type": task_type, "base_model": str(base_model), "output_dir": str(output),
+              "threads": 1, **fields}
+    (root / "config.json").write_text(json.dumps(config))
+    code = run(root / "config.json")
+    return code, read_report(output), output
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """For a module of ``run_job``s: their threads=1 sets torch's pool for the whole process, so
+    put it back after the module."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ every way such a job is refused, in words."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +18,16 @@ from enginehouse.runtime.server import create_app
 from enginehouse.training.checkpoints import read_checkpoint_head
 from enginehouse.training.config import ZeroShotSpec
 from enginehouse.training.parameters import TrainingParameters
-from enginehouse.training.report import TrainingReport, read_report
+from enginehouse.training.report import TrainingReport
 from enginehouse.training.sequence_classification import load_sequence_task
-from enginehouse.training.worker import run
 from enginehouse.training.zero_shot import JUDGE_THRESHOLD, SCALE, zero_shot_head
 from tests.unit.runtime.test_classification import make_runner
-from tests.unit.training.conftest import keyword_rows, write_jsonl
+from tests.unit.training.conftest import keyword_rows, run_job, write_jsonl
 
 FAST = {"num_train_epochs": 1, "learning_rate": 1e-2, "per_device_train_batch_size": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()  # the jobs' threads=1 is process-wide: put it back
-    yield
-    torch.set_num_threads(before)
-
-
-def run_job(root: Path, base_model: Path, task_type: str = "classification", **fields: Any
-            ) -> tuple[int, TrainingReport, Path]:
-    root.mkdir(parents=True)
-    output = root / "out"
-    output.mkdir()
-    config = {"job_id": "tr-test", "task_type": task_type, "base_model": str(base_model), "output_dir": str(output),
-              "threads": 1, **fields}
-    (root / "config.json").write_text(json.dumps(config))
-    code = run(root / "config.json")
-    return code, read_report(output), output
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def failure(report: TrainingReport) -> str:
@@ -177,9 +159,10 @@ def test_configs_a_job_cannot_run_fail_it_in_words(tiny_bert_dir: Path, tiny_lla
         "mean on text generation": ("text-generation", tiny_llama_dir, {"train_path": str(chat),
                                     "parameters": {"pooling": "mean"}},
                                     "parameters.pooling 'mean' applies to classification and regression only"),
-        "judge of two": ("classification", tiny_bert_dir, {"zero_shot": judge}, "zero_shot: a judge has exactly one"),
+        "judge of two": ("classification", tiny_bert_dir, {"zero_shot": judge},
+                         "zero_shot: classes: a judge experiment has exactly one class (its criterion), got 2"),
         "regression without its high end": ("regression", tiny_bert_dir, {"zero_shot": regression},
-                                            "a regression class needs low_description and high_description"),
+                                            "zero_shot: classes[0]: a regression class needs high_description"),
         "classes of another kind": ("classification", tiny_bert_dir, {"zero_shot": {"mode": "routing",
                                     "classes": "a, b"}}, "zero_shot.classes"),
         "decision on a regression job": ("regression", tiny_bert_dir, {"zero_shot": decision},

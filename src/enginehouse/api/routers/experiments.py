@@ -6,7 +6,7 @@ from fastapi import APIRouter, BackgroundTasks, Body, Request
 
 from enginehouse.api.deps import OrgDep, SessionDep
 from enginehouse.api.paging import PageDep
-from enginehouse.api.views import JsonResponse, page_body
+from enginehouse.api.views import JsonResponse, list_body
 from enginehouse.services import experiments as experiment_service
 from enginehouse.services.experiments import ExamplesSpec, ExperimentSpec, TrainSpec
 
@@ -26,7 +26,8 @@ def create_experiment(
 @router.get("")
 def list_experiments(session: SessionDep, org: OrgDep, page: PageDep) -> JsonResponse:
     experiments = experiment_service.list_experiments(session, org, page)
-    return JsonResponse(page_body(experiments, lambda e: experiment_service.experiment_view(session, e)))
+    views = experiment_service.experiment_views(session, experiments.items)  # together: no query per row
+    return JsonResponse(list_body(views, experiments.has_more))
 
 
 @router.get("/{experiment_id}")
@@ -48,6 +49,6 @@ def train(
 ) -> JsonResponse:
     settings = request.app.state.settings
     version = experiment_service.train_next_version(
-        session, org, experiment_id, spec or TrainSpec(), settings.data_dir / "datasets", settings.max_dataset_bytes)
+        session, org, experiment_id, spec or TrainSpec(), settings.datasets_dir, settings.max_dataset_bytes)
     background.add_task(request.app.state.training.poke)
     return JsonResponse({"object": "experiment.version", "experiment_id": experiment_id, "version": version}, 202)

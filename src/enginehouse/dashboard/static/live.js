@@ -1,7 +1,7 @@
 // Live status: a page marked data-live polls that JSON every two seconds and rewrites each status
 // (and its reason) in place, so Pending → Deploying → Deployed shows without a reload. On an
 // engine's page, when its set of deployments or replicas changes (one added, removed, replaced),
-// the rows are swapped for the ones the server rendered with the answer.
+// its rows are fetched again as the server renders them and swapped in.
 (function () {
   "use strict";
   // A part of the page the server renders whole (a job's progress, an experiment's versions):
@@ -57,24 +57,28 @@
     try {
       const answer = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
       if (answer.status === 401) { window.location.reload(); return; }  // signed out: to the sign-in page
-      if (answer.ok) apply(await answer.json());
+      if (answer.ok) await apply(await answer.json());
     } catch (error) {
       // The server restarting or the network dropping: try again on the next tick.
     }
     window.setTimeout(poll, 2000);
   }
 
-  function apply(body) {
-    const single = !body.engines;
-    for (const engine of body.engines || [body]) {
+  async function apply(body) {
+    // The engines page polls a list ({data: [...]}), an engine's page the engine itself.
+    const single = !body.data;
+    for (const engine of body.data || [body]) {
       show(engine.id, engine.status, engine.status_reason);
       for (const part of [...engine.deployments, ...engine.replicas]) show(part.id, part.status, part.status_reason);
       const count = document.querySelector(`[data-replicas-of="${CSS.escape(engine.id)}"]`);
       if (count) count.textContent = String(engine.replicas.length);
       const parts = document.getElementById("engine-parts");
       if (single && parts && !sameRows(engine)) {
-        parts.innerHTML = body.parts_html;
-        shown = statusIds();
+        const rows = await fetch(parts.dataset.parts, { credentials: "same-origin" });
+        if (rows.ok) {
+          parts.innerHTML = await rows.text();
+          shown = statusIds();
+        }
       }
     }
   }

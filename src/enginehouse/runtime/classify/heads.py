@@ -231,9 +231,9 @@ class HeadBank:
 
     def write_slot(self, slot: int, modules: dict[str, nn.Module], pooling: SentencePooling | None = None) -> None:
         """Put an adapter's head modules into ``slot``; modules it did not save use the base's.
-        ``pooling``: the adapter's head reads the mean-pooled sentence embedding."""
-        if pooling is not None and self.pooling is None:
-            raise HeadError("this base model cannot pool by mean, which the adapter's head needs")
+        ``pooling``: the adapter's head reads the mean-pooled sentence embedding. An adapter that
+        needs it where the base model cannot pool by mean never gets here: the adapter reader (built
+        with the same base model's ``pooling_problem``) refuses it at load."""
         for name, routed in self.routed.items():
             module = modules.get(name)
             # A copy: the adapter's host-memory copy must stay on the host.
