@@ -1,10 +1,10 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against a
 real server with real replicas of the tiny Llama: sign in, create an engine with a deployment and
 watch it reach Deployed without a reload, deploy a second checkpoint and call it from its page,
-remove it, deactivate and
-reactivate the engine, start a fine-tune from an uploaded file and follow it to its checkpoints,
-another organization sees none of it, and a cross-site form post changes nothing. Screenshots of the main pages go to ``test-output/dashboard/``.
-"""
+remove it, deactivate and reactivate the engine, start a fine-tune from an uploaded file and follow
+it to its checkpoints, another organization sees none of it, a cross-site form post changes
+nothing, and every page fits a laptop screen and works from the keyboard alone. Screenshots of the
+main pages go to ``test-output/dashboard/``."""
 
 from __future__ import annotations
 
@@ -248,3 +248,84 @@ def test_a_fine_tune_started_from_an_uploaded_file_is_followed_to_its_checkpoint
     assert page.evaluate("window.__sameDocument") is True
     assert page.locator("#job-progress").get_attribute("value") == "100.0"
     shot(page, "training-job")
+
+
+# Every element a keyboard user can reach, each given a key of its own; a group of radio buttons
+# is one stop of the Tab key (the arrows move within it), so it shares one key.
+_MARK_REACHABLE = """() => {
+  const shown = e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  const all = [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea')]
+    .filter(e => !e.disabled && shown(e));
+  all.forEach((e, i) => { e.dataset.tabKey = e.type === 'radio' ? 'radio:' + e.name : String(i); });
+  return [...new Set(all.map(e => e.dataset.tabKey))];
+}"""
+_FOCUSED = """() => {
+  const e = document.activeElement;
+  if (!e || e === document.body) return null;
+  const style = getComputedStyle(e);
+  return {key: e.dataset.tabKey || null, what: e.outerHTML.slice(0, 100), outline: style.outlineStyle,
+          outlineWidth: parseFloat(style.outlineWidth)};
+}"""
+
+
+def tab_through(page: Any) -> tuple[list[str], list[str]]:
+    """(every element the page offers a keyboard, each stop the Tab key makes, in order) on the
+    page as it is now; each stop is checked to show where the focus is."""
+    reachable = page.evaluate(_MARK_REACHABLE)
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    stops: list[str] = []
+    for _ in range(len(reachable) + 5):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(_FOCUSED)
+        if focused is None or (stops and focused["key"] == stops[0]):
+            break  # past the last stop: the focus left the page, or came round again
+        assert focused["outline"] != "none" and focused["outlineWidth"] >= 2, f"no visible focus on {focused}"
+        stops.append(focused["key"])
+    return reachable, stops
+
+
+def test_every_page_works_from_the_keyboard_on_a_laptop_screen(
+    browser: Any, served: tuple[ServerProcess, dict[str, Any]], tiny_llama_dir: Path
+) -> None:
+    server, job = served
+    http = server.client()
+    engine = http.post("/v1/engines", json={"name": "keys-only", "base_model": str(tiny_llama_dir),
+                                            "task_type": "text-generation"}).json()
+    page = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()
+
+    # Signing in with the keyboard alone: the key field has the focus, Enter sends the form.
+    page.goto(f"{server.url}/login")
+    assert page.evaluate("document.activeElement.id") == "api_key"
+    page.keyboard.type(server.api_key)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{server.url}/engines")
+
+    pages = ["/engines", f"/engines/{engine['id']}", "/engines/new", f"/engines/{engine['id']}/deploy",
+             "/training-jobs", "/training-jobs/new", f"/training-jobs/{job['id']}", "/experiments",
+             "/experiments/new", "/api-keys"]
+    for path in pages:
+        page.goto(f"{server.url}{path}")
+        # Fits the screen: nothing hides past its right edge.
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"{path} is {width[0]} px wide on a {width[1]} px screen"
+        reachable, stops = tab_through(page)
+        assert stops and None not in stops, f"{path}: the Tab key reached {stops}"
+        assert sorted(stops) == sorted(reachable), f"{path}: Tab reached {stops} of {reachable}"
+        # Readable without colour: every status is told in words.
+        statuses = page.locator(".status").all_inner_texts()
+        assert all(text.strip() for text in statuses), f"{path}: a status without words: {statuses}"
+
+    # The first stop skips to the content; following a link and posting a form need no mouse.
+    page.goto(f"{server.url}/engines")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent").strip().lower().startswith("skip")
+    page.locator(f'a[href="/engines/{engine["id"]}"]').first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{server.url}/engines/{engine['id']}")
+    page.locator('a[href$="/confirm/deactivate"]').focus()
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Deactivate").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{server.url}/engines/{engine['id']}")
+    playwright_api.expect(page.locator(f'[data-status-of="{engine["id"]}"]')).to_have_text("Inactive",
+                                                                                          timeout=60_000)

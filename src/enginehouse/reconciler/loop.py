@@ -46,6 +46,10 @@ ORPHAN_SWEEP_S = 30.0
 # How often the events recorded since the last look are read, for changes made by another
 # process (this one's own commits are announced as they happen).
 CHANGE_FEED_S = 2.0
+# How long after a change announced by this process its engine is stepped: long enough for the
+# request that made it to send its answer first (a step right away competes with it for the
+# interpreter), and for a burst of changes to one engine to cost one step.
+CHANGE_SETTLE_S = 0.05
 # How often every engine not at rest is stepped whatever its timers say: a safety net for a
 # change nothing announced.
 RESYNC_S = 300.0
@@ -104,7 +108,7 @@ class Reconciler:
     def poke_engines(self, engine_ids: Iterable[str]) -> None:
         """Step these engines now (something about them changed); safe from any thread."""
         if not self._stopping.is_set():
-            self._call_in_loop(self._make_due, list(engine_ids), StepCause.CHANGE)
+            self._call_in_loop(self._make_due, list(engine_ids), StepCause.CHANGE, CHANGE_SETTLE_S)
 
     def _call_in_loop(self, callback: Callable[..., None], *args: object) -> None:
         if self._loop is None:
