@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from enginehouse.demo.tiny_encoders import build_tiny_bert
-from tests.integration.harness import ServerProcess, free_port
+from tests.integration.harness import ServerProcess, free_port, wait_for
 from tests.integration.test_orgs_and_restart import cli
 from tests.integration.test_textgen import register_job
 from tests.training_data import keyword_rows, write_jsonl
@@ -322,10 +322,12 @@ def test_every_page_works_from_the_keyboard_on_a_laptop_screen(
     page.locator(f'a[href="/engines/{engine["id"]}"]').first.focus()
     page.keyboard.press("Enter")
     page.wait_for_url(f"{server.url}/engines/{engine['id']}")
-    page.locator('a[href$="/confirm/deactivate"]').focus()
+    # (Deleted: an engine still starting can be deleted, not yet deactivated.)
+    page.locator('a[href$="/confirm/delete"]').focus()
     page.keyboard.press("Enter")
-    page.get_by_role("button", name="Deactivate").focus()
+    page.wait_for_url(f"{server.url}/engines/{engine['id']}/confirm/delete")
+    page.get_by_role("button", name="Delete").focus()
     page.keyboard.press("Enter")
-    page.wait_for_url(f"{server.url}/engines/{engine['id']}")
-    playwright_api.expect(page.locator(f'[data-status-of="{engine["id"]}"]')).to_have_text("Inactive",
-                                                                                          timeout=60_000)
+    page.wait_for_url(f"{server.url}/engines")
+    wait_for(lambda: http.get(f"/v1/engines/{engine['id']}").status_code == 404, timeout=60,
+             what="the engine to be deleted")
