@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,ray]"
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
@@ -45,7 +45,7 @@ BENCH_INSTALLED := $(VENV)/.installed-bench
 BENCH_ARGS ?=
 
 $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet -e ".[test,ray,bench]"
 	touch $(BENCH_INSTALLED)
 
 bench: $(BENCH_INSTALLED)

@@ -72,10 +72,7 @@ def create_app(
                 _bootstrap(database, settings)
 
             def make_provider() -> ReplicaProvider:
-                return provider or LocalProvider(
-                    settings.data_dir, threads=settings.replica_threads, limits=limits,
-                    training_threads=settings.training_threads,
-                )
+                return provider or settings_provider(settings, limits)
 
             gateway = Gateway(
                 database, settings.wake_wait_s, settings.gateway_timeout_s, gateway_metrics
@@ -146,6 +143,17 @@ def _write_secret(path: Path, secret: str) -> None:
     with os.fdopen(descriptor, "w") as handle:
         handle.write(secret + "\n")
     os.chmod(path, 0o600)
+
+
+def settings_provider(settings: Settings, limits: RequestLimits) -> ReplicaProvider:
+    """The provider ``settings.provider`` names (ENGINEHOUSE_PROVIDER)."""
+    if settings.provider == "ray":
+        from enginehouse.providers.ray_cluster import RayProvider  # Ray is an optional extra
+
+        return RayProvider(settings.ray_address, settings.data_dir, threads=settings.replica_threads, limits=limits,
+                           training_threads=settings.training_threads)
+    return LocalProvider(settings.data_dir, threads=settings.replica_threads, limits=limits,
+                         training_threads=settings.training_threads)
 
 
 def serve(settings: Settings, demo: bool = False) -> None:

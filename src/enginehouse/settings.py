@@ -7,6 +7,7 @@ Nothing else in the package reads ``os.environ`` for configuration; code takes a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,12 @@ class Settings(BaseSettings):
     url: str = ""
     # API key the CLI sends (management subcommands).
     api_key: str = ""
+    # Where replicas run: "local" (processes of this machine) or "ray" (actors on a Ray cluster;
+    # needs the ray extra). Fine-tuning jobs run on this machine either way.
+    provider: Literal["local", "ray"] = "local"
+    # The Ray cluster to place replicas on (ray.init's address): "auto" finds the one this
+    # machine belongs to; ray://HOST:10001 reaches one through Ray Client.
+    ray_address: str = "auto"
     # Seconds between two passes of the reconciler over all engines.
     reconcile_interval_s: float = 0.5
     # Seconds between two tries of a standby server (one sharing the PostgreSQL database with the

@@ -1,4 +1,4 @@
-"""``enginehouse engines …``: create, list, show, deactivate, reactivate, delete, events."""
+"""``enginehouse engines …``: create, list, show, deactivate, reactivate, delete, events, logs, options."""
 
 from __future__ import annotations
 
@@ -190,6 +190,27 @@ def events(
         print_json(answer)
     else:
         show(render.events_table(answer["data"]))
+
+
+@app.command("logs")
+def logs(
+    engine: EngineRef,
+    replica: Annotated[str | None, typer.Option("--replica", help="One replica id (default: all).")] = None,
+    tail: Annotated[int, typer.Option("--tail", min=1, max=10000, help="The last lines of each log.")] = 200,
+    url: UrlOption = None, api_key: ApiKeyOption = None,
+) -> None:
+    """Print the logs of an engine's replicas, wherever they run."""
+    with connect(url, api_key) as client:
+        found = find(client, ENGINE, engine)
+        replica_ids = [replica] if replica else [r["id"] for r in found.get("replicas", [])]
+        if not replica_ids:
+            raise CliError(f"engine {found['name']} has no replicas now")
+        for replica_id in replica_ids:
+            lines = client.get(f"/v1/engines/{found['id']}/replicas/{replica_id}/logs", {"tail": str(tail)})["data"]
+            if len(replica_ids) > 1:
+                typer.echo(f"==> {replica_id} <==")  # as tail(1) heads each of several files
+            for line in lines:
+                typer.echo(line)
 
 
 @app.command("options")

@@ -127,6 +127,11 @@ class ReplicaProvider(Protocol):
         """Stop every replica this provider has (shutdown)."""
         ...
 
+    def replica_log(self, replica_id: str, max_lines: int) -> list[str] | None:
+        """The last ``max_lines`` lines of a replica's log, read wherever the replica runs; None
+        when there is none (an unknown replica, or one whose node is gone)."""
+        ...
+
     def launch_training(self, launch: TrainingLaunch) -> None:
         """Start a fine-tuning job's worker; raises ``LaunchError`` when it cannot."""
         ...

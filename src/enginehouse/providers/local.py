@@ -24,13 +24,13 @@ from pathlib import Path
 
 from enginehouse.core import options
 from enginehouse.core.options import DeploymentOption
-from enginehouse.providers.base import (
-    LaunchedReplica, LaunchError, ProviderReplica, ProviderTraining, ReplicaExit, ReplicaLaunch, TrainingLaunch,
-)
+from enginehouse.providers.base import LaunchedReplica, LaunchError, ProviderReplica, ReplicaExit, ReplicaLaunch
 from enginehouse.providers.local_gpus import LocalGpu, probe_local_gpus
-from enginehouse.providers.local_process import declared_error, is_running, process_start_time, terminate_group
-from enginehouse.providers.local_records import ReplicaRecord, read_records, remove_record, write_record
-from enginehouse.providers.local_training import LocalTrainer
+from enginehouse.providers.local_process import (
+    declared_error, is_running, process_start_time, tail_lines, terminate_group,
+)
+from enginehouse.providers.local_records import ReplicaRecord, read_records, record_path, remove_record, write_record
+from enginehouse.providers.local_training import LocalTrainer, TrainsHere
 from enginehouse.replicaauth import SECRET_ENV
 from enginehouse.requestlimits import RequestLimits
 
@@ -46,7 +46,7 @@ class _Replica:
     exit: ReplicaExit | None = None  # once seen gone, it stays gone
 
 
-class LocalProvider:
+class LocalProvider(TrainsHere):
     def __init__(
         self,
         data_dir: Path,
@@ -127,19 +127,8 @@ class LocalProvider:
         return LaunchedReplica(replica_id=launch.replica_id, url=record.url)
 
     def _command(self, launch: ReplicaLaunch, port: int) -> list[str]:
-        command = [
-            sys.executable, "-m", "enginehouse.runtime",
-            "--task-type", launch.task_type,
-            "--base-model", launch.base_model,
-            "--served-name", launch.served_name,
-            "--host", self.host,
-            "--port", str(port),
-            "--replica-id", launch.replica_id,
-            "--runtime-options", json.dumps(launch.runtime_options),
-            "--max-body-bytes", str(self.limits.max_body_bytes),
-            "--max-json-depth", str(self.limits.max_json_depth),
-        ]
-        return command + (["--threads", str(self.threads)] if self.threads else [])
+        return [sys.executable, "-m", "enginehouse.runtime", *runtime_arguments(launch, self.limits, self.threads),
+                "--host", self.host, "--port", str(port)]
 
     @staticmethod
     def _spawn(command: list[str], env: dict[str, str], log_path: Path, base_model: str) -> subprocess.Popen[bytes]:
@@ -187,22 +176,28 @@ class LocalProvider:
         for replica_id in replica_ids:
             self.stop(replica_id)
 
-    # -- fine-tuning jobs ---------------------------------------------------------------------
+    def replica_log(self, replica_id: str, max_lines: int) -> list[str] | None:
+        # Its file is named by its id, whether this server or a previous one launched it.
+        try:
+            path = record_path(self.log_dir, replica_id).with_suffix(".log")  # refuses what is not an id
+        except ValueError:
+            return None
+        return tail_lines(path, max_lines)
 
-    def launch_training(self, launch: TrainingLaunch) -> None:
-        self.trainer.launch(launch)
 
-    def list_trainings(self) -> list[ProviderTraining]:
-        return self.trainer.list()
-
-    def stop_training(self, job_id: str) -> None:
-        self.trainer.stop(job_id)
-
-    def release_training(self, job_id: str) -> None:
-        self.trainer.release(job_id)
-
-    def training_log(self, job_id: str, max_lines: int) -> list[str] | None:
-        return self.trainer.log_tail(job_id, max_lines)
+def runtime_arguments(launch: ReplicaLaunch, limits: RequestLimits, threads: int) -> list[str]:
+    """``python -m enginehouse.runtime``'s arguments for ``launch``, less where it listens (which
+    the provider chooses: a loopback port here, the node's address on a cluster)."""
+    arguments = [
+        "--task-type", launch.task_type,
+        "--base-model", launch.base_model,
+        "--served-name", launch.served_name,
+        "--replica-id", launch.replica_id,
+        "--runtime-options", json.dumps(launch.runtime_options),
+        "--max-body-bytes", str(limits.max_body_bytes),
+        "--max-json-depth", str(limits.max_json_depth),
+    ]
+    return arguments + (["--threads", str(threads)] if threads else [])
 
 
 def _exit(entry: _Replica) -> ReplicaExit | None:

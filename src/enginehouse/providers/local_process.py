@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,3 +74,12 @@ def terminate_group(pid: int, grace_s: float, gone: Callable[[], bool]) -> None:
             if gone():
                 return
             time.sleep(0.05)
+
+
+def tail_lines(path: Path | str, max_lines: int) -> list[str] | None:
+    """The last ``max_lines`` lines of the log file at ``path``; None when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return [line.rstrip("\n") for line in deque(handle, maxlen=max_lines)]
+    except OSError:
+        return None

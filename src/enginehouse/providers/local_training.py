@@ -16,12 +16,11 @@ import os
 import subprocess
 import sys
 import threading
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from enginehouse.providers.base import LaunchError, ProviderTraining, ReplicaExit, TrainingLaunch
-from enginehouse.providers.local_process import is_running, process_start_time, terminate_group
+from enginehouse.providers.local_process import is_running, process_start_time, tail_lines, terminate_group
 from enginehouse.providers.local_records import record_path
 from enginehouse.training.report import read_report
 
@@ -135,10 +134,9 @@ class LocalTrainer:
     def log_tail(self, job_id: str, max_lines: int) -> list[str] | None:
         try:
             path = self.job_dir(job_id) / LOG_FILE
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                return [line.rstrip("\n") for line in deque(handle, maxlen=max_lines)]
-        except (OSError, ValueError):
+        except ValueError:  # not a job id
             return None
+        return tail_lines(path, max_lines)
 
     def stop_all(self) -> None:
         with self._lock:
@@ -161,3 +159,25 @@ def _exit(worker: _Worker) -> ReplicaExit | None:
     reason = f"the training process exited (code {code})" if code is not None else "the training process is gone"
     worker.exit = ReplicaExit(code=code, reason=reason, permanent=False)
     return worker.exit
+
+
+class TrainsHere:
+    """A provider's fine-tuning jobs as worker processes of this machine (``self.trainer``),
+    where the datasets and the checkpoints are; the local and the Ray providers both do so."""
+
+    trainer: LocalTrainer
+
+    def launch_training(self, launch: TrainingLaunch) -> None:
+        self.trainer.launch(launch)
+
+    def list_trainings(self) -> list[ProviderTraining]:
+        return self.trainer.list()
+
+    def stop_training(self, job_id: str) -> None:
+        self.trainer.stop(job_id)
+
+    def release_training(self, job_id: str) -> None:
+        self.trainer.release(job_id)
+
+    def training_log(self, job_id: str, max_lines: int) -> list[str] | None:
+        return self.trainer.log_tail(job_id, max_lines)

@@ -129,6 +129,17 @@ def engine_replicas(session: Session, engine_id: str) -> list[ReplicaModel]:
     return list(session.scalars(query.order_by(ReplicaModel.started_at)))
 
 
+def get_engine_replica(session: Session, org_id: str, engine_id: str, replica_id: str) -> ReplicaModel:
+    """One replica the engine has now (one replaced or stopped is no longer the engine's)."""
+    engine = get_engine(session, org_id, engine_id)
+    replica = session.scalar(select(ReplicaModel).where(ReplicaModel.id == replica_id,
+                                                         ReplicaModel.engine_id == engine.id))
+    if replica is None:
+        raise NotFoundError(f"engine {engine.name} has no replica {replica_id!r}", code="replica_not_found",
+                            param="replica_id")
+    return replica
+
+
 def delete_engine(session: Session, org_id: str, engine_id: str) -> EngineModel:
     engine = get_engine(session, org_id, engine_id)
     switch_engine_status(session, engine, EngineStatus.DELETING, "deletion requested")

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from enginehouse.api.deps import OffersDep, OrgDep, ReplicaCeilingDep, SessionDep
+from enginehouse.api.logs import TailDep
 from enginehouse.api.paging import PageDep
 from enginehouse.api.schemas import DeployRequest, UndeployRequest
 from enginehouse.api.views import (
@@ -102,3 +103,12 @@ def undeploy(engine_id: str, body: UndeployRequest, session: SessionDep, org: Or
 def engine_events(engine_id: str, session: SessionDep, org: OrgDep, page: PageDep) -> JsonResponse:
     events = engine_service.engine_events(session, org, engine_id, page)
     return JsonResponse(page_body(events, event_to_dict))
+
+
+@router.get("/{engine_id}/replicas/{replica_id}/logs")
+def replica_logs(engine_id: str, replica_id: str, request: Request, session: SessionDep, org: OrgDep,
+                 tail: TailDep) -> JsonResponse:
+    """The last lines of one of the engine's replicas' log, wherever the replica runs."""
+    replica = engine_service.get_engine_replica(session, org, engine_id, replica_id)
+    lines = request.app.state.provider.replica_log(replica.id, tail) or []
+    return JsonResponse({"object": "list", "data": lines})

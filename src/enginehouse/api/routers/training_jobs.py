@@ -5,20 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from typing import Annotated
-
-from fastapi import APIRouter, BackgroundTasks, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 
 from enginehouse.api.deps import OffersDep, OrgDep, SessionDep
+from enginehouse.api.logs import TailDep
 from enginehouse.api.paging import PageDep
-from enginehouse.errors import BadRequestError
 from enginehouse.api.views import JsonResponse, page_body, training_job_to_dict
 from enginehouse.services import training_jobs as job_service
 from enginehouse.services.training_jobs import TrainingJobSpec
 
 router = APIRouter(tags=["training jobs"])
-
-MAX_LOG_LINES = 10000
 
 
 @router.post("/v1/training-jobs", status_code=201)
@@ -43,25 +39,10 @@ def cancel_training_job(
 
 
 @router.get("/v1/training-jobs/{job_id}/logs")
-def training_job_logs(
-    job_id: str, request: Request, session: SessionDep, org: OrgDep,
-    tail: Annotated[str | None, Query(description=f"The last lines to answer, 1 to {MAX_LOG_LINES} "
-                                                  "(default 1000).")] = None,
-) -> JsonResponse:
-    lines_wanted = _tail(tail)
+def training_job_logs(job_id: str, request: Request, session: SessionDep, org: OrgDep, tail: TailDep) -> JsonResponse:
     job_service.get_training_job(session, org, job_id)  # 404 unless the caller's
-    lines = request.app.state.provider.training_log(job_id, lines_wanted) or []
+    lines = request.app.state.provider.training_log(job_id, tail) or []
     return JsonResponse({"object": "list", "data": lines})
-
-
-def _tail(text: str | None) -> int:
-    # Read as text, like ?limit= (api/paging.py): a bad value is a 400 naming it.
-    if text is None:
-        return 1000
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_LOG_LINES:
-        raise BadRequestError(f"tail must be a whole number from 1 to {MAX_LOG_LINES} (got {text!r})",
-                              code="invalid_tail", param="tail")
-    return int(text)
 
 
 @router.get("/v1/training-jobs")

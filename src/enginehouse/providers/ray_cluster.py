@@ -1,0 +1,266 @@
+"""Replicas on a Ray cluster (``ENGINEHOUSE_PROVIDER=ray``): each in a Ray actor of its own that
+owns the replica's process on the actor's node (``ray_replica``).
+
+- **Placement.** An actor asks Ray for what its deployment option needs (a CPU, or the option's
+  GPUs of its accelerator type) and the replicas of an engine are spread across nodes (Ray's
+  ``SPREAD`` strategy). A replica no node can take within ``launch_timeout_s`` is a launch failure
+  the reconciler retries with its backoff.
+- **Finding them again.** Actors are named (``replica-<id>``) and detached, in the ``enginehouse``
+  namespace: they outlive the server, and a restarted server (or a standby taking over) adopts
+  those still alive instead of starting duplicates, as the local provider does with its records.
+- **Liveness comes from Ray.** An actor that is gone (killed, or its node lost) is a replica that
+  exited; a live actor reports whether its process still runs. The reconciler heals both as it
+  heals a local replica.
+- **Options come from the cluster.** ``cpu`` is a CPU node (the largest alive), and each GPU shape
+  of the catalogue whose accelerator some alive node has is offered under that shape's name.
+
+Fine-tuning jobs still run on the server's own machine (``LocalTrainer``), where their datasets
+and checkpoints are.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enginehouse.core import options
+from enginehouse.core.deadline import first_line
+from enginehouse.core.options import DeploymentOption
+from enginehouse.providers.base import LaunchedReplica, LaunchError, ProviderReplica, ReplicaExit, ReplicaLaunch
+from enginehouse.providers.local import runtime_arguments
+from enginehouse.providers.local_training import LocalTrainer, TrainsHere
+from enginehouse.requestlimits import RequestLimits
+
+log = logging.getLogger(__name__)
+
+RAY_NAMESPACE = "enginehouse"
+ACTOR_PREFIX = "replica-"
+# Where replicas keep their logs on their node (each node's own disk).
+NODE_LOG_DIR = str(Path(tempfile.gettempdir()) / "enginehouse" / "replica-logs")
+# How long a replica's actor may wait for a node with room before its launch fails.
+LAUNCH_TIMEOUT_S = 60.0
+# How long the answers of the actors asked in one listing are waited for; one that has not
+# answered by then (busy starting) counts as running: its health check judges it.
+POLL_TIMEOUT_S = 5.0
+# Cluster resources are read again at most this often (the reconciler asks on every step).
+OPTIONS_TTL_S = 10.0
+GONE_REASON = "its Ray actor is gone (killed, or its node was lost)"
+
+
+def ray_installed() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+@dataclass
+class _Replica:
+    replica_id: str
+    engine_id: str
+    url: str
+    handle: Any  # the actor's handle
+    exit: ReplicaExit | None = None  # once seen gone, it stays gone
+
+
+class RayProvider(TrainsHere):
+    def __init__(self, address: str, data_dir: Path, threads: int = 0, limits: RequestLimits | None = None,
+                 training_threads: int = 0, launch_timeout_s: float = LAUNCH_TIMEOUT_S) -> None:
+        if not ray_installed():
+            raise RuntimeError("ENGINEHOUSE_PROVIDER=ray needs Ray: pip install 'enginehouse[ray]'")
+        self.address = address
+        self.threads = threads
+        self.limits = limits or RequestLimits.default()
+        self.launch_timeout_s = launch_timeout_s
+        # Connected and read on first use, not here: constructing does no work.
+        self._replicas: dict[str, _Replica] | None = None
+        self._lock = threading.Lock()
+        self._connect_lock = threading.Lock()
+        self._actor_class: Any = None
+        self._options: list[DeploymentOption] = []
+        self._options_read_at = -OPTIONS_TTL_S
+        self.trainer = LocalTrainer(data_dir, threads=training_threads)
+
+    # -- the cluster --------------------------------------------------------------------------
+
+    def _ray(self) -> Any:
+        """The ``ray`` module, connected to the cluster (once); ``LaunchError`` when it cannot be."""
+        import ray
+
+        with self._connect_lock:
+            if not ray.is_initialized():
+                try:
+                    ray.init(address=self.address, namespace=RAY_NAMESPACE, log_to_driver=False,
+                             configure_logging=False)
+                except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
+                    raise LaunchError(f"cannot reach the Ray cluster at {self.address!r}: {exc}",
+                                      permanent=False) from None
+                log.info("connected to the Ray cluster at %s", self.address)
+            if self._actor_class is None:
+                from enginehouse.providers.ray_replica import ReplicaProcess
+
+                # One call at a time per actor is what a replica needs; no restarts: a replica
+                # that dies is replaced by the reconciler, which knows why.
+                self._actor_class = ray.remote(max_restarts=0)(ReplicaProcess)
+        return ray
+
+    def deployment_options(self) -> list[DeploymentOption]:
+        """What the alive nodes can give now, from Ray's view of them (read at most every
+        ``OPTIONS_TTL_S``); none while the cluster cannot be reached."""
+        now = time.monotonic()
+        if now - self._options_read_at < OPTIONS_TTL_S:
+            return list(self._options)
+        try:
+            nodes = self._ray().nodes()
+        except Exception as exc:  # unreachable now: nothing can be offered until it is back
+            log.warning("cannot read the Ray cluster's nodes: %s", exc)
+            nodes = []
+        self._options, self._options_read_at = cluster_options(nodes), now
+        return list(self._options)
+
+    # -- launch -------------------------------------------------------------------------------
+
+    def launch(self, launch: ReplicaLaunch) -> LaunchedReplica:
+        arguments = runtime_arguments(launch, self.limits, self.threads)
+        if any("\x00" in argument for argument in arguments):  # no process can be given it, ever
+            raise LaunchError(f"cannot start a replica for base model {launch.base_model!r}: it holds a NUL byte",
+                              permanent=True)
+        ray = self._ray()
+        option = next((o for o in self.deployment_options() if o.name == launch.deployment_option), None)
+        handle = self._actor_class.options(
+            name=f"{ACTOR_PREFIX}{launch.replica_id}", lifetime="detached", scheduling_strategy="SPREAD",
+            **actor_resources(option, self.threads),
+        ).remote(launch.replica_id, launch.engine_id, arguments, launch.secret, NODE_LOG_DIR, {})
+        try:
+            described = ray.get(handle.describe.remote(), timeout=self.launch_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.kill(handle, no_restart=True)
+            raise LaunchError(f"no node of the Ray cluster took the replica within {self.launch_timeout_s:g} s "
+                              f"(deployment option {launch.deployment_option or 'cpu'})", permanent=False) from None
+        except ray.exceptions.RayError as exc:
+            ray.kill(handle, no_restart=True)
+            raise LaunchError(f"the replica's Ray actor could not start it: {first_line(exc)}",
+                              permanent=False) from None
+        with self._lock:
+            self._table()[launch.replica_id] = _Replica(launch.replica_id, launch.engine_id, described["url"], handle)
+        log.info("started replica %s in a Ray actor, answering at %s", launch.replica_id, described["url"])
+        return LaunchedReplica(replica_id=launch.replica_id, url=described["url"])
+
+    # -- list ---------------------------------------------------------------------------------
+
+    def _table(self) -> dict[str, _Replica]:
+        """The replicas this provider has; call with the lock held. The first call adopts the
+        replica actors alive in the cluster (launched by this server before a restart, or by
+        the server this one took over from)."""
+        if self._replicas is None:
+            ray = self._ray()
+            self._replicas = {}
+            for name in _replica_actor_names(ray):
+                try:
+                    handle = ray.get_actor(name)
+                    described = ray.get(handle.describe.remote(), timeout=POLL_TIMEOUT_S)
+                except (ValueError, ray.exceptions.RayError) as exc:
+                    log.warning("cannot adopt Ray actor %s: %s", name, first_line(exc))
+                    continue
+                log.info("found replica %s in the Ray cluster, left by a previous server", described["replica_id"])
+                self._replicas[described["replica_id"]] = _Replica(
+                    described["replica_id"], described["engine_id"], described["url"], handle)
+        return self._replicas
+
+    def list_replicas(self, engine_id: str | None = None) -> list[ProviderReplica]:
+        ray = self._ray()
+        with self._lock:
+            entries = [e for e in self._table().values() if engine_id is None or e.engine_id == engine_id]
+        self._poll([e for e in entries if e.exit is None], ray)
+        return [ProviderReplica(e.replica_id, e.engine_id, e.url, e.exit) for e in entries]
+
+    @staticmethod
+    def _poll(entries: list[_Replica], ray: Any) -> None:
+        """Ask each actor, all at once, whether its process still runs; record those that ended."""
+        if not entries:
+            return
+        asked = {entry.handle.poll.remote(): entry for entry in entries}
+        answered, _late = ray.wait(list(asked), num_returns=len(asked), timeout=POLL_TIMEOUT_S)
+        for reference in answered:
+            entry = asked[reference]
+            try:
+                ended = ray.get(reference)
+            except ray.exceptions.RayError:  # the actor died: killed, or its node is gone
+                entry.exit = ReplicaExit(code=None, reason=GONE_REASON, permanent=False)
+                continue
+            if ended is not None:
+                code, reason, declared = ended
+                entry.exit = ReplicaExit(code=code, reason=reason, permanent=declared)
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    def stop(self, replica_id: str, grace_s: float = 5.0) -> None:
+        with self._lock:
+            entry = self._table().pop(replica_id, None)
+        if entry is None:
+            return
+        ray = self._ray()
+        try:
+            ray.get(entry.handle.stop.remote(grace_s), timeout=grace_s + 10)
+        except ray.exceptions.RayError:
+            pass  # already gone, or hung: the kill below ends it, and its process with it
+        try:
+            ray.kill(entry.handle, no_restart=True)
+        except ValueError:
+            pass
+
+    def stop_all(self) -> None:
+        with self._lock:
+            replica_ids = list(self._table())
+        for replica_id in replica_ids:
+            self.stop(replica_id)
+
+    def replica_log(self, replica_id: str, max_lines: int) -> list[str] | None:
+        with self._lock:
+            entry = self._table().get(replica_id)
+        if entry is None or entry.exit is not None and entry.exit.reason == GONE_REASON:
+            return None
+        ray = self._ray()
+        try:
+            lines = ray.get(entry.handle.log_tail.remote(max_lines), timeout=POLL_TIMEOUT_S)
+        except ray.exceptions.RayError:
+            return None
+        return None if lines is None else list(lines)
+
+
+def _replica_actor_names(ray: Any) -> list[str]:
+    return [name for name in ray.util.list_named_actors() if isinstance(name, str) and name.startswith(ACTOR_PREFIX)]
+
+
+def actor_resources(option: DeploymentOption | None, threads: int) -> dict[str, Any]:
+    """What a replica's actor asks Ray for: the option's GPUs of its accelerator type, or CPUs
+    (the replica's torch threads, at least one)."""
+    if option is not None and option.kind == "gpu" and option.accelerator:
+        return {"num_cpus": 1, "num_gpus": option.accelerator_count or 1,
+                "accelerator_type": ray_accelerator_type(option.accelerator)}
+    return {"num_cpus": max(1, threads)}
+
+
+def ray_accelerator_type(accelerator: str) -> str:
+    """Ray's name of an accelerator (``A100`` for ``NVIDIA A100``)."""
+    return accelerator.removeprefix("NVIDIA ").strip()
+
+
+def cluster_options(nodes: list[dict[str, Any]]) -> list[DeploymentOption]:
+    """The options the alive ``nodes`` (as ``ray.nodes()`` lists them) can give: ``cpu`` (the
+    largest CPU node), and each catalogue GPU shape whose accelerator and count one node has."""
+    alive = [node.get("Resources") or {} for node in nodes if node.get("Alive")]
+    if not alive:
+        return []
+    largest = max(alive, key=lambda resources: resources.get("CPU", 0))
+    found = [DeploymentOption("cpu", "cpu", None, None, int(largest.get("CPU", 0)),
+                              round(float(largest.get("memory", 0)) / options.GB, 1), (0.0, 0.0))]
+    for shape in options.CLOUD_GPU_SHAPES:
+        wanted = f"accelerator_type:{ray_accelerator_type(shape.accelerator or '')}"
+        if any(resources.get(wanted) and resources.get("GPU", 0) >= shape.accelerator_count for resources in alive):
+            found.append(shape)
+    return found
+

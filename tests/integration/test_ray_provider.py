@@ -1,0 +1,187 @@
+"""Replicas on a real Ray cluster: a head and a worker node started on this machine with
+``ray start`` (two CPUs each), and a real server with ``ENGINEHOUSE_PROVIDER=ray``. An engine of
+two replicas gets one Ray actor per replica, one on each node, answering on the node's address;
+calls go through the gateway; a replica called without its secret refuses; each replica's log is
+read on its node through the API and the command line. A killed actor is seen
+through Ray and replaced; a server killed and started again adopts the actors alive instead of
+starting duplicates; deleting the engine ends its actors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.integration.harness import ServerProcess, engine_status, free_port, wait_engine, wait_for
+from tests.integration.test_orgs_and_restart import cli
+from tests.integration.test_textgen import create_engine
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("ray")
+
+AUTOSCALING = {"min_replicas": 2, "max_replicas": 2}
+# Ray's own processes find the cluster's token in ~/.ray/auth_token (the head writes one if none).
+RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@pytest.fixture(scope="module")
+def database_url() -> str:
+    """SQLite only: what this shows is placement, liveness and healing on Ray, not the database."""
+    return ""
+
+
+@dataclass
+class RayCluster:
+    address: str
+    nodes: list[subprocess.Popen[bytes]]
+
+    def driver(self, code: str) -> Any:
+        """Run ``code`` in a Ray driver of its own (as an operator would); what it prints, as JSON.
+        ``ray`` is connected, in the namespace the provider uses."""
+        script = ("import json, ray\n"
+                  f"ray.init(address={self.address!r}, namespace='enginehouse', log_to_driver=False)\n" + code)
+        done = subprocess.run([sys.executable, "-c", script], env={**os.environ, **RAY_ENV}, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def replica_actors(self) -> dict[str, dict[str, str]]:
+        """Each live replica actor's description (replica id → url, node id ...)."""
+        return {d["replica_id"]: d for d in self.driver(
+            "names = [n for n in ray.util.list_named_actors() if n.startswith('replica-')]\n"
+            "print(json.dumps([ray.get(ray.get_actor(n).describe.remote()) for n in names]))")}
+
+    def kill_actor(self, replica_id: str) -> None:
+        self.driver(f"ray.kill(ray.get_actor('replica-{replica_id}'))\nprint('null')")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    # Short: Ray's socket paths live under it, and a Unix socket path has a length limit.
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    ray = Path(sys.executable).parent / "ray"
+    env = {**os.environ, **RAY_ENV}
+    common = ["--block", "--num-cpus=2", "--disable-usage-stats"]
+    logs = [temp / "head.out", temp / "worker.out"]
+    nodes: list[subprocess.Popen[bytes]] = []
+    try:
+        with open(logs[0], "wb") as out:
+            nodes.append(subprocess.Popen(
+                [str(ray), "start", "--head", f"--port={free_port()}", "--include-dashboard=false",
+                 f"--temp-dir={temp}", *common], env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True))
+        address = wait_for(lambda: _head_address(logs[0]), timeout=90, what=f"the Ray head ({logs[0]})")
+        with open(logs[1], "wb") as out:
+            nodes.append(subprocess.Popen([str(ray), "start", f"--address={address}", *common], env=env,
+                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        cluster = RayCluster(address, nodes)
+        wait_for(lambda: cluster.driver("print(sum(n['Alive'] for n in ray.nodes()))") == 2, timeout=90,
+                 what=f"two Ray nodes ({logs[1]})")
+        yield cluster
+    finally:
+        for node in reversed(nodes):  # the worker first, then the head
+            _end_group(node)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _head_address(log: Path) -> str | None:
+    found = re.search(r"ray start --address='([^']+)'", log.read_text(errors="replace"))
+    return found.group(1) if found else None
+
+
+def _end_group(process: subprocess.Popen[bytes]) -> None:
+    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=wait_s)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def ray_settings(ray_cluster: RayCluster) -> dict[str, str]:
+    return {"ENGINEHOUSE_PROVIDER": "ray", "ENGINEHOUSE_RAY_ADDRESS": ray_cluster.address, **RAY_ENV}
+
+
+def _ready(engine: dict[str, Any] | None) -> dict[str, str]:
+    return {r["id"]: r["url"] for r in (engine or {}).get("replicas", []) if r["status"] == "ready"}
+
+
+def _answers(server: ServerProcess, model: str) -> None:
+    client = OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
+    reply = client.completions.create(model=model, prompt="the cat sat on the", max_tokens=4, temperature=0)
+    assert reply.usage is not None and reply.usage.completion_tokens == 4
+
+
+def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: ignore[no-untyped-def]
+    start_server, ray_cluster: RayCluster, ray_settings: dict[str, str], tiny_llama_dir: Path
+) -> None:
+    server: ServerProcess = start_server(settings=ray_settings)
+    http = server.client()
+    # What the cluster can give: its CPU nodes, as Ray counts them.
+    offered = {o["name"]: o for o in http.get("/v1/deployment-options").json()["data"] if o["available"]}
+    assert set(offered) == {"cpu"} and offered["cpu"]["cpus"] == 2
+
+    engine = create_engine(http, "on-ray", tiny_llama_dir, autoscaling=AUTOSCALING)
+    wait_for(lambda: len(_ready(engine_status(http, engine["id"]))) == 2, timeout=180, what="two ready replicas")
+    engine = wait_engine(http, engine["id"], "Active")
+    replicas = _ready(engine)
+    actors = ray_cluster.replica_actors()
+    assert set(actors) == set(replicas)
+    # One actor per replica, one per node (spread), each answering on its node's address.
+    assert len({actors[r]["node_id"] for r in replicas}) == 2
+    for replica_id, url in replicas.items():
+        assert actors[replica_id]["url"] == url and urlparse(url).hostname not in ("127.0.0.1", "localhost")
+        refused = httpx.post(f"{url}/v1/completions", json={"model": "on-ray", "prompt": "hi", "max_tokens": 1})
+        assert refused.status_code == 401  # no secret, no answer
+    _answers(server, "on-ray")
+    # Each replica's log is read on its node, through the API and the command line.
+    some = sorted(replicas)[0]
+    logs = http.get(f"/v1/engines/{engine['id']}/replicas/{some}/logs", params={"tail": "500"})
+    lines = logs.json()["data"]
+    assert any("Application startup complete" in line for line in lines), lines[-20:]
+    printed = cli(server, "engines", "logs", "on-ray", "--tail", "500", "--url", server.url,
+                  "--api-key", server.api_key)
+    assert all(f"==> {r} <==" in printed for r in replicas) and printed.count("Application startup complete") == 2
+    missing = http.get(f"/v1/engines/{engine['id']}/replicas/replica-0000000000000000/logs")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "replica_not_found"
+
+    # An actor killed behind the server's back is seen through Ray and replaced.
+    killed, kept = sorted(replicas)
+    ray_cluster.kill_actor(killed)
+    wait_for(lambda: (ready := _ready(engine_status(http, engine["id"]))) and killed not in ready
+             and kept in ready and len(ready) == 2, timeout=180, what="the killed replica to be replaced")
+    events = http.get(f"/v1/engines/{engine['id']}/events", params={"limit": 1000}).json()["data"]
+    assert any("Ray actor is gone" in (e.get("reason") or "") for e in events), events
+    _answers(server, "on-ray")
+
+    # A server killed outright and started again adopts the live actors: no duplicate starts.
+    before = ray_cluster.replica_actors()
+    server.kill()
+    server.start()
+    http = server.client()
+    engine = wait_engine(http, engine["id"], "Active")
+    assert set(_ready(engine)) == set(before) == set(ray_cluster.replica_actors())
+    _answers(server, "on-ray")
+
+    # Deleting the engine ends its actors.
+    assert http.delete(f"/v1/engines/{engine['id']}").status_code == 202
+    wait_for(lambda: http.get(f"/v1/engines/{engine['id']}").status_code == 404, timeout=60, what="the engine gone")
+    wait_for(lambda: ray_cluster.replica_actors() == {}, timeout=30, what="the replica actors to end")
