@@ -26,14 +26,19 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.integration.harness import ServerProcess, engine_status, free_port, wait_engine, wait_for
+from tests.integration.harness import (
+    ServerProcess, engine_status, free_port, wait_deployments, wait_engine, wait_for,
+)
+from tests.integration.reference import greedy_completion
 from tests.integration.test_orgs_and_restart import cli
-from tests.integration.test_textgen import create_engine
+from tests.integration.test_textgen import create_engine, deploy, register_job
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("ray")
 
 AUTOSCALING = {"min_replicas": 2, "max_replicas": 2}
+PROMPT = "the cat sat on the"
+MAX_TOKENS = 6
 # Ray's own processes find the cluster's token in ~/.ray/auth_token (the head writes one if none).
 RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -67,6 +72,15 @@ class RayCluster:
 
     def kill_actor(self, replica_id: str) -> None:
         self.driver(f"ray.kill(ray.get_actor('replica-{replica_id}'))\nprint('null')")
+
+    def worker_node_id(self) -> str:
+        [node_id] = self.driver("print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
+                                "'node:__internal_head__' not in n['Resources']]))")
+        return str(node_id)
+
+    def lose_worker_node(self) -> None:
+        """Kill the worker node's Ray processes outright, as a machine lost would."""
+        _end_group(self.nodes[1], first=signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +117,8 @@ def _head_address(log: Path) -> str | None:
     return found.group(1) if found else None
 
 
-def _end_group(process: subprocess.Popen[bytes]) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+def _end_group(process: subprocess.Popen[bytes], first: signal.Signals = signal.SIGTERM) -> None:
+    for sig, wait_s in ((first, 30), (signal.SIGKILL, 10)):
         try:
             os.killpg(process.pid, sig)
             process.wait(timeout=wait_s)
@@ -124,14 +138,17 @@ def _ready(engine: dict[str, Any] | None) -> dict[str, str]:
     return {r["id"]: r["url"] for r in (engine or {}).get("replicas", []) if r["status"] == "ready"}
 
 
-def _answers(server: ServerProcess, model: str) -> None:
+def _answers_as_peft(server: ServerProcess, expected: dict[str, str]) -> None:
+    """Each deployment's greedy completion through the gateway is PEFT's (``expected``)."""
     client = OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
-    reply = client.completions.create(model=model, prompt="the cat sat on the", max_tokens=4, temperature=0)
-    assert reply.usage is not None and reply.usage.completion_tokens == 4
+    for model, text in expected.items():
+        reply = client.completions.create(model=model, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0)
+        assert reply.choices[0].text == text, model
 
 
 def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: ignore[no-untyped-def]
-    start_server, ray_cluster: RayCluster, ray_settings: dict[str, str], tiny_llama_dir: Path
+    start_server, ray_cluster: RayCluster, ray_settings: dict[str, str], tiny_llama_dir: Path,
+    tiny_adapter_dirs: list[Path],
 ) -> None:
     server: ServerProcess = start_server(settings=ray_settings)
     http = server.client()
@@ -140,8 +157,12 @@ def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: 
     assert set(offered) == {"cpu"} and offered["cpu"]["cpus"] == 2
 
     engine = create_engine(http, "on-ray", tiny_llama_dir, autoscaling=AUTOSCALING)
+    job = register_job(http, tiny_llama_dir, tiny_adapter_dirs[:1])
+    deploy(http, engine["id"], "on-ray-ft", job["id"], 1)
     wait_for(lambda: len(_ready(engine_status(http, engine["id"]))) == 2, timeout=180, what="two ready replicas")
-    engine = wait_engine(http, engine["id"], "Active")
+    engine = wait_deployments(http, engine["id"])
+    expected = {"on-ray": greedy_completion(tiny_llama_dir, None, PROMPT, MAX_TOKENS),
+                "on-ray-ft": greedy_completion(tiny_llama_dir, tiny_adapter_dirs[0], PROMPT, MAX_TOKENS)}
     replicas = _ready(engine)
     actors = ray_cluster.replica_actors()
     assert set(actors) == set(replicas)
@@ -151,7 +172,7 @@ def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: 
         assert actors[replica_id]["url"] == url and urlparse(url).hostname not in ("127.0.0.1", "localhost")
         refused = httpx.post(f"{url}/v1/completions", json={"model": "on-ray", "prompt": "hi", "max_tokens": 1})
         assert refused.status_code == 401  # no secret, no answer
-    _answers(server, "on-ray")
+    _answers_as_peft(server, expected)
     # Each replica's log is read on its node, through the API and the command line.
     some = sorted(replicas)[0]
     logs = http.get(f"/v1/engines/{engine['id']}/replicas/{some}/logs", params={"tail": "500"})
@@ -170,7 +191,8 @@ def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: 
              and kept in ready and len(ready) == 2, timeout=180, what="the killed replica to be replaced")
     events = http.get(f"/v1/engines/{engine['id']}/events", params={"limit": 1000}).json()["data"]
     assert any("Ray actor is gone" in (e.get("reason") or "") for e in events), events
-    _answers(server, "on-ray")
+    wait_deployments(http, engine["id"])
+    _answers_as_peft(server, expected)
 
     # A server killed outright and started again adopts the live actors: no duplicate starts.
     before = ray_cluster.replica_actors()
@@ -179,7 +201,18 @@ def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: 
     http = server.client()
     engine = wait_engine(http, engine["id"], "Active")
     assert set(_ready(engine)) == set(before) == set(ray_cluster.replica_actors())
-    _answers(server, "on-ray")
+    _answers_as_peft(server, expected)
+
+    # A node lost with a replica on it: the replica is replaced on the node left, and every
+    # deployment is Deployed again.
+    worker = ray_cluster.worker_node_id()
+    [lost] = [r for r, actor in before.items() if actor["node_id"] == worker]
+    ray_cluster.lose_worker_node()
+    wait_for(lambda: (ready := _ready(engine_status(http, engine["id"]))) and lost not in ready and len(ready) == 2,
+             timeout=240, what="the lost node's replica to be replaced")
+    wait_deployments(http, engine["id"])
+    assert all(actor["node_id"] != worker for actor in ray_cluster.replica_actors().values())
+    _answers_as_peft(server, expected)
 
     # Deleting the engine ends its actors.
     assert http.delete(f"/v1/engines/{engine['id']}").status_code == 202

@@ -2,9 +2,9 @@
 owns the replica's process on the actor's node (``ray_replica``).
 
 - **Placement.** An actor asks Ray for what its deployment option needs (a CPU, or the option's
-  GPUs of its accelerator type) and the replicas of an engine are spread across nodes (Ray's
-  ``SPREAD`` strategy). A replica no node can take within ``launch_timeout_s`` is a launch failure
-  the reconciler retries with its backoff.
+  GPUs of its accelerator type) and the replicas of an engine are spread across nodes: each goes
+  to the node that can hold it with the fewest of the engine's replicas. A replica no node can
+  take within ``launch_timeout_s`` is a launch failure the reconciler retries with its backoff.
 - **Finding them again.** Actors are named (``replica-<id>``) and detached, in the ``enginehouse``
   namespace: they outlive the server, and a restarted server (or a standby taking over) adopts
   those still alive instead of starting duplicates, as the local provider does with its records.
@@ -62,6 +62,7 @@ class _Replica:
     replica_id: str
     engine_id: str
     url: str
+    node_id: str  # the Ray node it runs on
     handle: Any  # the actor's handle
     exit: ReplicaExit | None = None  # once seen gone, it stays gone
 
@@ -130,9 +131,10 @@ class RayProvider(TrainsHere):
                               permanent=True)
         ray = self._ray()
         option = next((o for o in self.deployment_options() if o.name == launch.deployment_option), None)
+        resources = actor_resources(option, self.threads)
         handle = self._actor_class.options(
-            name=f"{ACTOR_PREFIX}{launch.replica_id}", lifetime="detached", scheduling_strategy="SPREAD",
-            **actor_resources(option, self.threads),
+            name=f"{ACTOR_PREFIX}{launch.replica_id}", lifetime="detached",
+            scheduling_strategy=self._placement(ray, launch.engine_id, resources), **resources,
         ).remote(launch.replica_id, launch.engine_id, arguments, launch.secret, NODE_LOG_DIR, {})
         try:
             described = ray.get(handle.describe.remote(), timeout=self.launch_timeout_s)
@@ -145,9 +147,27 @@ class RayProvider(TrainsHere):
             raise LaunchError(f"the replica's Ray actor could not start it: {first_line(exc)}",
                               permanent=False) from None
         with self._lock:
-            self._table()[launch.replica_id] = _Replica(launch.replica_id, launch.engine_id, described["url"], handle)
+            self._table()[launch.replica_id] = _Replica(launch.replica_id, launch.engine_id, described["url"],
+                                                        described["node_id"], handle)
         log.info("started replica %s in a Ray actor, answering at %s", launch.replica_id, described["url"])
         return LaunchedReplica(replica_id=launch.replica_id, url=described["url"])
+
+    def _placement(self, ray: Any, engine_id: str, resources: dict[str, Any]) -> Any:
+        """Spread an engine's replicas: the alive node that can hold the actor and has the
+        fewest of this engine's replicas (then the fewest replicas at all), as a soft node
+        affinity (Ray places it elsewhere if that node has no room now). Ray's own ``SPREAD``
+        takes nodes in turn, whatever they already run, so a replacement could join its sibling."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        with self._lock:
+            running = [(e.engine_id, e.node_id) for e in self._table().values() if e.exit is None]
+        fitting = [node["NodeID"] for node in ray.nodes() if node.get("Alive") and fits(node.get("Resources") or {},
+                                                                                      resources)]
+        if not fitting:
+            return "SPREAD"  # none fits now: Ray waits for one (the launch times out if none comes)
+        chosen = min(fitting, key=lambda node_id: (running.count((engine_id, node_id)),
+                                                   sum(1 for _, node in running if node == node_id)))
+        return NodeAffinitySchedulingStrategy(node_id=chosen, soft=True)
 
     # -- list ---------------------------------------------------------------------------------
 
@@ -167,7 +187,7 @@ class RayProvider(TrainsHere):
                     continue
                 log.info("found replica %s in the Ray cluster, left by a previous server", described["replica_id"])
                 self._replicas[described["replica_id"]] = _Replica(
-                    described["replica_id"], described["engine_id"], described["url"], handle)
+                    described["replica_id"], described["engine_id"], described["url"], described["node_id"], handle)
         return self._replicas
 
     def list_replicas(self, engine_id: str | None = None) -> list[ProviderReplica]:
@@ -242,6 +262,17 @@ def actor_resources(option: DeploymentOption | None, threads: int) -> dict[str, 
         return {"num_cpus": 1, "num_gpus": option.accelerator_count or 1,
                 "accelerator_type": ray_accelerator_type(option.accelerator)}
     return {"num_cpus": max(1, threads)}
+
+
+def fits(node_resources: dict[str, float], resources: dict[str, Any]) -> bool:
+    """Whether a node with ``node_resources`` in all (as ``ray.nodes()`` gives them) can hold an
+    actor asking for ``resources`` (``actor_resources``)."""
+    if node_resources.get("CPU", 0) < resources.get("num_cpus", 0):
+        return False
+    if node_resources.get("GPU", 0) < resources.get("num_gpus", 0):
+        return False
+    accelerator = resources.get("accelerator_type")
+    return accelerator is None or bool(node_resources.get(f"accelerator_type:{accelerator}"))
 
 
 def ray_accelerator_type(accelerator: str) -> str:

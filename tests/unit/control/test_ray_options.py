@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from enginehouse.core import options
-from enginehouse.providers.ray_cluster import actor_resources, cluster_options, ray_accelerator_type
+from enginehouse.providers.ray_cluster import actor_resources, cluster_options, fits, ray_accelerator_type
 
 
 def _node(alive: bool = True, **resources: float) -> dict[str, Any]:
@@ -37,3 +37,11 @@ def test_an_actor_asks_for_its_options_gpus_or_the_replicas_threads() -> None:
     assert actor_resources(options.host_cpu(), threads=4) == {"num_cpus": 4}
     assert actor_resources(None, threads=0) == {"num_cpus": 1}
     assert ray_accelerator_type("NVIDIA A100") == "A100"
+
+
+def test_a_node_fits_an_actor_with_the_cpus_gpus_and_accelerator_it_asks_for() -> None:
+    node = {"CPU": 8.0, "GPU": 2.0, "accelerator_type:H100": 1.0}
+    assert fits(node, {"num_cpus": 8}) and not fits(node, {"num_cpus": 9})
+    assert fits(node, {"num_cpus": 1, "num_gpus": 2, "accelerator_type": "H100"})
+    assert not fits(node, {"num_cpus": 1, "num_gpus": 4, "accelerator_type": "H100"})
+    assert not fits(node, {"num_cpus": 1, "num_gpus": 1, "accelerator_type": "A100"})
