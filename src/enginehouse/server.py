@@ -16,7 +16,8 @@ from enginehouse import __version__
 from enginehouse.api.deps import KEY_TTL_S
 from enginehouse.api.errors import install_error_handlers
 from enginehouse.api.openapi import install_openapi
-from enginehouse.api.routers import datasets, deployments, engines, experiments, training_jobs
+from enginehouse.api.routers import datasets, deployments, engines, experiments, replica_artifacts, training_jobs
+from enginehouse.artifacts import DigestCache
 from enginehouse.dashboard.app import install_dashboard
 from enginehouse.db.session import Database
 from enginehouse.gateway import router as gateway_router
@@ -108,6 +109,8 @@ def create_app(
     app.include_router(training_jobs.router)
     app.include_router(datasets.router)
     app.include_router(experiments.router)
+    app.include_router(replica_artifacts.router)
+    app.state.artifact_digests = DigestCache()
     app.include_router(gateway_router.router)
     app.include_router(metrics_router.router)
     install_dashboard(app)
@@ -148,10 +151,12 @@ def _write_secret(path: Path, secret: str) -> None:
 def settings_provider(settings: Settings, limits: RequestLimits) -> ReplicaProvider:
     """The provider ``settings.provider`` names (ENGINEHOUSE_PROVIDER)."""
     if settings.provider == "ray":
-        from enginehouse.providers.ray_cluster import RayProvider  # Ray is an optional extra
+        from enginehouse.providers.ray_cluster import ArtifactSource, RayProvider  # Ray is an optional extra
 
         return RayProvider(settings.ray_address, settings.data_dir, threads=settings.replica_threads, limits=limits,
-                           training_threads=settings.training_threads)
+                           training_threads=settings.training_threads,
+                           artifacts=ArtifactSource(settings.cluster_url or f"http://{settings.host}:{settings.port}",
+                                                    settings.ray_fetch_artifacts))
     return LocalProvider(settings.data_dir, threads=settings.replica_threads, limits=limits,
                          training_threads=settings.training_threads)
 

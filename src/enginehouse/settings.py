@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     # The Ray cluster to place replicas on (ray.init's address): "auto" finds the one this
     # machine belongs to; ray://HOST:10001 reaches one through Ray Client.
     ray_address: str = "auto"
+    # With the ray provider: which model and checkpoint paths a replica fetches from this server
+    # (checked by sha256, cached on its node) rather than reading them itself. "missing": those its
+    # node cannot see (no shared filesystem there); "always": every path of this server's.
+    ray_fetch_artifacts: Literal["missing", "always"] = "missing"
+    # This server's address as the cluster's nodes reach it (replicas fetch artifacts there);
+    # empty: http://HOST:PORT, with this machine's cluster address when HOST listens on all.
+    cluster_url: str = ""
     # Seconds between two passes of the reconciler over all engines.
     reconcile_interval_s: float = 0.5
     # Seconds between two tries of a standby server (one sharing the PostgreSQL database with the

@@ -8,6 +8,7 @@ starting duplicates; deleting the engine ends its actors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,8 +17,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,6 +29,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from enginehouse.replicaauth import SECRET_HEADER
 from tests.integration.harness import (
     ServerProcess, engine_status, free_port, wait_deployments, wait_engine, wait_for,
 )
@@ -53,6 +57,7 @@ def database_url() -> str:
 class RayCluster:
     address: str
     nodes: list[subprocess.Popen[bytes]]
+    artifacts: Path  # the nodes' artifact cache
 
     def driver(self, code: str) -> Any:
         """Run ``code`` in a Ray driver of its own (as an operator would); what it prints, as JSON.
@@ -88,7 +93,8 @@ def ray_cluster() -> Iterator[RayCluster]:
     # Short: Ray's socket paths live under it, and a Unix socket path has a length limit.
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     ray = Path(sys.executable).parent / "ray"
-    env = {**os.environ, **RAY_ENV}
+    # The nodes' artifact cache, the replicas' logs: inside the cluster's own directory.
+    env = {**os.environ, **RAY_ENV, "ENGINEHOUSE_ARTIFACT_CACHE": str(temp / "artifacts")}
     common = ["--block", "--num-cpus=2", "--disable-usage-stats"]
     logs = [temp / "head.out", temp / "worker.out"]
     nodes: list[subprocess.Popen[bytes]] = []
@@ -102,7 +108,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         with open(logs[1], "wb") as out:
             nodes.append(subprocess.Popen([str(ray), "start", f"--address={address}", *common], env=env,
                                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
-        cluster = RayCluster(address, nodes)
+        cluster = RayCluster(address, nodes, temp / "artifacts")
         wait_for(lambda: cluster.driver("print(sum(n['Alive'] for n in ray.nodes()))") == 2, timeout=90,
                  what=f"two Ray nodes ({logs[1]})")
         yield cluster
@@ -129,9 +135,55 @@ def _end_group(process: subprocess.Popen[bytes], first: signal.Signals = signal.
             continue
 
 
+class TamperingProxy:
+    """The network between the replicas and the server: forwards their artifact calls, and while
+    ``tamper`` is set flips a byte of every file it carries (a man in the middle, or a bad link)."""
+
+    def __init__(self) -> None:
+        self.target = ""  # the server's URL, once it has one
+        self.tamper = False
+        self.files_carried = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+                headers = {k: v for k, v in self.headers.items() if k.lower() == SECRET_HEADER.lower()}
+                answer = httpx.get(proxy.target + self.path, headers=headers, timeout=60)
+                body = answer.content
+                if "/files/" in self.path and answer.status_code == 200:
+                    proxy.files_carried += 1
+                    if proxy.tamper:
+                        body = bytes([body[0] ^ 1]) + body[1:]
+                self.send_response(answer.status_code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("0.0.0.0", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://0.0.0.0:{self.server.server_port}"  # the provider puts this machine's address
+
+
 @pytest.fixture(scope="module")
-def ray_settings(ray_cluster: RayCluster) -> dict[str, str]:
-    return {"ENGINEHOUSE_PROVIDER": "ray", "ENGINEHOUSE_RAY_ADDRESS": ray_cluster.address, **RAY_ENV}
+def proxy() -> Iterator[TamperingProxy]:
+    carrier = TamperingProxy()
+    yield carrier
+    carrier.server.shutdown()
+    carrier.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def ray_settings(ray_cluster: RayCluster, proxy: TamperingProxy) -> dict[str, str]:
+    # Every model and checkpoint path is fetched, as on nodes with no shared filesystem.
+    return {"ENGINEHOUSE_PROVIDER": "ray", "ENGINEHOUSE_RAY_ADDRESS": ray_cluster.address,
+            "ENGINEHOUSE_RAY_FETCH_ARTIFACTS": "always", "ENGINEHOUSE_CLUSTER_URL": proxy.url, **RAY_ENV}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _ready(engine: dict[str, Any] | None) -> dict[str, str]:
@@ -147,10 +199,11 @@ def _answers_as_peft(server: ServerProcess, expected: dict[str, str]) -> None:
 
 
 def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: ignore[no-untyped-def]
-    start_server, ray_cluster: RayCluster, ray_settings: dict[str, str], tiny_llama_dir: Path,
-    tiny_adapter_dirs: list[Path],
+    start_server, ray_cluster: RayCluster, ray_settings: dict[str, str], proxy: TamperingProxy,
+    tiny_llama_dir: Path, tiny_adapter_dirs: list[Path], tmp_path: Path,
 ) -> None:
     server: ServerProcess = start_server(settings=ray_settings)
+    proxy.target = server.url
     http = server.client()
     # What the cluster can give: its CPU nodes, as Ray counts them.
     offered = {o["name"]: o for o in http.get("/v1/deployment-options").json()["data"] if o["available"]}
@@ -173,11 +226,37 @@ def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: 
         refused = httpx.post(f"{url}/v1/completions", json={"model": "on-ray", "prompt": "hi", "max_tokens": 1})
         assert refused.status_code == 401  # no secret, no answer
     _answers_as_peft(server, expected)
+    # The replicas loaded the server's files fetched through the network, checked, from their
+    # nodes' cache: every file of the base model and the adapter is there under its digest.
+    wanted = {_sha256(p) for p in [*tiny_llama_dir.rglob("*"), *tiny_adapter_dirs[0].rglob("*")] if p.is_file()}
+    assert wanted <= {p.name for p in (ray_cluster.artifacts / "blobs").iterdir()}
+    assert proxy.files_carried >= len(wanted)
+
+    # A file changed on its way is refused: the deployment fails saying so, nothing is kept.
+    spare = shutil.copytree(tiny_adapter_dirs[1], tmp_path / "spare")
+    spare_job = register_job(http, tiny_llama_dir, [spare], name="spare")
+    proxy.tamper = True
+    deploy(http, engine["id"], "on-ray-tampered", spare_job["id"], 1)
+    failed = wait_for(lambda: next((d for d in engine_status(http, engine["id"])["deployments"]
+                                    if d["name"] == "on-ray-tampered" and d["status"] == "Failed"), None),
+                      timeout=120, what="the tampered deployment to fail")
+    assert "refused after 3 attempts" in failed["status_reason"], failed
+    proxy.tamper = False
+    kept = {p.name for p in (ray_cluster.artifacts / "blobs").iterdir()}
+    assert not {_sha256(p) for p in spare.rglob("*") if p.is_file()} <= kept
+    assert not [p for p in (ray_cluster.artifacts / "blobs").iterdir() if p.name.endswith(".partial")]
+    assert http.post(f"/v1/engines/{engine['id']}/undeploy",
+                     json={"deployment_name": "on-ray-tampered"}).status_code == 202
+    _answers_as_peft(server, expected)  # the engine's other deployments are untouched
+
     # Each replica's log is read on its node, through the API and the command line.
     some = sorted(replicas)[0]
     logs = http.get(f"/v1/engines/{engine['id']}/replicas/{some}/logs", params={"tail": "500"})
     lines = logs.json()["data"]
     assert any("Application startup complete" in line for line in lines), lines[-20:]
+    # Loaded once: the replica reports the adapter by the server's path it was given, not its
+    # fetched copy's, so the reconciler sees it loaded and leaves it be.
+    assert sum('"PUT /v1/adapters/on-ray-ft HTTP/1.1" 200' in line for line in lines) == 1, lines[-30:]
     printed = cli(server, "engines", "logs", "on-ray", "--tail", "500", "--url", server.url,
                   "--api-key", server.api_key)
     assert all(f"==> {r} <==" in printed for r in replicas) and printed.count("Application startup complete") == 2

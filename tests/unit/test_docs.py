@@ -38,6 +38,8 @@ CLI_PAGE = DOCS / "cli.md"
 NOT_SETTINGS = {
     "ENGINEHOUSE_TEST_DATABASE_URL": "the PostgreSQL database of the test suite (tests/databases.py)",
     "ENGINEHOUSE_REPLICA_SECRET": "a replica process's own secret, set by its provider (enginehouse/replicaauth.py)",
+    "ENGINEHOUSE_ARTIFACT_CACHE": "where a Ray node keeps fetched artifacts, read from the node's own environment "
+                                  "(enginehouse/runtime/artifacts.py)",
 }
 # Routes FastAPI adds for its own pages, not worth a line in the docs.
 UNDOCUMENTED_ROUTES = {"/docs/oauth2-redirect"}

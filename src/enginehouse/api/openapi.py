@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from enginehouse.api.deps import current_org
 from enginehouse.gateway.router import INFERENCE_ENDPOINTS
+from enginehouse.replicaauth import SECRET_HEADER
 from enginehouse.services.pages import DEFAULT_LIMIT, MAX_LIMIT
 
 Obj = dict[str, Any]
@@ -72,12 +73,16 @@ STREAMING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _NAMES_OBJECTS = frozenset({("POST", "/v1/deployments"), ("GET", "/v1/deployments"),
                             ("POST", "/v1/training-jobs")})
 
+# Routes for replicas, which prove themselves with their secret header (api/routers/replica_artifacts.py).
+_REPLICA_ONLY_PREFIX = "/v1/replica-artifacts/"
+
 _LIMIT_SCHEMA: Obj = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
 
-# The two ways to send a key (deps.api_key_from).
+# The two ways to send a key (deps.api_key_from), and a replica's own secret (replica routes).
 _SECURITY_SCHEMES: Obj = {
     "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     "Bearer": {"type": "http", "scheme": "bearer"},
+    "ReplicaSecret": {"type": "apiKey", "in": "header", "name": SECRET_HEADER},
 }
 
 
@@ -154,6 +159,8 @@ def _error_statuses(route: RouteContext, method: str, inference: bool) -> list[i
     keyed = _needs_key(route.dependant)
     if keyed:
         statuses.add(401)
+    if route.path_format.startswith(_REPLICA_ONLY_PREFIX):
+        statuses |= {401, 404}  # a replica's secret, not a key; only its own engine's directories
     if route.param_convertors or inference or (method, route.path_format) in _NAMES_OBJECTS:
         statuses.add(404)
     if method in _BODY_METHODS:
@@ -174,6 +181,8 @@ def _needs_key(dependant: Dependant) -> bool:
 
 
 def _security_of(route: RouteContext) -> list[Obj]:
+    if route.path_format.startswith(_REPLICA_ONLY_PREFIX):
+        return [{"ReplicaSecret": []}]
     return [{"ApiKey": []}, {"Bearer": []}] if _needs_key(route.dependant) else []
 
 

@@ -14,6 +14,10 @@ owns the replica's process on the actor's node (``ray_replica``).
 - **Options come from the cluster.** ``cpu`` is a CPU node (the largest alive), and each GPU shape
   of the catalogue whose accelerator some alive node has is offered under that shape's name.
 
+- **Files travel.** A replica whose node cannot see a model or checkpoint path of the server's
+  fetches it from the server, checked by sha256 and cached on the node (``ArtifactSource``,
+  ``runtime/artifacts.py``); Hub ids are downloaded by the node itself.
+
 Fine-tuning jobs still run on the server's own machine (``LocalTrainer``), where their datasets
 and checkpoints are.
 """
@@ -28,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from enginehouse.core import options
 from enginehouse.core.deadline import first_line
@@ -36,6 +41,7 @@ from enginehouse.providers.base import LaunchedReplica, LaunchError, ProviderRep
 from enginehouse.providers.local import runtime_arguments
 from enginehouse.providers.local_training import LocalTrainer, TrainsHere
 from enginehouse.requestlimits import RequestLimits
+from enginehouse.runtime.artifacts import ARTIFACT_FETCH_ENV, ARTIFACT_URL_ENV
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,23 @@ def ray_installed() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
+@dataclass(frozen=True)
+class ArtifactSource:
+    """Where a replica fetches the server's model and checkpoint files, and which it fetches
+    (``runtime/artifacts.py``)."""
+
+    server_url: str  # as the cluster's nodes reach it; a host listening on all is replaced
+    fetch: str = "missing"  # or "always"
+
+    def environment(self, this_node: str) -> dict[str, str]:
+        parsed = urlsplit(self.server_url)
+        if parsed.hostname in ("0.0.0.0", "::", ""):
+            url = parsed._replace(netloc=f"{this_node}:{parsed.port}" if parsed.port else this_node).geturl()
+        else:
+            url = self.server_url
+        return {ARTIFACT_URL_ENV: url, ARTIFACT_FETCH_ENV: self.fetch}
+
+
 @dataclass
 class _Replica:
     replica_id: str
@@ -69,13 +92,15 @@ class _Replica:
 
 class RayProvider(TrainsHere):
     def __init__(self, address: str, data_dir: Path, threads: int = 0, limits: RequestLimits | None = None,
-                 training_threads: int = 0, launch_timeout_s: float = LAUNCH_TIMEOUT_S) -> None:
+                 training_threads: int = 0, launch_timeout_s: float = LAUNCH_TIMEOUT_S,
+                 artifacts: ArtifactSource | None = None) -> None:
         if not ray_installed():
             raise RuntimeError("ENGINEHOUSE_PROVIDER=ray needs Ray: pip install 'enginehouse[ray]'")
         self.address = address
         self.threads = threads
         self.limits = limits or RequestLimits.default()
         self.launch_timeout_s = launch_timeout_s
+        self.artifacts = artifacts
         # Connected and read on first use, not here: constructing does no work.
         self._replicas: dict[str, _Replica] | None = None
         self._lock = threading.Lock()
@@ -135,7 +160,7 @@ class RayProvider(TrainsHere):
         handle = self._actor_class.options(
             name=f"{ACTOR_PREFIX}{launch.replica_id}", lifetime="detached",
             scheduling_strategy=self._placement(ray, launch.engine_id, resources), **resources,
-        ).remote(launch.replica_id, launch.engine_id, arguments, launch.secret, NODE_LOG_DIR, {})
+        ).remote(launch.replica_id, launch.engine_id, arguments, launch.secret, NODE_LOG_DIR, self._replica_env(ray))
         try:
             described = ray.get(handle.describe.remote(), timeout=self.launch_timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -151,6 +176,11 @@ class RayProvider(TrainsHere):
                                                         described["node_id"], handle)
         log.info("started replica %s in a Ray actor, answering at %s", launch.replica_id, described["url"])
         return LaunchedReplica(replica_id=launch.replica_id, url=described["url"])
+
+    def _replica_env(self, ray: Any) -> dict[str, str]:
+        if self.artifacts is None:
+            return {}
+        return self.artifacts.environment(str(ray.util.get_node_ip_address()))
 
     def _placement(self, ray: Any, engine_id: str, resources: dict[str, Any]) -> Any:
         """Spread an engine's replicas: the alive node that can hold the actor and has the

@@ -17,12 +17,17 @@ import logging
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from enginehouse.replicaauth import SECRET_ENV
 from enginehouse.requestlimits import RequestLimits
 
+if TYPE_CHECKING:
+    from enginehouse.runtime.artifacts import ArtifactFetcher
+
 EXIT_LOAD_FAILED = 3
 EXIT_LISTEN_FAILED = 4
+EXIT_FETCH_FAILED = 5  # the server's files could not be fetched now; another try may
 ERROR_PREFIX = "ENGINEHOUSE_REPLICA_ERROR: "
 
 log = logging.getLogger("enginehouse.runtime")
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import transformers
 
+    from enginehouse.runtime.artifacts import ArtifactFetcher, ArtifactFetchError
     from enginehouse.runtime.base import ReplicaLoadError
     from enginehouse.runtime.options import RuntimeOptionsError, parse_runtime_options
     from enginehouse.runtime.runners import RUNNERS
@@ -92,11 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         supported = ", ".join(sorted(RUNNERS))
         message = f"task type '{args.task_type}' is not supported by this replica (supported: {supported})"
         return fail(message, EXIT_LOAD_FAILED)
+    fetcher = ArtifactFetcher.from_environment(secret)
     try:
         options = parse_runtime_options(args.runtime_options)
         served_name = args.served_name or args.base_model.rstrip("/").split("/")[-1]
-        runner = runner_cls(base_model=args.base_model, served_name=served_name, options=options)
+        base_model = fetcher.resolve(args.base_model) if fetcher else args.base_model
+        runner = runner_cls(base_model=base_model, served_name=served_name, options=options)
         runner.load()
+    except ArtifactFetchError as exc:
+        if exc.permanent:
+            return fail(str(exc), EXIT_LOAD_FAILED)
+        log.error("%s", exc)  # not declared: the next replica may reach the server
+        return EXIT_FETCH_FAILED
     except (RuntimeOptionsError, ReplicaLoadError) as exc:
         return fail(str(exc), EXIT_LOAD_FAILED)
     except Exception as exc:  # anything else while loading is still the user's model failing
@@ -104,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"could not load base model '{args.base_model}': {exc}", EXIT_LOAD_FAILED)
     if secret is None:
         log.warning("serving without a secret (--insecure): anyone who can reach port %d may call it", args.port)
-    return serve(runner, args.host, args.port, args.log_level, _limits(args), secret)
+    return serve(runner, args.host, args.port, args.log_level, _limits(args), secret, fetcher)
 
 
 def _limits(args: argparse.Namespace) -> RequestLimits:
@@ -114,7 +127,7 @@ def _limits(args: argparse.Namespace) -> RequestLimits:
 
 
 def serve(runner: object, host: str, port: int, log_level: str, limits: RequestLimits | None = None,
-          secret: str | None = None) -> int:
+          secret: str | None = None, fetcher: ArtifactFetcher | None = None) -> int:
     import uvicorn
 
     from enginehouse.runtime.server import create_app
@@ -123,7 +136,7 @@ def serve(runner: object, host: str, port: int, log_level: str, limits: RequestL
         sock = _bind(host, port)
     except OSError as exc:
         return fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_LISTEN_FAILED)
-    app = create_app(runner, limits, secret)  # type: ignore[arg-type]
+    app = create_app(runner, limits, secret, fetcher)  # type: ignore[arg-type]
     # log_config=None: uvicorn's loggers propagate to ours, so everything goes to stderr.
     config = uvicorn.Config(app, log_config=None, log_level=log_level, timeout_graceful_shutdown=5)
     log.info("serving %s on http://%s:%d", getattr(runner, "served_name", "?"), host, port)

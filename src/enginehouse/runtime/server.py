@@ -18,9 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from enginehouse.core.specs import LocalPath
-from enginehouse.errors import NotFoundError, ValidationFailedError
+from enginehouse.errors import NotFoundError, ServiceUnavailableError, ValidationFailedError
 from enginehouse.replicaauth import ReplicaSecretMiddleware
 from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
+from enginehouse.runtime.artifacts import ArtifactFetcher, ArtifactFetchError
 from enginehouse.runtime.base import ModelRunner
 from enginehouse.runtime.http import install_error_handlers, parse_body
 
@@ -29,11 +30,14 @@ class LoadAdapterRequest(BaseModel):
     path: LocalPath
 
 
-def create_app(runner: ModelRunner, limits: RequestLimits | None = None, secret: str | None = None) -> FastAPI:
+def create_app(runner: ModelRunner, limits: RequestLimits | None = None, secret: str | None = None,
+               fetcher: ArtifactFetcher | None = None) -> FastAPI:
     """``runner`` must be loaded already: the server only starts serving a ready model. ``limits``
     bound request bodies as the server's do (the settings' defaults when not given). ``secret``:
     every request must carry it; None checks nothing (an app built inside a test, never reachable
-    over the network; the replica process refuses to start without one unless told otherwise)."""
+    over the network; the replica process refuses to start without one unless told otherwise).
+    ``fetcher``: adapters named by a path of the server's are fetched from it first (a replica on
+    a node that cannot see the server's disk)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -50,14 +54,22 @@ def create_app(runner: ModelRunner, limits: RequestLimits | None = None, secret:
         app.add_middleware(ReplicaSecretMiddleware, secret=secret)
     install_error_handlers(app)
 
+    # A fetched copy's path → the server's path it was asked for: the replica reports adapters
+    # by the path the control plane gave, which is what it compares with what it wants loaded.
+    asked_as: dict[str, str] = {}
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        fields = runner.health()
+        if asked_as and isinstance(fields.get("adapters"), dict):
+            fields["adapters"] = {name: {**info, "path": asked_as.get(info.get("path"), info.get("path"))}
+                                  for name, info in fields["adapters"].items()}
         return {
             "status": "ready",
             "task_type": runner.task_type,
             "base_model": runner.base_model,
             "served_name": runner.served_name,
-            **runner.health(),
+            **fields,
         }
 
     @app.get("/metrics", include_in_schema=False)
@@ -79,8 +91,12 @@ def create_app(runner: ModelRunner, limits: RequestLimits | None = None, secret:
         @app.put("/v1/adapters/{name}")
         async def load_adapter(name: str, request: Request) -> dict[str, Any]:
             body = await parse_body(request, LoadAdapterRequest, invalid=ValidationFailedError)
-            # Reading and checking the files takes a while; the event loop keeps serving.
-            return await asyncio.to_thread(runner.load_adapter, name, body.path)
+            # Fetching, reading and checking the files takes a while; the event loop keeps serving.
+            path = await asyncio.to_thread(_fetched, fetcher, body.path) if fetcher else body.path
+            if path != body.path:
+                asked_as[path] = body.path
+            answer = await asyncio.to_thread(runner.load_adapter, name, path)
+            return {**answer, "path": body.path} if "path" in answer else answer
 
         @app.delete("/v1/adapters/{name}")
         async def unload_adapter(name: str) -> dict[str, Any]:
@@ -90,3 +106,15 @@ def create_app(runner: ModelRunner, limits: RequestLimits | None = None, secret:
 
     app.include_router(runner.router())
     return app
+
+
+def _fetched(fetcher: ArtifactFetcher, path: str) -> str:
+    """``path`` as this node can load it. A refusal that will not change (tampered files, a path
+    the server does not give this replica) fails the load like a bad checkpoint (400); one that
+    may pass (the server unreachable now) is a 503, which the reconciler tries again."""
+    try:
+        return fetcher.resolve(path)
+    except ArtifactFetchError as exc:
+        if exc.permanent:
+            raise ValidationFailedError(str(exc), param="path") from None
+        raise ServiceUnavailableError(str(exc), code="artifact_unavailable") from None

@@ -1,0 +1,142 @@
+"""A replica fetching the server's files (``runtime/artifacts.py``) from a peer that misbehaves on
+purpose: a transfer cut short is retried, content that never matches its digest is refused and
+never kept, a manifest naming a path outside the tree is refused, and what was fetched once is
+reused from the node's cache. The peer speaks the server's two routes (tested against the real
+server in tests/unit/api/test_replica_artifacts.py and, end to end, on Ray)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from enginehouse.replicaauth import SECRET_HEADER
+from enginehouse.runtime.artifacts import ATTEMPTS, ArtifactFetcher, ArtifactFetchError
+from tests.integration.harness import free_port
+
+SOURCE = "/srv/models/tiny"
+FILES = {"config.json": b'{"model_type": "llama"}', "weights/model.safetensors": bytes(range(256)) * 64}
+SECRET = "replica-secret"
+
+
+class Peer:
+    """The server's artifact routes over real HTTP, with faults: ``truncate_first`` cuts each
+    file's first transfer in half, ``tamper`` flips a byte of every transfer, ``names`` replaces
+    the manifest's file names."""
+
+    def __init__(self) -> None:
+        self.files = dict(FILES)
+        self.truncate_first = False
+        self.tamper = False
+        self.names: list[str] | None = None
+        self.fetches: Counter[str] = Counter()
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+                url = urlsplit(self.path)
+                if self.headers.get(SECRET_HEADER) != SECRET or parse_qs(url.query).get("path") != [SOURCE]:
+                    return self._send(401, b"{}")
+                if url.path == "/v1/replica-artifacts/manifest":
+                    return self._send(200, json.dumps({"files": peer.manifest()}).encode())
+                digest = url.path.rsplit("/", 1)[-1]
+                name = next(n for n, c in peer.files.items() if hashlib.sha256(c).hexdigest() == digest)
+                peer.fetches[name] += 1
+                content = peer.files[name]
+                if peer.tamper:
+                    content = bytes([content[0] ^ 1]) + content[1:]
+                if peer.truncate_first and peer.fetches[name] == 1:
+                    content = content[: len(content) // 2]
+                return self._send(200, content)
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def manifest(self) -> list[dict[str, Any]]:
+        entries = [{"name": n, "size": len(c), "sha256": hashlib.sha256(c).hexdigest()} for n, c in self.files.items()]
+        for entry, name in zip(entries, self.names or [], strict=False):
+            entry["name"] = name
+        return entries
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    served = Peer()
+    yield served
+    served.server.shutdown()
+    served.server.server_close()
+
+
+def fetcher(peer: Peer, cache: Path, mode: str = "always") -> ArtifactFetcher:
+    return ArtifactFetcher(peer.url, SECRET, cache, mode)  # type: ignore[arg-type]
+
+
+def test_a_directory_is_fetched_checked_and_then_reused_from_the_cache(peer: Peer, tmp_path: Path) -> None:
+    tree = Path(fetcher(peer, tmp_path / "cache").resolve(SOURCE))
+    assert {p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*") if p.is_file()
+            and p.name != ".complete"} == FILES
+    assert set(peer.fetches.values()) == {1}
+    # Another replica on the node, or this one restarted: nothing is fetched again.
+    assert fetcher(peer, tmp_path / "cache").resolve(SOURCE) == str(tree)
+    assert set(peer.fetches.values()) == {1}
+
+
+def test_a_transfer_cut_short_is_fetched_again(peer: Peer, tmp_path: Path) -> None:
+    peer.truncate_first = True
+    tree = Path(fetcher(peer, tmp_path / "cache").resolve(SOURCE))
+    assert (tree / "weights" / "model.safetensors").read_bytes() == FILES["weights/model.safetensors"]
+    assert set(peer.fetches.values()) == {2}
+
+
+def test_content_that_never_matches_its_digest_is_refused_and_not_kept(peer: Peer, tmp_path: Path) -> None:
+    peer.tamper = True
+    with pytest.raises(ArtifactFetchError) as refused:
+        fetcher(peer, tmp_path / "cache").resolve(SOURCE)
+    assert refused.value.permanent and f"refused after {ATTEMPTS} attempts" in str(refused.value)
+    assert "tampered" in str(refused.value)
+    assert sum(peer.fetches.values()) == ATTEMPTS  # the first file was never accepted
+    assert not list((tmp_path / "cache").rglob("*.safetensors")) and not (tmp_path / "cache" / "trees").exists()
+    assert [p.name for p in (tmp_path / "cache" / "blobs").iterdir()] == []  # no partial left either
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc/passwd", "a/../../b"])
+def test_a_manifest_naming_a_path_outside_the_tree_is_refused(peer: Peer, tmp_path: Path, name: str) -> None:
+    peer.names = [name]
+    with pytest.raises(ArtifactFetchError, match="names"):
+        fetcher(peer, tmp_path / "cache").resolve(SOURCE)
+    assert not peer.fetches
+
+
+def test_what_the_node_sees_is_used_as_it_is(peer: Peer, tmp_path: Path) -> None:
+    visible = tmp_path / "visible"
+    visible.mkdir()
+    missing_mode = fetcher(peer, tmp_path / "cache", mode="missing")
+    assert missing_mode.resolve(str(visible)) == str(visible)
+    assert missing_mode.resolve("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert fetcher(peer, tmp_path / "cache").resolve("org/model") == "org/model"  # a Hub id, even in always
+    assert not peer.fetches
+
+
+def test_an_unreachable_server_may_be_tried_again(tmp_path: Path) -> None:
+    lost = ArtifactFetcher(f"http://127.0.0.1:{free_port()}", SECRET, tmp_path / "cache", "always", timeout_s=2)
+    with pytest.raises(ArtifactFetchError) as failed:
+        lost.resolve(SOURCE)
+    assert not failed.value.permanent and "cannot reach the server" in str(failed.value)
