@@ -30,8 +30,9 @@ class BenchServer(ServerProcess):
         env = super().env()
         # The tests pin replicas to one thread and reconcile fast to finish sooner; a benchmark
         # measures what a user gets, so both go back to the product's defaults.
-        env.pop("ENGINEHOUSE_REPLICA_THREADS", None)
-        env.pop("ENGINEHOUSE_RECONCILE_INTERVAL_S", None)
+        for name in ("ENGINEHOUSE_REPLICA_THREADS", "ENGINEHOUSE_RECONCILE_INTERVAL_S"):
+            if name not in self.settings:  # unless a run sets it itself
+                env.pop(name, None)
         return env
 
 
