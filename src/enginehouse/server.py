@@ -151,12 +151,14 @@ def _write_secret(path: Path, secret: str) -> None:
 def settings_provider(settings: Settings, limits: RequestLimits) -> ReplicaProvider:
     """The provider ``settings.provider`` names (ENGINEHOUSE_PROVIDER)."""
     if settings.provider == "ray":
-        from enginehouse.providers.ray_cluster import ArtifactSource, RayProvider  # Ray is an optional extra
+        # Ray is an optional extra: imported only when asked for.
+        from enginehouse.providers.ray_cluster import ArtifactSource, RayProvider, ray_namespace
 
         return RayProvider(settings.ray_address, settings.data_dir, threads=settings.replica_threads, limits=limits,
                            training_threads=settings.training_threads,
                            artifacts=ArtifactSource(settings.cluster_url or f"http://{settings.host}:{settings.port}",
-                                                    settings.ray_fetch_artifacts))
+                                                    settings.ray_fetch_artifacts),
+                           namespace=ray_namespace(settings.resolved_database_url()))
     return LocalProvider(settings.data_dir, threads=settings.replica_threads, limits=limits,
                          training_threads=settings.training_threads)
 

@@ -32,9 +32,9 @@ class RayCluster:
 
     def driver(self, code: str) -> Any:
         """Run ``code`` in a Ray driver of its own (as an operator would); what it prints, as JSON.
-        ``ray`` is connected, in the namespace the provider uses."""
+        ``ray`` is connected, in a namespace of its own (``replica_actors`` looks in them all)."""
         script = ("import json, ray\n"
-                  f"ray.init(address={self.address!r}, namespace='enginehouse', log_to_driver=False)\n" + code)
+                  f"ray.init(address={self.address!r}, log_to_driver=False)\n" + code)
         done = subprocess.run([sys.executable, "-c", script], env={**os.environ, **RAY_ENV}, capture_output=True,
                               text=True, timeout=120)
         if done.returncode != 0:
@@ -42,13 +42,15 @@ class RayCluster:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def replica_actors(self) -> dict[str, dict[str, str]]:
-        """Each live replica actor's description (replica id → url, node id ...)."""
+        """Each live replica actor's description (replica id → url, node id ...), with its namespace."""
         return {d["replica_id"]: d for d in self.driver(
-            "names = [n for n in ray.util.list_named_actors() if n.startswith('replica-')]\n"
-            "print(json.dumps([ray.get(ray.get_actor(n).describe.remote()) for n in names]))")}
+            "found = [a for a in ray.util.list_named_actors(all_namespaces=True) if a['name'].startswith('replica-')]\n"
+            "print(json.dumps([{**ray.get(ray.get_actor(a['name'], namespace=a['namespace']).describe.remote()),\n"
+            "                   'namespace': a['namespace']} for a in found]))")}
 
     def kill_actor(self, replica_id: str) -> None:
-        self.driver(f"ray.kill(ray.get_actor('replica-{replica_id}'))\nprint('null')")
+        namespace = self.replica_actors()[replica_id]["namespace"]
+        self.driver(f"ray.kill(ray.get_actor('replica-{replica_id}', namespace={namespace!r}))\nprint('null')")
 
     def worker_node_id(self) -> str:
         [node_id] = self.driver("print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive'] and "

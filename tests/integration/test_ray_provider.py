@@ -21,6 +21,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from enginehouse.providers.ray_cluster import ray_namespace
 from enginehouse.replicaauth import SECRET_HEADER
 from tests.integration.harness import (
     ServerProcess, engine_status, free_port, wait_deployments, wait_engine, wait_for,
@@ -134,6 +135,9 @@ def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: 
     replicas = _ready(engine)
     actors = ray_cluster.replica_actors()
     assert set(actors) == set(replicas)
+    # In the namespace of this control plane, which no other installation on the cluster shares.
+    namespace = ray_namespace(f"sqlite:///{server.data_dir / 'enginehouse.db'}")
+    assert {a["namespace"] for a in actors.values()} == {namespace}
     # One actor per replica, one per node (spread), each answering on its node's address.
     assert len({actors[r]["node_id"] for r in replicas}) == 2
     for replica_id, url in replicas.items():

@@ -5,9 +5,11 @@ owns the replica's process on the actor's node (``ray_replica``).
   GPUs of its accelerator type) and the replicas of an engine are spread across nodes: each goes
   to the node that can hold it with the fewest of the engine's replicas. A replica no node can
   take within ``launch_timeout_s`` is a launch failure the reconciler retries with its backoff.
-- **Finding them again.** Actors are named (``replica-<id>``) and detached, in the ``enginehouse``
-  namespace: they outlive the server, and a restarted server (or a standby taking over) adopts
-  those still alive instead of starting duplicates, as the local provider does with its records.
+- **Finding them again.** Actors are named (``replica-<id>``) and detached, in a namespace of the
+  control plane's own (``ray_namespace``: servers sharing a database share it, another
+  installation on the same cluster has another): they outlive the server, and a restarted server
+  (or a standby taking over) adopts those still alive instead of starting duplicates, as the local
+  provider does with its records, and never takes another installation's replicas for orphans.
 - **Liveness comes from Ray.** An actor that is gone (killed, or its node lost) is a replica that
   exited; a live actor reports whether its process still runs. The reconciler heals both as it
   heals a local replica.
@@ -24,6 +26,7 @@ and checkpoints are.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import tempfile
@@ -45,7 +48,7 @@ from enginehouse.runtime.artifacts import ARTIFACT_FETCH_ENV, ARTIFACT_URL_ENV
 
 log = logging.getLogger(__name__)
 
-RAY_NAMESPACE = "enginehouse"
+NAMESPACE_PREFIX = "enginehouse-"
 ACTOR_PREFIX = "replica-"
 # Where replicas keep their logs on their node (each node's own disk).
 NODE_LOG_DIR = str(Path(tempfile.gettempdir()) / "enginehouse" / "replica-logs")
@@ -93,7 +96,7 @@ class _Replica:
 class RayProvider(TrainsHere):
     def __init__(self, address: str, data_dir: Path, threads: int = 0, limits: RequestLimits | None = None,
                  training_threads: int = 0, launch_timeout_s: float = LAUNCH_TIMEOUT_S,
-                 artifacts: ArtifactSource | None = None) -> None:
+                 artifacts: ArtifactSource | None = None, namespace: str = f"{NAMESPACE_PREFIX}default") -> None:
         if not ray_installed():
             raise RuntimeError("ENGINEHOUSE_PROVIDER=ray needs Ray: pip install 'enginehouse[ray]'")
         self.address = address
@@ -101,6 +104,7 @@ class RayProvider(TrainsHere):
         self.limits = limits or RequestLimits.default()
         self.launch_timeout_s = launch_timeout_s
         self.artifacts = artifacts
+        self.namespace = namespace
         # Connected and read on first use, not here: constructing does no work.
         self._replicas: dict[str, _Replica] | None = None
         self._lock = threading.Lock()
@@ -119,7 +123,7 @@ class RayProvider(TrainsHere):
         with self._connect_lock:
             if not ray.is_initialized():
                 try:
-                    ray.init(address=self.address, namespace=RAY_NAMESPACE, log_to_driver=False,
+                    ray.init(address=self.address, namespace=self.namespace, log_to_driver=False,
                              configure_logging=False)
                 except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
                     raise LaunchError(f"cannot reach the Ray cluster at {self.address!r}: {exc}",
@@ -279,6 +283,15 @@ class RayProvider(TrainsHere):
         except ray.exceptions.RayError:
             return None
         return None if lines is None else list(lines)
+
+
+def ray_namespace(database_url: str) -> str:
+    """The Ray namespace of the control plane on ``database_url``: the same for every server on
+    that database (PostgreSQL schema included), another for another installation."""
+    from sqlalchemy import make_url
+
+    identity = make_url(database_url).render_as_string(hide_password=True)
+    return NAMESPACE_PREFIX + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def _replica_actor_names(ray: Any) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from enginehouse.core import options
-from enginehouse.providers.ray_cluster import actor_resources, cluster_options, fits, ray_accelerator_type
+from enginehouse.providers.ray_cluster import actor_resources, cluster_options, fits, ray_accelerator_type, ray_namespace
 
 
 def _node(alive: bool = True, **resources: float) -> dict[str, Any]:
@@ -45,3 +45,11 @@ def test_a_node_fits_an_actor_with_the_cpus_gpus_and_accelerator_it_asks_for() -
     assert fits(node, {"num_cpus": 1, "num_gpus": 2, "accelerator_type": "H100"})
     assert not fits(node, {"num_cpus": 1, "num_gpus": 4, "accelerator_type": "H100"})
     assert not fits(node, {"num_cpus": 1, "num_gpus": 1, "accelerator_type": "A100"})
+
+
+def test_each_control_plane_has_a_namespace_of_its_own() -> None:
+    pg = "postgresql+psycopg://enginehouse:{}@db:5432/prod?options=-csearch_path%3Dteam_a"
+    assert ray_namespace(pg.format("one")) == ray_namespace(pg.format("two"))  # a new password, the same servers
+    assert ray_namespace(pg.format("one")) != ray_namespace(pg.format("one").replace("team_a", "team_b"))
+    assert ray_namespace("sqlite:////srv/a/enginehouse.db") != ray_namespace("sqlite:////srv/b/enginehouse.db")
+    assert ray_namespace("sqlite:////srv/a/enginehouse.db").startswith("enginehouse-")
