@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -20,8 +21,9 @@ from typing import Any
 
 from tests.integration.harness import free_port, wait_for
 
-# Ray's own processes find the cluster's token in ~/.ray/auth_token (the head writes one if none).
-RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+# The cluster's token authentication, with a token of its own (never ~/.ray/auth_token, which a
+# fresh machine does not have): every node, driver and server here is given it.
+RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @dataclass
