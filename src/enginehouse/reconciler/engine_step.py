@@ -234,7 +234,9 @@ class EngineStep:
         draining_s = None
         if status is ReplicaStatus.DRAINING:
             draining_s = now - memory.draining_since.setdefault(row.replica_id, now)
-        return ObservedReplica(facts, status, unanswered_s, in_flight, draining_s)
+        # A draining replica stops once it has no request: counted by the replica too, so a call
+        # another server's gateway sent it is not cut.
+        return ObservedReplica(facts, status, unanswered_s, policy.requests_on(facts, in_flight), draining_s)
 
     async def _launch_missing(
         self, snapshot: EngineSnapshot, missing: int
@@ -263,7 +265,8 @@ class EngineStep:
         loaded = health.loaded if health else {}
         base_served = bool(health.body.get("base_served", True)) if health else True
         return ReplicaFacts(row.replica_id, ready=ready, exited=False, loaded=loaded, age_s=age_s,
-                            base_served=base_served, answered=health is not None)
+                            base_served=base_served, answered=health is not None,
+                            busy=policy.replica_busy(health.body) if health else 0)
 
     def _launch(self, snapshot: EngineSnapshot) -> tuple[str, ReplicaAddress]:
         # A secret of its own per replica: one leaked (a log, a core dump) opens no other.

@@ -27,6 +27,9 @@ class ReplicaFacts:
     base_served: bool = True
     # Its health check answered (ready or not); False when it did not answer at all.
     answered: bool = True
+    # Requests the replica itself says it is running or holding (its /health): the calls every
+    # server's gateway sent it, where this server's gateway counts only its own.
+    busy: int = 0
 
 
 @dataclass(frozen=True)
@@ -200,3 +203,20 @@ def next_step_in(
     if upcoming is None:
         return None
     return max(0.0, (upcoming.at - now).total_seconds())
+
+
+def replica_busy(health_body: dict[str, object]) -> int:
+    """Requests a replica reports running and waiting in its /health answer (0 when it says
+    nothing of them, as a replica of a task type without a queue does)."""
+    total = 0
+    for key in ("running", "waiting"):
+        value = health_body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            total += value
+    return total
+
+
+def requests_on(facts: ReplicaFacts, gateway_in_flight: int) -> int:
+    """The requests a replica has now, as far as anyone knows: this server's gateway sees only
+    the calls it forwarded, the replica sees every server's (but not one still on its way)."""
+    return max(gateway_in_flight, facts.busy)

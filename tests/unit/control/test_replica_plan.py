@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enginehouse.core.status import EngineStatus, ReplicaStatus
-from enginehouse.reconciler.policy import CrashStreak, Fault, ReplicaFacts
+from enginehouse.reconciler.policy import CrashStreak, Fault, ReplicaFacts, replica_busy, requests_on
 from enginehouse.reconciler.replica_plan import (
     ObservedReplica, ReplicaLimits, ReplicaPlan, judge, plan_replicas,
 )
@@ -117,3 +117,21 @@ def test_a_draining_replica_does_not_count_toward_the_desired_number() -> None:
 
 def replace_in_flight(observed: ObservedReplica, in_flight: int) -> ObservedReplica:
     return ObservedReplica(observed.facts, observed.status, observed.unanswered_s, in_flight, observed.draining_s)
+
+
+def test_requests_another_servers_gateway_sent_keep_a_draining_replica() -> None:
+    """This server's gateway forwarded nothing to it; the replica says it runs two (sent through
+    another server sharing the database): it is not stopped until they end."""
+    busy = ReplicaFacts("a", ready=True, exited=False, age_s=100,
+                        busy=replica_busy({"status": "ready", "running": 1, "waiting": 1}))
+    assert busy.busy == 2 and requests_on(busy, 0) == 2 and requests_on(busy, 5) == 5
+    draining = ObservedReplica(busy, R.DRAINING, 0, requests_on(busy, 0), 10)
+    assert plan([draining, replica("b")]) == ReplicaPlan()
+    idle = ReplicaFacts("a", ready=True, exited=False, age_s=100, busy=replica_busy({"running": 0}))
+    assert plan([ObservedReplica(idle, R.DRAINING, 0, requests_on(idle, 0), 10), replica("b")]).stop == {
+        "a": "drained"}
+
+
+def test_a_replica_that_says_nothing_of_its_queue_counts_as_idle() -> None:
+    assert replica_busy({}) == replica_busy({"running": "3", "waiting": None}) == 0
+    assert replica_busy({"running": True, "waiting": -1}) == 0  # not a count
