@@ -33,7 +33,7 @@ from bench.finetune_baseline import RESULT_FILE
 from bench.finetune_data import KEYWORDS, answer_rows, keyword_rows, write_jsonl
 from bench.machine import CpuMeter
 from bench.models import ModelShape, build_base
-from bench.runs import progress, wait_for_quiet
+from bench.runs import least_disturbed, progress, wait_for_quiet
 from bench.task_models import minilm_dir, saved_parameters
 from enginehouse.providers.base import TrainingLaunch
 from enginehouse.providers.local_training import LOG_FILE, LocalTrainer
@@ -167,22 +167,16 @@ def measure_case(cfg: BenchConfig, case: Case, run_dir: Path) -> FinetuneCase:
 def sample(cfg: BenchConfig, case: Case, loop: str, run_dir: Path) -> Training:
     """One training, done again (while patience allows) when other processes disturbed it; the
     least disturbed is kept."""
-    patience = cfg.patience
-    best: Training | None = None
-    attempts = 0
-    for attempts in range(1, 2 + patience.retries):
-        wait_for_quiet(patience)
-        training = train_once(case, loop, run_dir / f"attempt-{attempts}", cfg.threads)
+    def attempt(number: int) -> Training:
+        wait_for_quiet(cfg.patience)
+        training = train_once(case, loop, run_dir / f"attempt-{number}", cfg.threads)
         progress(f"({case.key}) {loop}: {training.samples} rows in {training.train_seconds:.1f} s of training "
                  f"({training.samples_per_s:.1f} rows/s; process {training.process_s:.1f} s), "
                  f"others' CPU {training.others_cpu_share:.0%}")
-        if best is None or training.others_cpu_share < best.others_cpu_share:
-            best = training
-        if (training.others_cpu_share <= patience.quiet_share or attempts > patience.retries
-                or not patience.allows_more()):
-            break
-        progress(f"({case.key}) disturbed by other processes, training again")
-    assert best is not None
+        return training
+
+    best, attempts = least_disturbed(attempt, cfg.patience, f"({case.key}) disturbed by other processes, "
+                                                            "training again")
     return replace(best, attempts=attempts)
 
 

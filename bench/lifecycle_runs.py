@@ -32,7 +32,7 @@ from bench.enginehouse_runs import streaming_body
 from bench.load import LoadResult, run_streaming_load
 from bench.machine import CpuMeter
 from bench.models import build_adapters, build_base
-from bench.runs import progress, wait_for_quiet
+from bench.runs import least_disturbed, progress, wait_for_quiet
 from bench.server import (BenchServer, create_engine, deactivate, delete_every_engine, deploy_all, reactivate,
                           register_job, running_server)
 from tests.integration.harness import replica_pids, wait_for
@@ -159,23 +159,17 @@ def sample_reactivation(cfg: BenchConfig, server: BenchServer, http: httpx.Clien
     """One reactivation of an Inactive engine, left Inactive again. As ``measure`` does for a
     load, one that others disturbed is done again while patience allows, and the least disturbed
     is kept: on two cores a neighbour's burst stretches a replica's start by seconds."""
-    patience = cfg.patience
-    best: Reactivation | None = None
-    attempts = 0
-    for attempts in range(1, 2 + patience.retries):
+    def attempt(_number: int) -> Reactivation:
         wait_for(lambda: not replica_pids(server.data_dir), SETTLE_TIMEOUT_S, what="no replica running")
-        wait_for_quiet(patience)
+        wait_for_quiet(cfg.patience)
         sample = time_reactivation(http, engine_id, deployments, cfg.lifecycle.poll_s)
         deactivate(http, engine_id, SETTLE_TIMEOUT_S)
         progress(f"lifecycle: Active after {sample.to_active_s:.2f} s, every deployment Deployed after "
                  f"{sample.to_deployed_s:.2f} s, others' CPU {sample.others_cpu_share:.0%}")
-        if best is None or sample.others_cpu_share < best.others_cpu_share:
-            best = sample
-        if (sample.others_cpu_share <= patience.quiet_share or attempts > patience.retries
-                or not patience.allows_more()):
-            break
-        progress("lifecycle: disturbed by other processes, reactivating again")
-    assert best is not None
+        return sample
+
+    best, attempts = least_disturbed(attempt, cfg.patience, "lifecycle: disturbed by other processes, "
+                                                            "reactivating again")
     return replace(best, attempts=attempts)
 
 

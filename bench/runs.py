@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from bench.load import LoadResult, RequestRecord, StopCheck
 from bench.machine import CpuMeter, wait_until_quiet
@@ -35,6 +35,31 @@ class Patience:
 
     def allows_more(self) -> bool:
         return time.monotonic() - _part_started < self.budget_s
+
+
+class Disturbable(Protocol):
+    others_cpu_share: float  # share of the machine's CPU other processes used meanwhile
+
+
+D = TypeVar("D", bound=Disturbable)
+
+
+def least_disturbed(attempt: Callable[[int], D], patience: Patience, again: str) -> tuple[D, int]:
+    """``attempt(n)`` (n from 1) done again, saying ``again``, while others disturbed it and
+    patience allows; the least disturbed result, and how many attempts were made. Each attempt
+    waits for its own quiet (``wait_for_quiet``)."""
+    best: D | None = None
+    attempts = 0
+    for attempts in range(1, 2 + patience.retries):
+        result = attempt(attempts)
+        if best is None or result.others_cpu_share < best.others_cpu_share:
+            best = result
+        if (result.others_cpu_share <= patience.quiet_share or attempts > patience.retries
+                or not patience.allows_more()):
+            break
+        progress(again)
+    assert best is not None
+    return best, attempts
 
 
 def start_part() -> None:

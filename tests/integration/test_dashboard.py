@@ -23,7 +23,7 @@ import pytest
 from enginehouse.demo.tiny_encoders import build_tiny_bert
 from tests.integration.harness import ServerProcess, free_port, wait_for
 from tests.integration.test_orgs_and_restart import cli
-from tests.integration.test_textgen import register_job
+from tests.integration.test_textgen import create_engine, register_job
 from tests.training_data import keyword_rows, write_jsonl
 
 pytestmark = pytest.mark.integration
@@ -163,8 +163,7 @@ def test_another_organization_sees_nothing_and_cross_site_posts_change_nothing(
 ) -> None:
     server, _job = served
     http = server.client()
-    engine = http.post("/v1/engines", json={"name": "private", "base_model": str(tiny_llama_dir),
-                                            "task_type": "text-generation"}).json()
+    engine = create_engine(http, "private", tiny_llama_dir)
     cli(server, "orgs", "create", "elsewhere")
     other_key = json.loads(cli(server, "keys", "create", "--org", "elsewhere", "--json"))["key"]
     other = sign_in(browser, server, other_key)
@@ -289,8 +288,7 @@ def test_every_page_works_from_the_keyboard_on_a_laptop_screen(
 ) -> None:
     server, job = served
     http = server.client()
-    engine = http.post("/v1/engines", json={"name": "keys-only", "base_model": str(tiny_llama_dir),
-                                            "task_type": "text-generation"}).json()
+    engine = create_engine(http, "keys-only", tiny_llama_dir)
     page = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()
 
     # Signing in with the keyboard alone: the key field has the focus, Enter sends the form.

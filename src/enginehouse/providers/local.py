@@ -102,7 +102,7 @@ class LocalProvider(TrainsHere):
 
     def launch(self, launch: ReplicaLaunch) -> LaunchedReplica:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port(self.host)
+        port = free_port(self.host)
         log_path = self.log_dir / f"{launch.replica_id}.log"
         # The secret goes in the environment, which only this user can read (/proc/<pid>/environ),
         # not on the command line; the record below does not keep it (the database does).
@@ -219,7 +219,8 @@ def _exit(entry: _Replica) -> ReplicaExit | None:
     return entry.exit
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
+    """A TCP port free on ``host`` now (the replica binds it right after)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -14,11 +14,11 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from enginehouse.providers.local import free_port
 from enginehouse.providers.local_process import declared_error, tail_lines, terminate_group
 from enginehouse.replicaauth import SECRET_ENV
 
@@ -38,12 +38,6 @@ def node_facts() -> tuple[str, str]:
     import ray  # only ever called inside an actor, where Ray is running
 
     return str(ray.util.get_node_ip_address()), str(ray.get_runtime_context().get_node_id())
-
-
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class ReplicaProcess:

@@ -60,7 +60,7 @@ class ReplicaClient:
         # A foreign replica refuses the caller, not the adapter: the replica's next health check
         # settles that; the deployment must not fail for it.
         if 400 <= response.status_code < 500 and not is_foreign_replica(response.status_code):
-            raise AdapterLoadRefused(_error_message(response))
+            raise AdapterLoadRefused(error_message(response))
         response.raise_for_status()
 
     async def unload_adapter(self, replica: ReplicaAddress, name: str) -> None:
@@ -71,7 +71,8 @@ class ReplicaClient:
             response.raise_for_status()
 
 
-def _error_message(response: httpx.Response) -> str:
+def error_message(response: httpx.Response) -> str:
+    """The message of an enginehouse error answer (``{"error": {"message"}}``), else its text."""
     try:
         return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import httpx
 
+from enginehouse.reconciler.replica_client import error_message
 from enginehouse.replicaauth import SECRET_HEADER
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class ArtifactFetcher:
             raise ArtifactFetchError(f"cannot reach the server at {self.server_url} to fetch {source}: {exc}",
                                      permanent=False) from None
         if answer.status_code != 200:
-            raise ArtifactFetchError(f"the server refused {source}: {_error_message(answer)}",
+            raise ArtifactFetchError(f"the server refused {source}: {error_message(answer)}",
                                      permanent=answer.status_code < 500)
         files = answer.json()["files"]
         for entry in files:  # names come from the server: never let one leave the tree
@@ -132,7 +133,7 @@ class ArtifactFetcher:
         with client.stream("GET", f"/v1/replica-artifacts/files/{sha256}", params={"path": source}) as answer:
             if answer.status_code != 200:
                 answer.read()
-                raise httpx.HTTPStatusError(_error_message(answer), request=answer.request, response=answer)
+                raise httpx.HTTPStatusError(error_message(answer), request=answer.request, response=answer)
             with open(target, "wb") as out:
                 for chunk in answer.iter_bytes(_CHUNK):
                     out.write(chunk)
@@ -167,9 +168,3 @@ def _manifest_digest(files: list[dict[str, Any]]) -> str:
     canonical = json.dumps([[f["name"], f["size"], f["sha256"]] for f in files], separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
-
-def _error_message(answer: httpx.Response) -> str:
-    try:
-        return str(answer.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {answer.status_code}"
