@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,40 @@ class FinetuneConfig:
                 "target_modules": list(targets), "max_seq_length": self.max_seq_length, "seed": 0}
 
 
+# The model-size sweep's Llama shapes, ~5M to ~113M parameters (vocab ~1000), every one with
+# 64-wide attention heads (vLLM's CPU attention takes that width) and grouped-query attention.
+SWEEP_SHAPES = (
+    ModelShape(hidden_size=256, num_layers=6, num_heads=4, num_kv_heads=2, intermediate_size=768),
+    ModelShape(hidden_size=384, num_layers=8, num_heads=6, num_kv_heads=2, intermediate_size=1024),
+    ModelShape(hidden_size=768, num_layers=10, num_heads=12, num_kv_heads=4, intermediate_size=2048),
+    ModelShape(hidden_size=1024, num_layers=10, num_heads=16, num_kv_heads=4, intermediate_size=2816),
+)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The model-size sweep (``bench/sweep_runs.py``): per shape, (a), (b), (d), (f) and vLLM under
+    one load, shorter than the main part's so that the largest model's PEFT loop stays within a
+    minute or so."""
+
+    shapes: tuple[ModelShape, ...] = SWEEP_SHAPES
+    concurrency: int = 16
+    rounds: int = 2
+    max_tokens: int = 64
+    warmup_max_tokens: int = 8
+    adapters: int = 16
+    # (d): one request per adapter, one at a time.
+    requests_d: int = 16
+    # vLLM's runs (g); off with --no-vllm.
+    vllm: bool = True
+
+    def for_shape(self, cfg: BenchConfig, shape: ModelShape) -> BenchConfig:
+        """The config of one size's runs: the sweep's load over ``cfg``'s threads and patience."""
+        return replace(cfg, model=shape, concurrency=self.concurrency, rounds=self.rounds,
+                       max_tokens=self.max_tokens, warmup_max_tokens=self.warmup_max_tokens,
+                       adapters_b=self.adapters, adapters_c=self.adapters, requests_d=self.requests_d)
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     concurrency: int = 16
@@ -142,6 +176,7 @@ class BenchConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     @property
     def requests_per_run(self) -> int:
@@ -180,6 +215,11 @@ QUICK = BenchConfig(
     finetune=FinetuneConfig(textgen_model=ModelShape(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                                                      intermediate_size=128),
                             textgen_rows=16, classify_rows=16, epochs=1, repeats=1),
+    sweep=SweepConfig(shapes=(ModelShape(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=1,
+                                         intermediate_size=256),
+                              ModelShape(hidden_size=256, num_layers=2, num_heads=4, num_kv_heads=2,
+                                         intermediate_size=512)),
+                      concurrency=4, rounds=1, max_tokens=8, warmup_max_tokens=4, adapters=4, requests_d=4),
 )
 
 _WORDS = (

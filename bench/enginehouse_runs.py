@@ -68,7 +68,7 @@ def run_enginehouse(work: Workload, data_dir: Path) -> ServerResults:
     return ServerResults(runs, gateway, memory)
 
 
-def _drive(work: Workload, url: str, headers: dict[str, str], models: list[str],
+def drive(work: Workload, url: str, headers: dict[str, str], models: list[str],
            count: int, **extra: Any) -> Callable[[StopCheck | None], LoadResult]:
     """Warm up with one short round, then return the measured load as a callable. ``extra``
     fields go into every request's body."""
@@ -91,12 +91,12 @@ def _runs_a_b(work: Workload, server: BenchServer, http: httpx.Client,
     auth = server.auth
     base_only = [engine.name]
     runs = {"a": measure("a", "base model only",
-                         _drive(work, server.url, auth, base_only, cfg.requests_per_run), cfg.patience)}
+                         drive(work, server.url, auth, base_only, cfg.requests_per_run), cfg.patience)}
     # Not a target: (a) without the gateway, to tell its streaming relay's cost from the replica's.
     # The replica answers only calls with its secret (read with the engine).
     direct = engine.replica
     runs["a_direct"] = measure("a_direct", "(a) sent straight to the replica, no gateway",
-                               _drive(work, direct.url, direct.headers(), base_only, cfg.requests_per_run),
+                               drive(work, direct.url, direct.headers(), base_only, cfg.requests_per_run),
                                cfg.patience)
     progress("gateway cost: the same non-streamed request, straight to the replica and through the gateway")
     gateway = _gateway_blocks(server, engine, work.warmup_prompts[0], cfg)
@@ -106,17 +106,17 @@ def _runs_a_b(work: Workload, server: BenchServer, http: httpx.Client,
     progress(f"deploying {len(names)} adapters")
     deploy_all(http, engine, job_id, names)
     runs["b"] = measure("b", f"{cfg.adapters_b} adapters, requests spread evenly",
-                        _drive(work, server.url, auth, names, cfg.requests_per_run), cfg.patience)
+                        drive(work, server.url, auth, names, cfg.requests_per_run), cfg.patience)
     # (a) again, right after (b): this machine's speed drifts by tens of percent over minutes, and
     # (b)/(a) is taken against the mean of the (a) before and after (b), which cancels a steady drift.
     runs["a_after"] = measure("a_after", "(a) again, after (b), its adapters deployed and idle",
-                              _drive(work, server.url, auth, base_only, cfg.requests_per_run), cfg.patience)
+                              drive(work, server.url, auth, base_only, cfg.requests_per_run), cfg.patience)
     # What a request pays for asking more of each token than its choice, against (a)'s plain decoding.
     runs["g"] = measure("g", "(a) with every answer constrained to a JSON schema (response_format)",
-                        _drive(work, server.url, auth, base_only, cfg.requests_per_run,
+                        drive(work, server.url, auth, base_only, cfg.requests_per_run,
                                response_format=CONSTRAINED_FORMAT), cfg.patience)
     runs["h"] = measure("h", f"(a) with log-probabilities and the top {LOGPROBS} alternatives of every token",
-                        _drive(work, server.url, auth, base_only, cfg.requests_per_run, logprobs=LOGPROBS),
+                        drive(work, server.url, auth, base_only, cfg.requests_per_run, logprobs=LOGPROBS),
                         cfg.patience)
     delete_engine(http, engine)
     return runs, gateway
@@ -134,7 +134,7 @@ def _run_c(work: Workload, server: BenchServer, http: httpx.Client,
              f"= {memory['ratio_to_file']}× its safetensors file")
     description = f"{cfg.adapters_c} adapters, max_loras {cfg.max_loras_c}, requests spread evenly"
     auth = server.auth
-    run = measure("c", description, _drive(work, server.url, auth, names, cfg.requests_c), cfg.patience)
+    run = measure("c", description, drive(work, server.url, auth, names, cfg.requests_c), cfg.patience)
     delete_engine(http, engine)
     return run, memory
 

@@ -8,24 +8,17 @@ EOS, and its tokens are counted from the ``usage`` it reports in the last chunk.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.config import Workload
 from bench.load import run_streaming_load
 from bench.runs import RunOutcome, measure, progress
-from tests.integration.harness import free_port, wait_for
-
-
-class HFServeError(RuntimeError):
-    """transformers serve could not be started; the message says why."""
+from bench.serve_process import ServeError, serve_process
+from tests.integration.harness import free_port
 
 
 @contextmanager
@@ -38,48 +31,8 @@ def transformers_serve(base_dir: Path, log_path: Path, timeout: float = 180) -> 
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(process, url, log_path, timeout)
+    with serve_process(command, env, log_path, port, timeout, "transformers serve") as url:
         yield url
-    finally:
-        _stop(process)
-
-
-def _wait_healthy(process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float) -> None:
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise HFServeError(f"exited with {process.returncode}: {_tail(log_path)}")
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(healthy, timeout, interval=0.5, what=f"transformers serve on {url}")
-    except AssertionError as exc:
-        raise HFServeError(f"{exc}; log: {_tail(log_path)}") from None
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-def _tail(log_path: Path, chars: int = 800) -> str:
-    try:
-        return " ".join(log_path.read_text(errors="replace")[-chars:].split())
-    except OSError:
-        return "(no log)"
 
 
 def run_hf_serve(work: Workload, log_path: Path) -> RunOutcome:
@@ -97,12 +50,12 @@ def run_hf_serve(work: Workload, log_path: Path) -> RunOutcome:
             warm = [body(p, cfg.warmup_max_tokens) for p in work.warmup_prompts[: cfg.concurrency]]
             failed = [r.error for r in run_streaming_load(url, warm, cfg.concurrency).records if r.error]
             if failed:
-                raise HFServeError(f"warm-up failed: {failed[0]}")
+                raise ServeError(f"warm-up failed: {failed[0]}")
             bodies = [body(p, cfg.max_tokens) for p in work.prompts[: cfg.requests_per_run]]
             outcome = measure("e", description,
                               lambda stop: run_streaming_load(url, bodies, cfg.concurrency, stop=stop),
                               cfg.patience)
-    except HFServeError as exc:
+    except ServeError as exc:
         progress(f"(e) could not run: {exc}")
         return RunOutcome("e", description, error=str(exc))
     outcome.notes.append(_token_note(outcome))

@@ -79,6 +79,8 @@ def _role(pid: int) -> str:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "other"
+    if any(b"vllm" in a.lower() for a in argv):
+        return "vllm"  # its API server, and its engine core (which names itself VLLM::EngineCore)
     if b"enginehouse.runtime" in argv:
         return "replica"
     if b"enginehouse.training" in argv:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,10 @@ from bench.lifecycle_runs import ADAPTERS_KEY, REACTIVATION_RATIO_GOAL, Lifecycl
 from bench.lifecycle_runs import as_json as lifecycle_json
 from bench.runs import RunOutcome
 from bench.stats import CallStats, RunStats
+from bench.sweep_report import sweep_details, sweep_tables, sweep_targets
+from bench.sweep_runs import SweepResults
+from bench.sweep_runs import as_json as sweep_json
+from bench.targets import Target, ratio
 from bench.task_runs import TaskResults, as_json
 
 RUN_ORDER = ("a", "a_direct", "b", "a_after", "g", "h", "c", "d", "e", "f")
@@ -36,58 +39,25 @@ def label(key: str) -> str:
     return {"a_direct": "(a) direct", "a_after": "(a) after (b)"}.get(key, f"({key})")
 
 
-@dataclass(frozen=True)
-class Target:
-    name: str
-    what: str
-    value: float | None
-    goal: float | None  # None: reported, with no goal
-    at_least: bool  # True: value ≥ goal passes; False: value ≤ goal passes
-    unit: str = ""
-
-    @property
-    def passed(self) -> bool | None:
-        if self.value is None or self.goal is None:
-            return None
-        return self.value >= self.goal if self.at_least else self.value <= self.goal
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "what": self.what, "value": self.value, "goal": self.goal,
-                "comparison": ">=" if self.at_least else "<=", "passed": self.passed}
-
-
-def _rate(runs: dict[str, RunOutcome], key: str) -> float | None:
-    """A run's rate; for (a), the mean of the (a) runs before and after (b) when both ran."""
-    if key == "a":
-        rates = [runs[k].rate for k in ("a", "a_after") if k in runs and runs[k].rate is not None]
-        return sum(rates) / len(rates) if rates else None  # type: ignore[arg-type]
-    return runs[key].rate if key in runs else None
-
-
-def _ratio(runs: dict[str, RunOutcome], top: str, bottom: str) -> float | None:
-    a, b = _rate(runs, top), _rate(runs, bottom)
-    return round(a / b, 3) if a is not None and b else None
-
-
 def targets(runs: dict[str, RunOutcome], gateway: dict[str, Any], memory: dict[str, Any]) -> list[Target]:
     if not runs:  # the text-generation part did not run
         return []
     return [
-        Target("(b)/(a)", "16 adapters vs base model, tok/s", _ratio(runs, "b", "a"), 0.85, True),
-        Target("(c)/(a)", "128 adapters (max_loras 32) vs base model", _ratio(runs, "c", "a"), 0.6, True),
-        Target("(b)/(d)", "16 adapters vs PEFT one request at a time", _ratio(runs, "b", "d"), 6.0, True),
-        Target("(a)/(e)", "base model vs transformers serve --continuous-batching", _ratio(runs, "a", "e"),
+        Target("(b)/(a)", "16 adapters vs base model, tok/s", ratio(runs, "b", "a"), 0.85, True),
+        Target("(c)/(a)", "128 adapters (max_loras 32) vs base model", ratio(runs, "c", "a"), 0.6, True),
+        Target("(b)/(d)", "16 adapters vs PEFT one request at a time", ratio(runs, "b", "d"), 6.0, True),
+        Target("(a)/(e)", "base model vs transformers serve --continuous-batching", ratio(runs, "a", "e"),
                1.3, True),
-        Target("(a)/(f)", "base model vs static batched generate (ceiling)", _ratio(runs, "a", "f"),
+        Target("(a)/(f)", "base model vs static batched generate (ceiling)", ratio(runs, "a", "f"),
                0.85, True),
         Target("gateway", "gateway's added p50 latency, non-streamed request", gateway.get("overhead_p50_ms"),
                2.0, False, " ms"),
         Target("adapter memory", "replica RSS per resident adapter / its safetensors size",
                memory.get("ratio_to_file"), 1.5, False, "×"),
         # What asking more of each token costs (no goal: reported so a change to it shows).
-        Target("(g)/(a)", "answers constrained to a JSON schema vs free text, tok/s", _ratio(runs, "g", "a"),
+        Target("(g)/(a)", "answers constrained to a JSON schema vs free text, tok/s", ratio(runs, "g", "a"),
                None, True),
-        Target("(h)/(a)", "log-probabilities with 5 alternatives per token vs none, tok/s", _ratio(runs, "h", "a"),
+        Target("(h)/(a)", "log-probabilities with 5 alternatives per token vs none, tok/s", ratio(runs, "h", "a"),
                None, True),
     ]
 
@@ -96,10 +66,10 @@ def task_targets(tasks: TaskResults | None) -> list[Target]:
     if tasks is None:
         return []
     goals = [Target(f"embedding b{batch}", f"/v1/embeddings vs sentence-transformers encode, batch {batch}, "
-                    "inputs/s", _ratio(tasks.runs, gateway_key(batch), encode_key(batch)), EMBED_GOALS.get(batch),
+                    "inputs/s", ratio(tasks.runs, gateway_key(batch), encode_key(batch)), EMBED_GOALS.get(batch),
                     True) for batch in tasks.embed_batches]
     goals.append(Target("classification LoRA", f"{tasks.adapters} LoRA deployments vs base model, inputs/s",
-                        _ratio(tasks.runs, MIXED_KEY, BASE_KEY), CLASSIFY_GOAL, True))
+                        ratio(tasks.runs, MIXED_KEY, BASE_KEY), CLASSIFY_GOAL, True))
     return goals
 
 
@@ -153,9 +123,10 @@ def write_results(out_dir: Path, summary: dict[str, Any], runs: dict[str, RunOut
                   gateway: dict[str, Any], memory: dict[str, Any],
                   tasks: TaskResults | None = None, control: ControlResults | None = None,
                   lifecycle: LifecycleResults | None = None,
-                  finetune: FinetuneResults | None = None) -> tuple[Path, Path]:
+                  finetune: FinetuneResults | None = None,
+                  sweep: SweepResults | None = None) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    goals = (targets(runs, gateway, memory) + task_targets(tasks) + control_targets(control)
+    goals = (targets(runs, gateway, memory) + sweep_targets(sweep) + task_targets(tasks) + control_targets(control)
              + lifecycle_targets(lifecycle) + finetune_targets(finetune))
     document = {
         **summary,
@@ -166,13 +137,14 @@ def write_results(out_dir: Path, summary: dict[str, Any], runs: dict[str, RunOut
         "control": control_json(control) if control else None,
         "lifecycle": lifecycle_json(lifecycle) if lifecycle else None,
         "finetune": finetune_json(finetune) if finetune else None,
+        "sweep": sweep_json(sweep) if sweep else None,
         "targets": [t.as_dict() for t in goals],
     }
     json_path, md_path = out_dir / "latest.json", out_dir / "latest.md"
     # Written next to the final name and renamed: an interrupted run never leaves half a file.
     for path, text in ((json_path, json.dumps(document, indent=2) + "\n"),
                        (md_path, markdown(summary, runs, gateway, memory, goals, tasks, control, lifecycle,
-                                          finetune))):
+                                          finetune, sweep))):
         partial = path.with_suffix(path.suffix + ".tmp")
         partial.write_text(text)
         partial.replace(path)
@@ -192,7 +164,7 @@ def _verdict(target: Target) -> str:
 def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict[str, Any],
              memory: dict[str, Any], goals: list[Target], tasks: TaskResults | None = None,
              control: ControlResults | None = None, lifecycle: LifecycleResults | None = None,
-             finetune: FinetuneResults | None = None) -> str:
+             finetune: FinetuneResults | None = None, sweep: SweepResults | None = None) -> str:
     lines = [
         "# Serving benchmark",
         "",
@@ -202,6 +174,10 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
     ]
     if runs:
         lines += [*textgen_table(summary, runs), ""]
+    if sweep:
+        lines += [*sweep_tables(sweep), ""]
+        # The charts lie beside this file (bench/charts.py).
+        lines += [*(f"![{name}]({name})" for name in summary.get("charts", [])), ""]
     if tasks:
         lines += [*task_table(tasks), ""]
     if control:
@@ -228,6 +204,7 @@ def markdown(summary: dict[str, Any], runs: dict[str, RunOutcome], gateway: dict
     lines += control_details(control) if control else []
     lines += lifecycle_details(lifecycle) if lifecycle else []
     lines += finetune_details(finetune) if finetune else []
+    lines += sweep_details(sweep) if sweep else []
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,9 @@ Text generation (``--only textgen``):
     (a) base model only          (b) 16 adapters          (c) 128 adapters, max_loras 32
     (d) PEFT, one request at a time, the mix of (b)
     (e) transformers serve --continuous-batching           (f) static batched generate
+Model-size sweep (``--only sweep``):
+    four Llama shapes, ~5M to ~113M parameters: (a), (b), (d), (f) and vLLM's OpenAI server (base
+    and 16 adapters) at each, with the replica's per-step time split
 Tasks (``--only tasks``):
     embeddings at batch 1 and 32 through the gateway vs sentence-transformers' encode
     classification with 16 LoRA deployments vs the base model alone
@@ -36,20 +39,21 @@ from typing import Any
 import torch
 import transformers
 
-from bench import inprocess
-from bench.config import QUICK, BenchConfig, Workload, fixed_prompts
+from bench.config import QUICK, BenchConfig
 from bench.control_runs import ControlResults, run_control
 from bench.enginehouse_runs import ServerResults, run_enginehouse
+from bench.charts import write_charts
 from bench.finetune_runs import FinetuneResults, run_finetune
 from bench.hf_serve import run_hf_serve
 from bench.lifecycle_runs import LifecycleResults, run_lifecycle
-from bench.models import adapter_file_bytes, build_adapters, build_base, count_parameters
 from bench.report import write_results
-from bench.runs import RunOutcome, measure, progress, start_part
+from bench.runs import progress, start_part
+from bench.sweep_runs import SweepResults, run_sweep
 from bench.task_runs import run_tasks
+from bench.textgen_setup import describe_load, prepare, run_in_process
 
 RESULTS_DIR = Path(__file__).parent / "results"
-PARTS = ("textgen", "tasks", "control", "lifecycle", "finetune")
+PARTS = ("textgen", "sweep", "tasks", "control", "lifecycle", "finetune")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,7 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="a tiny smoke run of every path (its numbers mean nothing); "
                              "writes into a temporary directory unless --out-dir is given")
-    parser.add_argument("--only", choices=PARTS, help="run one part: text generation, the task runs "
+    parser.add_argument("--only", choices=PARTS, help="run one part: text generation, the model-size sweep, "
+                        "the task runs "
                         "(embeddings, classification), the control plane, the engine lifecycle "
                         "(reactivation, scale-up) or fine-tuning; default: all. A partial run "
                         "writes into a temporary directory unless --out-dir is given")
@@ -66,6 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a PostgreSQL database for the control plane's PostgreSQL runs (a schema of "
                              "its own is made and dropped); default ENGINEHOUSE_TEST_DATABASE_URL; "
                              "without one those runs are skipped")
+    parser.add_argument("--no-vllm", action="store_true", help="leave vLLM out of the model-size sweep "
+                        "(it is installed into .venv-vllm on first use, a few minutes)")
     parser.add_argument("--rounds", type=int, help="measured requests per run = concurrency × rounds")
     parser.add_argument("--concurrency", type=int, help="concurrent streams (and static batch size)")
     parser.add_argument("--max-tokens", type=int, help="output tokens per request")
@@ -81,54 +88,9 @@ def make_config(args: argparse.Namespace) -> BenchConfig:
     overrides = {k: v for k, v in (("rounds", args.rounds), ("concurrency", args.concurrency),
                                    ("max_tokens", args.max_tokens)) if v is not None}
     cfg = replace(cfg, **overrides)
+    if args.no_vllm:
+        cfg = replace(cfg, sweep=replace(cfg.sweep, vllm=False))
     return replace(cfg, threads=cfg.threads or os.cpu_count() or 1)
-
-
-def prepare(cfg: BenchConfig, work_dir: Path) -> tuple[Workload, dict[str, Any]]:
-    progress(f"building the model and {max(cfg.adapters_b, cfg.adapters_c)} adapters in {work_dir}")
-    base = build_base(work_dir / "base", cfg.model)
-    adapters = build_adapters(base, work_dir / "adapters", max(cfg.adapters_b, cfg.adapters_c), cfg.adapter)
-    params = count_parameters(base)
-    shape, lora = cfg.model, cfg.adapter
-    model = (f"Llama, {params / 1e6:.1f}M parameters (hidden {shape.hidden_size}, {shape.num_layers} layers, "
-             f"{shape.num_heads} heads / {shape.num_kv_heads} KV, MLP {shape.intermediate_size}, "
-             f"vocab ~1000), float32, random weights; "
-             f"adapters r={lora.r} on {', '.join(lora.target_modules)} "
-             f"({adapter_file_bytes(adapters[0]) / 1024:.0f} KiB each)")
-    progress(f"model: {params:,} parameters")
-    prompts = fixed_prompts(base, cfg.concurrency + cfg.requests_c, cfg.prompt_tokens)
-    work = Workload(cfg, base, adapters, prompts[: cfg.concurrency], prompts[cfg.concurrency:])
-    return work, {"model": model, "parameters": params}
-
-
-def run_in_process(work: Workload) -> dict[str, RunOutcome]:
-    cfg = work.cfg
-    torch.set_num_threads(cfg.threads)
-    names = [f"lora-{i:03d}" for i in range(cfg.adapters_b)]
-    mix = [(names[i % len(names)], work.prompts[i]) for i in range(cfg.requests_d)]
-    adapters = dict(zip(names, work.adapters))
-    progress("(d) loading PEFT with the adapters of (b)")
-    sequential = inprocess.peft_sequential(work.base_dir, adapters, mix, cfg.max_tokens,
-                                           cfg.warmup_max_tokens)
-    run_d = measure("d", "PEFT set_adapter + generate, one request at a time, mix of (b)", sequential,
-                    cfg.patience)
-    run_d.notes.append(f"{cfg.requests_d} requests (one per adapter of (b)), {cfg.threads} torch threads; "
-                       "no queueing: its TTFT is one generate call's, not what waiting clients would see")
-    del sequential  # the PEFT model goes before (f) loads its own
-    batches = [work.prompts[i * cfg.concurrency:(i + 1) * cfg.concurrency] for i in range(cfg.rounds)]
-    static = inprocess.static_batch(work.base_dir, work.warmup_prompts, batches, cfg.max_tokens,
-                                    cfg.warmup_max_tokens)
-    run_f = measure("f", f"static batched generate, {cfg.concurrency} prompts at once (ceiling)", static,
-                    cfg.patience)
-    run_f.notes.append(f"{cfg.rounds} batches of {cfg.concurrency}, {cfg.threads} torch threads; "
-                       "TTFT is the batch's prefill, every row alike")
-    return {"d": run_d, "f": run_f}
-
-
-def describe_load(cfg: BenchConfig) -> str:
-    return (f"{cfg.concurrency} concurrent streams, {cfg.prompt_tokens}-token prompts, "
-            f"{cfg.max_tokens} output tokens (ignore_eos), greedy; {cfg.requests_per_run} requests per run, "
-            f"(c) {cfg.requests_c}, (d) {cfg.requests_d}, each run after a warm-up round")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +140,8 @@ def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str, parts
     started = time.monotonic()
     served, textgen_info = run_textgen(cfg, work_dir) if "textgen" in parts else (ServerResults({}, {}, {}), {})
     start_part()
+    sweep: SweepResults | None = run_sweep(cfg, work_dir) if "sweep" in parts else None
+    start_part()
     tasks = run_tasks(cfg, work_dir) if "tasks" in parts else None
     start_part()
     control: ControlResults | None = run_control(cfg, work_dir, postgres_url) if "control" in parts else None
@@ -194,8 +158,11 @@ def run_all(cfg: BenchConfig, work_dir: Path, out_dir: Path, command: str, parts
         **textgen_info,
         "config": cfg.as_dict(),
     }
+    if sweep is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        summary["charts"] = [path.name for path in write_charts(out_dir, sweep)]
     json_path, md_path = write_results(out_dir, summary, served.runs, served.gateway, served.memory, tasks,
-                                       control, lifecycle, finetune)
+                                       control, lifecycle, finetune, sweep)
     print()
     print(md_path.read_text())
     progress(f"wrote {json_path} and {md_path}; total {summary['total_runtime_s']:.0f} s")

@@ -43,7 +43,7 @@ class ModelRunner(ABC):
         self.served_name = served_name
         self.options = options
         # Per runner, not process-global: each app serves its own runner's series.
-        self.metrics = ReplicaMetrics(self.load_report)
+        self.metrics = ReplicaMetrics(self.load_report, self.step_report)
 
     @abstractmethod
     def load(self) -> None:
@@ -71,6 +71,11 @@ class ModelRunner(ABC):
     def load_report(self) -> ReplicaLoad:
         """What the replica holds now, for the metrics' gauges (read at scrape time)."""
         return ReplicaLoad()
+
+    def step_report(self) -> dict[str, float] | None:
+        """Where the batching engine's time went so far (``runtime/textgen/timers.py``), for the
+        metrics' step series; None for a runner without one."""
+        return None
 
     def load_adapter(self, name: str, path: str) -> dict[str, Any]:
         """Load an adapter (blocking; the server runs it in a worker thread)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 STATUS_OK = "ok"
@@ -59,8 +59,15 @@ class RequestRecord:
     longest_choice: int = 0
 
 
+# Engine step timers as ``name → value``: counts (``steps``, ``decode_steps``, …) and seconds per
+# phase (every other name); None where the runner has no engine that keeps them.
+StepReport = Callable[[], dict[str, float] | None]
+# The counts among a step report's names; the rest are seconds.
+_STEP_COUNTS = ("steps", "decode_steps", "prefills", "decode_rows")
+
+
 class ReplicaMetrics:
-    def __init__(self, load: Callable[[], ReplicaLoad]) -> None:
+    def __init__(self, load: Callable[[], ReplicaLoad], steps: StepReport = lambda: None) -> None:
         self.registry = CollectorRegistry()
         labels = ["deployment"]
         self.requests = Counter(
@@ -91,6 +98,7 @@ class ReplicaMetrics:
             labels, buckets=_QUEUE_BUCKETS, registry=self.registry,
         )
         self.registry.register(_LoadCollector(load))
+        self.registry.register(_StepCollector(steps))
 
     def record(self, request: RequestRecord) -> None:
         name = request.deployment
@@ -135,3 +143,31 @@ class _LoadCollector:
         tiers.add_metric(["device"], load.device_adapters)
         tiers.add_metric(["host"], load.host_adapters)
         yield tiers
+
+
+class _StepCollector:
+    """The engine's step timers as counters, built when scraped: the engine only adds floats.
+    A reader takes two scrapes and divides a phase's seconds by the decode steps between them."""
+
+    def __init__(self, steps: StepReport) -> None:
+        self._steps = steps
+
+    def collect(self) -> Iterable[Metric]:
+        report = self._steps()
+        if report is None:
+            return
+        counts = CounterMetricFamily(
+            "enginehouse_engine_steps",
+            "Engine steps that did work (steps), decode steps, prefills, and rows summed over decode steps.",
+            labels=["kind"],
+        )
+        seconds = CounterMetricFamily(
+            "enginehouse_engine_phase_seconds",
+            "Engine thread time by phase (step: whole steps; forward, lora, sampling, detokenize, emit: parts "
+            "of them), and the event loop's encoding of stream chunks (encode).",
+            labels=["phase"],
+        )
+        for name, value in report.items():
+            (counts if name in _STEP_COUNTS else seconds).add_metric([name], value)
+        yield counts
+        yield seconds

@@ -19,6 +19,7 @@ the layer's own slot contents change.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,6 +68,9 @@ class LoRARouting:
     slot_ids: torch.Tensor | None = None
     active: frozenset[int] = field(default_factory=frozenset)
     version: int = 0
+    # Seconds the layers' LoRA terms took, summed over every forward (read by the engine's timers;
+    # a base-only batch adds nothing, since its layers skip the term before the clock starts).
+    seconds: float = 0.0
     # The last rows set, and what was derived from them: reused while the rows stay the same.
     _last: tuple[list[int], torch.Tensor | None, frozenset[int]] = ([], None, frozenset())
 
@@ -128,6 +132,12 @@ class BatchedLoRALinear(nn.Module):
         routing = self.routing
         if routing.slot_ids is None:
             return result
+        started = time.perf_counter()
+        result = self._add_lora(x, result, routing)
+        routing.seconds += time.perf_counter() - started
+        return result
+
+    def _add_lora(self, x: torch.Tensor, result: torch.Tensor, routing: LoRARouting) -> torch.Tensor:
         gathered = self._gather(routing)
         if gathered.rank == 0:
             return result

@@ -3,6 +3,7 @@ events, with the prompt echoed and OpenAI's legacy log-probabilities when asked.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -114,8 +115,10 @@ async def completion_stream(run: GenerationRun, shape: CompletionShape, include_
     completion_tokens: dict[int, int] = {}
     columns: dict[int, LegacyLogprobs] = {}
     pending: dict[int, list[TokenLogprob]] = {}
+    timers = run.timers
     async with aclosing(run.events()) as events:
         async for event in events:
+            started = time.perf_counter()
             if event.error is not None:
                 yield sse_event(GenerationFailed(event.error).to_body())
                 break
@@ -135,7 +138,9 @@ async def completion_stream(run: GenerationRun, shape: CompletionShape, include_
             waiting.clear()
             choice = CompletionChoice(index=index, text=text, logprobs=logprobs,
                                       finish_reason=finish_reason(event.finish_reason))
-            yield sse_event(CompletionResponse(id=shape.response_id, model=shape.model, choices=[choice]))
+            chunk = sse_event(CompletionResponse(id=shape.response_id, model=shape.model, choices=[choice]))
+            timers.encode += time.perf_counter() - started
+            yield chunk
     if include_usage:
         usage = Usage.of(run.prompt_tokens, sum(completion_tokens.values()))
         yield sse_event(CompletionResponse(id=shape.response_id, model=shape.model, choices=[], usage=usage))

@@ -64,6 +64,9 @@ class TextGenerationRunner(LoRARunner[TextGenerationEngine, TextGenerationServin
     def engine(self) -> TextGenerationEngine:
         return self.worker
 
+    def step_report(self) -> dict[str, float] | None:
+        return self._worker.timers.snapshot() if self._worker is not None else None
+
 
 def resolve_max_model_len(requested: int | None, model_limit: int | None) -> int:
     if requested is None:

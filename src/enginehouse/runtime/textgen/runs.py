@@ -24,6 +24,7 @@ from enginehouse.runtime.metrics import STATUS_ABORTED, STATUS_ERROR, STATUS_OK,
 from enginehouse.runtime.textgen.logits import TokenLogprob
 from enginehouse.runtime.textgen.scheduler import TextGenerationEngine
 from enginehouse.runtime.textgen.sequence import GenerationEvent, GenerationRequest
+from enginehouse.runtime.textgen.timers import StepTimers
 
 
 class GenerationFailed(EnginehouseError):
@@ -93,6 +94,11 @@ class GenerationRun:
             )
             self._requests.append(request)
             offset += prompt_params.n
+
+    @property
+    def timers(self) -> StepTimers:
+        """The engine's phase timers, which the stream's encoding adds to."""
+        return self._engine.timers
 
     def start(self) -> None:
         for request in self._requests:

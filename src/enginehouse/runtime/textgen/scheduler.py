@@ -34,6 +34,7 @@ from enginehouse.runtime.textgen.grammar import GrammarEngine
 from enginehouse.runtime.textgen.logits import LogitAdjuster, TokenLogprob, prompt_logprobs
 from enginehouse.runtime.textgen.sampling import make_generator
 from enginehouse.runtime.textgen.sequence import GenerationEvent, GenerationRequest, Sequence
+from enginehouse.runtime.textgen.timers import StepTimers
 from enginehouse.runtime.textgen.tokenizer import SafeTokenizer
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class TextGenerationEngine:
         self._waiting: deque[GenerationRequest] = deque()
         self._running: list[Sequence] = []
         self._batch: KVBatch | None = None
+        # Where the steps' time goes (GET /metrics); written by the engine thread only.
+        self.timers = StepTimers()
 
     # -- called from any thread ----------------------------------------------------------------
 
@@ -128,6 +131,14 @@ class TextGenerationEngine:
 
     def step(self) -> bool:
         """One scheduling step; False when there was nothing it could do."""
+        started = time.perf_counter()
+        worked = self._step()
+        if worked:
+            self.timers.steps += 1
+            self.timers.step += time.perf_counter() - started
+        return worked
+
+    def _step(self) -> bool:
         self._take_inbox()
         # Failures of the model itself are handled where they happen (the requests involved
         # fail, the engine goes on); anything else is a bug, and still must not end the thread.
@@ -222,6 +233,7 @@ class TextGenerationEngine:
         if not admitted:
             return False
         now = time.monotonic()
+        self.timers.prefills += 1
         for request, _ in admitted:
             request.admitted = now
         sequences = [
@@ -264,7 +276,7 @@ class TextGenerationEngine:
             rows = [row for row, (request, _) in enumerate(admitted) for _ in range(request.params.n)]
             batch = batch.select(rows)
             logits = logits[rows]
-        return batch, self.chooser.choose(sequences, logits)
+        return batch, self._choose(sequences, logits)
 
     def _decode(self) -> bool:
         if not self._running or self._batch is None:
@@ -276,7 +288,9 @@ class TextGenerationEngine:
             positions = batch.next_positions()
             logits = self._forward(tokens, mask, positions, batch.cache, [s.slot for s in self._running])
             batch.mask = mask
-            chosen, logprobs = self.chooser.choose(self._running, logits[:, -1, :])
+            chosen, logprobs = self._choose(self._running, logits[:, -1, :])
+            self.timers.decode_steps += 1
+            self.timers.decode_rows += len(self._running)
         except Exception:
             log.exception("decode step failed; failing the running requests")
             self._fail_running("the engine failed while generating; please retry")
@@ -295,6 +309,8 @@ class TextGenerationEngine:
     ) -> torch.Tensor:
         """The last ``keep`` positions' logits ``[rows, keep, vocab]`` in float32; ``cache`` grows
         in place."""
+        started = time.perf_counter()
+        lora_before = self.lora.routing.seconds
         self.lora.routing.set_rows(slots, self.device)
         try:
             kwargs = {self._forward_kwargs.cache_arg: cache}
@@ -305,20 +321,39 @@ class TextGenerationEngine:
             )
         finally:
             self.lora.routing.clear()
-        return out.logits[:, -keep:, :].float()
+        logits = out.logits[:, -keep:, :].float()
+        # The LoRA terms ran inside this forward; each phase gets its own share.
+        lora = self.lora.routing.seconds - lora_before
+        self.timers.lora += lora
+        self.timers.forward += time.perf_counter() - started - lora
+        return logits
+
+    def _choose(self, sequences: list[Sequence], logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
+        started = time.perf_counter()
+        chosen = self.chooser.choose(sequences, logits)
+        self.timers.sampling += time.perf_counter() - started
+        return chosen
 
     def _advance(
         self, sequences: list[Sequence], tokens: list[int], logprobs: list[TokenLogprob | None]
     ) -> list[int]:
         """Give each sequence its token and emit what changed; the indexes still running."""
         keep: list[int] = []
+        clock = time.perf_counter
+        detokenize = emit = 0.0
         for index, (seq, token, logprob) in enumerate(zip(sequences, tokens, logprobs)):
+            started = clock()
             event = seq.append(token, self.config.eos_token_ids, logprob)
+            appended = clock()
             _deliver(seq.request, event)
+            detokenize += appended - started
+            emit += clock() - appended
             if seq.finished:
                 self.slots.release(seq.slot)
             else:
                 keep.append(index)
+        self.timers.detokenize += detokenize
+        self.timers.emit += emit
         return keep
 
     def _keep_rows(self, keep: list[int]) -> None:
