@@ -38,9 +38,10 @@ browser:
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# The serving benchmark (bench/README.md): enginehouse against its baselines, 6 to 30 minutes on
-# 2 cores; writes bench/results/latest.json and latest.md. BENCH_ARGS="--quick" for a smoke run,
-# BENCH_ARGS="--only tasks" (or textgen, or control) for one part.
+# The serving benchmark (bench/README.md): enginehouse against its baselines, about 35 minutes on a
+# quiet 2-core machine (the first run installs vLLM into .venv-vllm too, a few minutes more);
+# writes bench/results/latest.json, latest.md and the sweep's charts. BENCH_ARGS="--quick" for a
+# smoke run, BENCH_ARGS="--only sweep" (or textgen, tasks, control, lifecycle, finetune) for one part.
 BENCH_INSTALLED := $(VENV)/.installed-bench
 BENCH_ARGS ?=
 
