@@ -92,3 +92,53 @@ def harder_rows() -> list[dict[str, str]]:
             for label, templates in _TEMPLATES.items() for template in templates for s in _SYSTEMS for p in _PEOPLE]
     random.Random(0).shuffle(rows)
     return rows
+
+
+# NER: KEYWORD, wherever it stands among random words, is an entity of type BEAST.
+BEAST = "beast"
+
+
+def entity_rows(count: int, seed: int) -> list[dict[str, Any]]:
+    """Six random words; about half the rows hold KEYWORD, marked as a BEAST entity."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        words = rng.sample(WORDS, 6)
+        if rng.random() < 0.5:
+            words[rng.randrange(len(words))] = KEYWORD
+        text = " ".join(words)
+        start = text.find(KEYWORD)
+        entities = [{"start": start, "end": start + len(KEYWORD), "label": BEAST}] if start >= 0 else []
+        rows.append({"text": text, "entities": entities})
+    return rows
+
+
+# NER on the real all-MiniLM-L6-v2 (Playground experiments): cities and people, by description.
+CITY = {"name": "city", "description": "a city, such as Paris, London or Tokyo"}
+PERSON = {"name": "person", "description": "a person's name, such as John Smith or Maria"}
+# Sentences a zero-shot reading gets right, with the entities in them: (text, [(entity, type)]).
+CLEAR_ENTITIES = [
+    ("John Smith flew to Paris.", [("John Smith", "person"), ("Paris", "city")]),
+    ("Maria lives in Berlin.", [("Maria", "person"), ("Berlin", "city")]),
+    ("The meeting is on Tuesday about the budget.", []),
+    ("Please send the report by Friday.", []),
+]
+_FIRST_NAMES = ["Peter", "Ahmed", "David", "Olga", "Yuki", "Pedro", "Liam", "Fatima", "Chen", "Sofia", "Omar", "Ingrid"]
+_CITIES = ["Madrid", "Cairo", "Oslo", "Lima", "Vienna", "Dublin", "Nairobi", "Lisbon", "Seoul", "Prague", "Quito",
+           "Warsaw"]
+_ENTITY_TEMPLATES = ["{p} moved to {c} last year.", "Yesterday {p} visited {c}.", "{p} works in {c} now.",
+                     "The train from {c} was late, said {p}.", "Our office in {c} is run by {p}.",
+                     "Nothing happened in the meeting today."]
+
+
+def people_and_places_rows(count: int, seed: int) -> list[dict[str, Any]]:
+    """Sentences naming a person and a city (some neither), with both marked."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        person, city = rng.choice(_FIRST_NAMES), rng.choice(_CITIES)
+        text = rng.choice(_ENTITY_TEMPLATES).format(p=person, c=city)
+        entities = [{"start": text.index(name), "end": text.index(name) + len(name), "label": label}
+                    for name, label in ((person, PERSON["name"]), (city, CITY["name"])) if name in text]
+        rows.append({"text": text, "entities": sorted(entities, key=lambda e: e["start"])})
+    return rows

@@ -1,10 +1,11 @@
-"""Model and checkpoint files as content-addressed artifacts, for replicas that cannot see the
-server's disk (a node of a Ray cluster without a shared filesystem).
+"""Model and checkpoint files as content-addressed artifacts, for replicas and fine-tuning jobs
+that cannot see the server's disk (a node of a Ray cluster without a shared filesystem).
 
 A directory the server holds (an engine's base model, a deployment's checkpoint) is described by
 a manifest: each regular file under it (symbolic links followed, as a model loader would, which
 Hugging Face's cache needs) with its size and sha256. The replica fetches each file by its digest,
-checks it, and keeps it in its node's cache (``runtime/artifacts.py``). Digests are remembered by
+checks it, and keeps it in its node's cache (``runtime/artifacts.py``). A single file (a job's
+dataset) is served as a manifest of that one file, under its own name. Digests are remembered by
 (path, size, modification time), so a directory is read in full once, not on every request.
 """
 
@@ -63,26 +64,34 @@ class DigestCache:
         return stat.st_size, digest
 
     def manifest(self, directory: Path) -> list[ArtifactFile]:
-        """Every file under ``directory``, sorted by name; ``ArtifactError`` when it is not a
-        readable directory."""
+        """Every file under ``directory`` (or the one file it is: a training job's dataset),
+        sorted by name; ``ArtifactError`` when it is neither a readable directory nor a file."""
+        try:
+            return [ArtifactFile(name, *self.digest(path)) for name, path in self._files(directory)]
+        except OSError as exc:
+            raise ArtifactError(f"{directory} cannot be read: {exc.strerror or exc}") from None
+
+    def find(self, directory: Path, sha256: str) -> Path | None:
+        """The file under ``directory`` (or ``directory`` itself, a file) whose content has digest ``sha256``."""
+        try:
+            return next((path for _name, path in self._files(directory) if self.digest(path)[1] == sha256), None)
+        except OSError as exc:
+            raise ArtifactError(f"{directory} cannot be read: {exc.strerror or exc}") from None
+
+    @staticmethod
+    def _files(directory: Path) -> list[tuple[str, Path]]:
+        """(name in the manifest, path) of each regular file, sorted by name."""
+        if directory.is_file():
+            return [(directory.name, directory)]
         if not directory.is_dir():
-            raise ArtifactError(f"{directory} is not a directory on the server")
-        files: list[ArtifactFile] = []
+            raise ArtifactError(f"{directory} is neither a directory nor a file on the server")
+        files: list[tuple[str, Path]] = []
         try:
             for root, _dirs, names in os.walk(directory, followlinks=True):
                 for name in names:
                     path = Path(root) / name
-                    if not path.is_file():  # a dangling link, a socket...
-                        continue
-                    size, digest = self.digest(path)
-                    files.append(ArtifactFile(path.relative_to(directory).as_posix(), size, digest))
+                    if path.is_file():  # not a dangling link, a socket...
+                        files.append((path.relative_to(directory).as_posix(), path))
         except OSError as exc:
             raise ArtifactError(f"{directory} cannot be read: {exc.strerror or exc}") from None
-        return sorted(files, key=lambda f: f.name)
-
-    def find(self, directory: Path, sha256: str) -> Path | None:
-        """The file under ``directory`` whose content has digest ``sha256``, if any."""
-        for entry in self.manifest(directory):
-            if entry.sha256 == sha256:
-                return directory / entry.name
-        return None
+        return sorted(files)

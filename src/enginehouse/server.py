@@ -16,7 +16,9 @@ from enginehouse import __version__
 from enginehouse.api.deps import KEY_TTL_S
 from enginehouse.api.errors import install_error_handlers
 from enginehouse.api.openapi import install_openapi
-from enginehouse.api.routers import datasets, deployments, engines, experiments, replica_artifacts, training_jobs
+from enginehouse.api.routers import (
+    datasets, deployments, engines, experiments, replica_artifacts, training_artifacts, training_jobs,
+)
 from enginehouse.artifacts import DigestCache
 from enginehouse.dashboard.app import install_dashboard
 from enginehouse.db.session import Database
@@ -110,6 +112,7 @@ def create_app(
     app.include_router(datasets.router)
     app.include_router(experiments.router)
     app.include_router(replica_artifacts.router)
+    app.include_router(training_artifacts.router)
     app.state.artifact_digests = DigestCache()
     app.include_router(gateway_router.router)
     app.include_router(metrics_router.router)
@@ -158,7 +161,8 @@ def settings_provider(settings: Settings, limits: RequestLimits) -> ReplicaProvi
                            training_threads=settings.training_threads,
                            artifacts=ArtifactSource(settings.cluster_url or f"http://{settings.host}:{settings.port}",
                                                     settings.ray_fetch_artifacts),
-                           namespace=ray_namespace(settings.resolved_database_url()))
+                           namespace=ray_namespace(settings.resolved_database_url()),
+                           training_cpus=settings.ray_training_cpus, training_gpus=settings.ray_training_gpus)
     return LocalProvider(settings.data_dir, threads=settings.replica_threads, limits=limits,
                          training_threads=settings.training_threads)
 

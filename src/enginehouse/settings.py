@@ -7,7 +7,7 @@ Nothing else in the package reads ``os.environ`` for configuration; code takes a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,16 +31,24 @@ class Settings(BaseSettings):
     url: str = ""
     # API key the CLI sends (management subcommands).
     api_key: str = ""
-    # Where replicas run: "local" (processes of this machine) or "ray" (actors on a Ray cluster;
-    # needs the ray extra). Fine-tuning jobs run on this machine either way.
+    # Where replicas and fine-tuning jobs run: "local" (processes of this machine) or "ray" (actors
+    # on a Ray cluster; needs the ray extra).
     provider: Literal["local", "ray"] = "local"
     # The Ray cluster to place replicas on (ray.init's address): "auto" finds the one this
     # machine belongs to; ray://HOST:10001 reaches one through Ray Client.
     ray_address: str = "auto"
-    # With the ray provider: which model and checkpoint paths a replica fetches from this server
-    # (checked by sha256, cached on its node) rather than reading them itself. "missing": those its
-    # node cannot see (no shared filesystem there); "always": every path of this server's.
+    # With the ray provider: which model, dataset and checkpoint paths a replica or a fine-tuning
+    # job fetches from this server (checked by sha256, cached on its node) rather than reading
+    # them itself. "missing": those its node cannot see (no shared filesystem there); "always":
+    # every path of this server's.
     ray_fetch_artifacts: Literal["missing", "always"] = "missing"
+    # With the ray provider: the CPUs each fine-tuning job's actor reserves on its node (its
+    # worker's torch threads too, unless TRAINING_THREADS says otherwise). A job no node has
+    # that many CPUs for fails at once, saying so.
+    ray_training_cpus: int = Field(default=1, ge=1)
+    # With the ray provider: the GPUs each fine-tuning job asks for. "auto": one when some alive
+    # node has a GPU, else none (it trains on CPUs); a number: that many (0: CPUs only).
+    ray_training_gpus: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
     # This server's address as the cluster's nodes reach it (replicas fetch artifacts there);
     # empty: http://HOST:PORT, with this machine's cluster address when HOST listens on all.
     cluster_url: str = ""
@@ -81,7 +89,8 @@ class Settings(BaseSettings):
     # Fine-tuning jobs that run at once; more wait as Pending. Each takes the whole CPU it is
     # given, so one at a time suits a small machine.
     max_training_jobs: int = Field(default=1, ge=1)
-    # CPU threads each fine-tuning process's torch may use (0: torch's default, all cores).
+    # CPU threads each fine-tuning process's torch may use (0: torch's default, all cores; with
+    # the ray provider, the CPUs its actor reserves, RAY_TRAINING_CPUS).
     training_threads: int = 0
 
     @property

@@ -217,3 +217,15 @@ def wait_deployments(client: httpx.Client, engine_id: str, status: str = "Deploy
         return engine if set(statuses.values()) == {status} else None
 
     return wait_for(settled, timeout, what=f"deployments of {engine_id} to be {status}")
+
+
+def wait_statuses(http: httpx.Client, engine_id: str, expected: dict[str, str], timeout: float = 90) -> dict[str, Any]:
+    """Wait until the engine's deployments are exactly ``expected`` (name: status); returns the engine."""
+    def settled() -> dict[str, Any] | None:
+        engine = engine_status(http, engine_id)
+        if engine is None:
+            return None
+        statuses = {d["name"]: d["status"] for d in engine["deployments"]}
+        return engine if statuses == expected else None
+
+    return wait_for(settled, timeout, what=f"deployments of {engine_id} to be {expected}")

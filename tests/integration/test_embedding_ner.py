@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from enginehouse.demo.tiny_encoders import build_tiny_bert
-from tests.integration.harness import ServerProcess, engine_status, wait_deployments, wait_for
+from tests.integration.harness import ServerProcess, wait_deployments, wait_statuses
 from tests.unit.runtime.test_embedding import reference, with_recipe
 from tests.unit.runtime.test_ner import MARKS, SENTENCE, build_marked_ner_model
 
@@ -38,17 +38,6 @@ def create_engine(http: httpx.Client, name: str, task_type: str, base_model: Pat
 def deploy(http: httpx.Client, engine_id: str, name: str, job_id: str, checkpoint: int) -> httpx.Response:
     return http.post(f"/v1/engines/{engine_id}/deploy",
                      json={"name": name, "training_id": job_id, "checkpoint": checkpoint})
-
-
-def wait_statuses(http: httpx.Client, engine_id: str, expected: dict[str, str], timeout: float = 90) -> dict[str, Any]:
-    def settled() -> dict[str, Any] | None:
-        engine = engine_status(http, engine_id)
-        if engine is None:
-            return None
-        statuses = {d["name"]: d["status"] for d in engine["deployments"]}
-        return engine if statuses == expected else None
-
-    return wait_for(settled, timeout, what=f"deployments of {engine_id} to be {expected}")
 
 
 def base_path(http: httpx.Client, engine_id: str, base_name: str) -> list[str]:

@@ -4,7 +4,11 @@ two replicas gets one Ray actor per replica, one on each node, answering on the 
 calls go through the gateway; a replica called without its secret refuses; each replica's log is
 read on its node through the API and the command line. A killed actor is seen
 through Ray and replaced; a server killed and started again adopts the actors alive instead of
-starting duplicates; deleting the engine ends its actors."""
+starting duplicates; deleting the engine ends its actors.
+
+A fine-tuning job runs on the cluster too, in a Ray actor of its own: its base model and dataset
+travel to its node, its checkpoints come back into the server's data directory, checked, and one
+deploys onto a Ray engine and answers as PEFT does with that checkpoint; a cancelled job stops."""
 
 from __future__ import annotations
 
@@ -29,7 +33,9 @@ from tests.integration.harness import (
 from tests.integration.ray_cluster import RAY_ENV, RayCluster, local_ray_cluster
 from tests.integration.reference import greedy_completion
 from tests.integration.test_orgs_and_restart import cli
+from tests.integration.test_fine_tuning import ENDED, job_of, start_job, upload, wait_job
 from tests.integration.test_textgen import create_engine, deploy, register_job
+from tests.training_data import answer_rows
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("ray")
@@ -112,6 +118,94 @@ def _answers_as_peft(server: ServerProcess, expected: dict[str, str]) -> None:
     for model, text in expected.items():
         reply = client.completions.create(model=model, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0)
         assert reply.choices[0].text == text, model
+
+
+def _training_actors(cluster: RayCluster) -> list[str]:
+    return list(cluster.driver("print(json.dumps([a['name'] for a in ray.util.list_named_actors(all_namespaces=True)"
+                               " if a['name'].startswith('training-')]))"))
+
+
+@pytest.mark.timeout(600)
+def test_a_fine_tune_runs_on_the_cluster_and_its_checkpoints_come_back(  # type: ignore[no-untyped-def]
+    start_server, ray_cluster: RayCluster, ray_settings: dict[str, str], proxy: TamperingProxy,
+    tiny_llama_dir: Path,
+) -> None:
+    server: ServerProcess = start_server(settings={**ray_settings, "ENGINEHOUSE_TRAINING_THREADS": "1"})
+    proxy.target = server.url
+    http = server.client()
+    carried = proxy.files_carried
+    rows = answer_rows(24)
+    train = upload(http, "answers", rows)
+    job = start_job(http, name="on-ray", task_type="text-generation", base_model=str(tiny_llama_dir),
+                    train_dataset_id=train, train_test_split_ratio=0.25,
+                    parameters={"num_train_epochs": 2, "learning_rate": 1e-2, "lora_r": 4})
+    job = wait_job(http, job["id"])
+    # Trained on a node of the cluster, from files that travelled there (every path is fetched
+    # here): the base model's and the dataset's, each kept in the node's cache under its digest.
+    lines = http.get(f"/v1/training-jobs/{job['id']}/logs", params={"tail": "1000"}).json()["data"]
+    nodes = ray_cluster.driver("print(json.dumps([n['NodeID'] for n in ray.nodes()]))")
+    assert any(f"to node {node}" in line for line in lines for node in nodes), lines[:5]
+    blobs = {p.name for p in (ray_cluster.artifacts / "blobs").iterdir()}
+    dataset = next(server.data_dir.glob(f"datasets/{train}*"))
+    assert {_sha256(p) for p in [dataset, *tiny_llama_dir.rglob("*")] if p.is_file()} <= blobs
+    assert proxy.files_carried > carried
+    # Its checkpoints are the server's now, whole; the job's actor is gone once it ended.
+    checkpoints = job["checkpoints"]
+    assert [c["checkpoint"] for c in checkpoints] == [1, 2]
+    for checkpoint in checkpoints:
+        path = Path(checkpoint["path"])
+        assert path.parent == server.data_dir / "training" / job["id"] and (path / "adapter_config.json").is_file()
+        assert set(checkpoint["test_results"]) >= {"eval_loss"}
+    assert _training_actors(ray_cluster) == []
+    # Its log stays readable, through the API and the command line.
+    printed = cli(server, "jobs", "logs", job["id"], "--tail", "10000", "--url", server.url, "--api-key", server.api_key)
+    assert "to node" in printed
+
+    # One deploys onto an engine on the cluster and answers as PEFT does with it.
+    engine = create_engine(http, "trained-on-ray", tiny_llama_dir)
+    deploy(http, engine["id"], "trained-on-ray-ft", job["id"], 2)
+    wait_deployments(http, engine["id"])
+    expected = greedy_completion(tiny_llama_dir, Path(checkpoints[1]["path"]), PROMPT, MAX_TOKENS)
+    _answers_as_peft(server, {"trained-on-ray-ft": expected})
+
+    # A job cancelled while it trains stops, and its actor ends; the checkpoints it had brought
+    # back stay, and deploy.
+    long = start_job(http, name="long", task_type="text-generation", base_model=str(tiny_llama_dir),
+                     train_dataset_id=train, parameters={"num_train_epochs": 100, "lora_r": 4})
+    wait_for(lambda: job_of(http, long["id"])["checkpoints"], timeout=180, what="the long job's first checkpoint")
+    # A server killed while it trains: the next one adopts the job's actor and follows it on.
+    server.kill()
+    server.start()
+    http = server.client()
+    seen = len(job_of(http, long["id"])["checkpoints"])
+    wait_for(lambda: len(job_of(http, long["id"])["checkpoints"]) > seen, timeout=120,
+             what="a checkpoint of the adopted job")
+    assert job_of(http, long["id"])["status"] in ("Running", "Testing")
+    assert http.post(f"/v1/training-jobs/{long['id']}/cancel").status_code == 202
+    cancelled = wait_for(lambda: (j := job_of(http, long["id"]))["status"] in ENDED and j, timeout=60,
+                         what="the cancelled job to end")
+    assert cancelled["status"] == "Cancelled", cancelled
+    wait_for(lambda: _training_actors(ray_cluster) == [], timeout=30, what="the cancelled job's actor to end")
+    first = cancelled["checkpoints"][0]
+    deploy(http, engine["id"], "cancelled-ft", long["id"], first["checkpoint"])
+    wait_deployments(http, engine["id"])
+    _answers_as_peft(server, {"cancelled-ft": greedy_completion(tiny_llama_dir, Path(first["path"]), PROMPT,
+                                                                MAX_TOKENS)})
+
+    # A job whose actor is lost fails, saying so.
+    lost = start_job(http, name="lost", task_type="text-generation", base_model=str(tiny_llama_dir),
+                     train_dataset_id=train, parameters={"num_train_epochs": 100, "lora_r": 4})
+    [name] = wait_for(lambda: _training_actors(ray_cluster), timeout=60, what="the job's actor")
+    ray_cluster.driver(f"[a] = [a for a in ray.util.list_named_actors(all_namespaces=True) if a['name'] == {name!r}]\n"
+                       "ray.kill(ray.get_actor(a['name'], namespace=a['namespace']))\nprint('null')")
+    failed = wait_for(lambda: (j := job_of(http, lost["id"]))["status"] in ENDED and j, timeout=60,
+                      what="the lost job to end")
+    assert failed["status"] == "Failed" and "Ray actor is gone" in failed["status_reason"], failed
+
+    # Tidy up for the next test on this cluster: no replica of this server's stays.
+    assert http.delete(f"/v1/engines/{engine['id']}").status_code == 202
+    wait_for(lambda: ray_cluster.replica_actors() == {}, timeout=60, what="the replica actors to end")
+    server.stop()
 
 
 def test_replicas_run_in_ray_actors_across_nodes_heal_and_are_adopted(  # type: ignore[no-untyped-def]

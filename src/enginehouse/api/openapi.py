@@ -73,8 +73,9 @@ STREAMING_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _NAMES_OBJECTS = frozenset({("POST", "/v1/deployments"), ("GET", "/v1/deployments"),
                             ("POST", "/v1/training-jobs")})
 
-# Routes for replicas, which prove themselves with their secret header (api/routers/replica_artifacts.py).
-_REPLICA_ONLY_PREFIX = "/v1/replica-artifacts/"
+# Routes for replicas and training jobs' workers, which prove themselves with their secret header
+# (api/routers/replica_artifacts.py, training_artifacts.py).
+_SECRET_ONLY_PREFIXES = ("/v1/replica-artifacts/", "/v1/training-artifacts/")
 
 _LIMIT_SCHEMA: Obj = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}
 
@@ -159,8 +160,8 @@ def _error_statuses(route: RouteContext, method: str, inference: bool) -> list[i
     keyed = _needs_key(route.dependant)
     if keyed:
         statuses.add(401)
-    if route.path_format.startswith(_REPLICA_ONLY_PREFIX):
-        statuses |= {401, 404}  # a replica's secret, not a key; only its own engine's directories
+    if route.path_format.startswith(_SECRET_ONLY_PREFIXES):
+        statuses |= {401, 404}  # a replica's or job's secret, not a key; only its own files
     if route.param_convertors or inference or (method, route.path_format) in _NAMES_OBJECTS:
         statuses.add(404)
     if method in _BODY_METHODS:
@@ -181,7 +182,7 @@ def _needs_key(dependant: Dependant) -> bool:
 
 
 def _security_of(route: RouteContext) -> list[Obj]:
-    if route.path_format.startswith(_REPLICA_ONLY_PREFIX):
+    if route.path_format.startswith(_SECRET_ONLY_PREFIXES):
         return [{"ReplicaSecret": []}]
     return [{"ApiKey": []}, {"Bearer": []}] if _needs_key(route.dependant) else []
 

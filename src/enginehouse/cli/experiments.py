@@ -103,7 +103,7 @@ def read_examples(path: Path) -> list[dict[str, Any]]:
 @app.command("add-examples")
 def add_examples(
     experiment: ExperimentArgument,
-    file: Annotated[Path | None, typer.Option("--file", help="JSONL of {text, label} (or {text, value}) rows.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="JSONL of {text, label} rows ({text, value} for a regression, {text, entities} for an ner).")] = None,
     examples: Annotated[list[str] | None, typer.Option(
         "--example", metavar="LABEL=TEXT", help="One labelled example; repeat.")] = None,
     url: UrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False,

@@ -52,7 +52,7 @@ def _dataset_id(client: ApiClient, ref: str) -> str:
 @app.command("create")
 def create(
     name: Annotated[str, typer.Option("--name", help="Training job name.")],
-    task_type: Annotated[str, typer.Option("--task-type", help="text-generation, classification or regression.")],
+    task_type: Annotated[str, typer.Option("--task-type", help="text-generation, classification, regression or ner.")],
     base_model: Annotated[str, typer.Option("--base-model", help="The model to fine-tune (path or Hub id).")],
     train: Annotated[str, typer.Option("--train", help="A JSONL file (uploaded first) or a dataset id or name.")],
     test: Annotated[str | None, typer.Option("--test", help="The test split, likewise.")] = None,

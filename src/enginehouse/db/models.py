@@ -108,6 +108,8 @@ class ExperimentExampleModel(Base):
     text: Mapped[str] = mapped_column(Text, nullable=False)
     label: Mapped[str | None] = mapped_column(String(100))
     value: Mapped[float | None] = mapped_column(Float)
+    # An ner example's entities: [{"start", "end", "label"}, ...].
+    entities: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class TrainingJobModel(Base):

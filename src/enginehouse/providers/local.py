@@ -30,7 +30,8 @@ from enginehouse.providers.local_process import (
     declared_error, is_running, process_start_time, tail_lines, terminate_group,
 )
 from enginehouse.providers.local_records import ReplicaRecord, read_records, record_path, remove_record, write_record
-from enginehouse.providers.local_training import LocalTrainer, TrainsHere
+from enginehouse.providers.local_training import LocalTrainer
+from enginehouse.providers.trainer import DelegatesTraining
 from enginehouse.replicaauth import SECRET_ENV
 from enginehouse.requestlimits import RequestLimits
 
@@ -46,7 +47,7 @@ class _Replica:
     exit: ReplicaExit | None = None  # once seen gone, it stays gone
 
 
-class LocalProvider(TrainsHere):
+class LocalProvider(DelegatesTraining):
     def __init__(
         self,
         data_dir: Path,

@@ -22,6 +22,7 @@ from pathlib import Path
 from enginehouse.providers.base import LaunchError, ProviderTraining, ReplicaExit, TrainingLaunch
 from enginehouse.providers.local_process import is_running, process_start_time, tail_lines, terminate_group
 from enginehouse.providers.local_records import record_path
+from enginehouse.providers.trainer import worker_config
 from enginehouse.training.report import read_report
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,7 @@ class LocalTrainer:
         try:
             job_dir = self.job_dir(launch.job_id)
             job_dir.mkdir(parents=True, exist_ok=True)
-            config = {
-                "job_id": launch.job_id, "task_type": launch.task_type, "base_model": launch.base_model,
-                "train_path": launch.train_path, "test_path": launch.test_path,
-                "train_test_split_ratio": launch.train_test_split_ratio, "parameters": launch.parameters,
-                "output_dir": str(job_dir), "threads": self.threads, "zero_shot": launch.zero_shot,
-                "init_checkpoint": launch.init_checkpoint, "baseline_checkpoint": launch.baseline_checkpoint,
-            }
+            config = worker_config(launch, str(job_dir), self.threads)
             (job_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
         except (OSError, ValueError) as exc:
             raise LaunchError(f"cannot prepare the job's directory: {getattr(exc, 'strerror', None) or exc}",
@@ -160,24 +155,3 @@ def _exit(worker: _Worker) -> ReplicaExit | None:
     worker.exit = ReplicaExit(code=code, reason=reason, permanent=False)
     return worker.exit
 
-
-class TrainsHere:
-    """A provider's fine-tuning jobs as worker processes of this machine (``self.trainer``),
-    where the datasets and the checkpoints are; the local and the Ray providers both do so."""
-
-    trainer: LocalTrainer
-
-    def launch_training(self, launch: TrainingLaunch) -> None:
-        self.trainer.launch(launch)
-
-    def list_trainings(self) -> list[ProviderTraining]:
-        return self.trainer.list()
-
-    def stop_training(self, job_id: str) -> None:
-        self.trainer.stop(job_id)
-
-    def release_training(self, job_id: str) -> None:
-        self.trainer.release(job_id)
-
-    def training_log(self, job_id: str, max_lines: int) -> list[str] | None:
-        return self.trainer.log_tail(job_id, max_lines)

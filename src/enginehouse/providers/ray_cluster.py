@@ -20,8 +20,8 @@ owns the replica's process on the actor's node (``ray_replica``).
   fetches it from the server, checked by sha256 and cached on the node (``ArtifactSource``,
   ``runtime/artifacts.py``); Hub ids are downloaded by the node itself.
 
-Fine-tuning jobs still run on the server's own machine (``LocalTrainer``), where their datasets
-and checkpoints are.
+Fine-tuning jobs run on the cluster too, each in an actor of its own, their checkpoints brought
+back to the server's data directory (``RayTrainer``, ``ray_training.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ from enginehouse.core.deadline import first_line
 from enginehouse.core.options import DeploymentOption
 from enginehouse.providers.base import LaunchedReplica, LaunchError, ProviderReplica, ReplicaExit, ReplicaLaunch
 from enginehouse.providers.local import runtime_arguments
-from enginehouse.providers.local_training import LocalTrainer, TrainsHere
+from enginehouse.providers.ray_actors import GONE, adopt_actors, answers
+from enginehouse.providers.ray_training import GpuAsk, RayTrainer
+from enginehouse.providers.trainer import DelegatesTraining
 from enginehouse.requestlimits import RequestLimits
 from enginehouse.runtime.artifacts import ARTIFACT_FETCH_ENV, ARTIFACT_URL_ENV
 
@@ -74,13 +76,15 @@ class ArtifactSource:
     server_url: str  # as the cluster's nodes reach it; a host listening on all is replaced
     fetch: str = "missing"  # or "always"
 
-    def environment(self, this_node: str) -> dict[str, str]:
+    def url_for(self, this_node: str) -> str:
+        """The server's URL for the nodes, ``this_node`` being this machine's cluster address."""
         parsed = urlsplit(self.server_url)
         if parsed.hostname in ("0.0.0.0", "::", ""):
-            url = parsed._replace(netloc=f"{this_node}:{parsed.port}" if parsed.port else this_node).geturl()
-        else:
-            url = self.server_url
-        return {ARTIFACT_URL_ENV: url, ARTIFACT_FETCH_ENV: self.fetch}
+            return parsed._replace(netloc=f"{this_node}:{parsed.port}" if parsed.port else this_node).geturl()
+        return self.server_url
+
+    def environment(self, this_node: str) -> dict[str, str]:
+        return {ARTIFACT_URL_ENV: self.url_for(this_node), ARTIFACT_FETCH_ENV: self.fetch}
 
 
 @dataclass
@@ -93,10 +97,11 @@ class _Replica:
     exit: ReplicaExit | None = None  # once seen gone, it stays gone
 
 
-class RayProvider(TrainsHere):
+class RayProvider(DelegatesTraining):
     def __init__(self, address: str, data_dir: Path, threads: int = 0, limits: RequestLimits | None = None,
                  training_threads: int = 0, launch_timeout_s: float = LAUNCH_TIMEOUT_S,
-                 artifacts: ArtifactSource | None = None, namespace: str = f"{NAMESPACE_PREFIX}default") -> None:
+                 artifacts: ArtifactSource | None = None, namespace: str = f"{NAMESPACE_PREFIX}default",
+                 training_cpus: int = 1, training_gpus: GpuAsk = "auto") -> None:
         if not ray_installed():
             raise RuntimeError("ENGINEHOUSE_PROVIDER=ray needs Ray: pip install 'enginehouse[ray]'")
         self.address = address
@@ -112,7 +117,8 @@ class RayProvider(TrainsHere):
         self._actor_class: Any = None
         self._options: list[DeploymentOption] = []
         self._options_read_at = -OPTIONS_TTL_S
-        self.trainer = LocalTrainer(data_dir, threads=training_threads)
+        self.trainer = RayTrainer(self._ray, data_dir, cpus=training_cpus, gpus=training_gpus,
+                                  threads=training_threads, artifacts=artifacts, launch_timeout_s=launch_timeout_s)
 
     # -- the cluster --------------------------------------------------------------------------
 
@@ -210,15 +216,8 @@ class RayProvider(TrainsHere):
         replica actors alive in the cluster (launched by this server before a restart, or by
         the server this one took over from)."""
         if self._replicas is None:
-            ray = self._ray()
             self._replicas = {}
-            for name in _replica_actor_names(ray):
-                try:
-                    handle = ray.get_actor(name)
-                    described = ray.get(handle.describe.remote(), timeout=POLL_TIMEOUT_S)
-                except (ValueError, ray.exceptions.RayError) as exc:
-                    log.warning("cannot adopt Ray actor %s: %s", name, first_line(exc))
-                    continue
+            for handle, described in adopt_actors(self._ray(), ACTOR_PREFIX, POLL_TIMEOUT_S):
                 log.info("found replica %s in the Ray cluster, left by a previous server", described["replica_id"])
                 self._replicas[described["replica_id"]] = _Replica(
                     described["replica_id"], described["engine_id"], described["url"], described["node_id"], handle)
@@ -234,18 +233,10 @@ class RayProvider(TrainsHere):
     @staticmethod
     def _poll(entries: list[_Replica], ray: Any) -> None:
         """Ask each actor, all at once, whether its process still runs; record those that ended."""
-        if not entries:
-            return
-        asked = {entry.handle.poll.remote(): entry for entry in entries}
-        answered, _late = ray.wait(list(asked), num_returns=len(asked), timeout=POLL_TIMEOUT_S)
-        for reference in answered:
-            entry = asked[reference]
-            try:
-                ended = ray.get(reference)
-            except ray.exceptions.RayError:  # the actor died: killed, or its node is gone
+        for entry, ended in answers(ray, {entry.handle.poll.remote(): entry for entry in entries}, POLL_TIMEOUT_S):
+            if ended is GONE:  # the actor died: killed, or its node is gone
                 entry.exit = ReplicaExit(code=None, reason=GONE_REASON, permanent=False)
-                continue
-            if ended is not None:
+            elif ended is not None:
                 code, reason, declared = ended
                 entry.exit = ReplicaExit(code=code, reason=reason, permanent=declared)
 
@@ -292,10 +283,6 @@ def ray_namespace(database_url: str) -> str:
 
     identity = make_url(database_url).render_as_string(hide_password=True)
     return NAMESPACE_PREFIX + hashlib.sha256(identity.encode()).hexdigest()[:16]
-
-
-def _replica_actor_names(ray: Any) -> list[str]:
-    return [name for name in ray.util.list_named_actors() if isinstance(name, str) and name.startswith(ACTOR_PREFIX)]
 
 
 def actor_resources(option: DeploymentOption | None, threads: int) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """A replica's side of artifacts that travel (``enginehouse.artifacts``): the model and checkpoint
-directories its node cannot see are fetched from the server into a cache on the node.
+directories its node cannot see are fetched from the server into a cache on the node. A
+fine-tuning job on a Ray node fetches its base model, datasets and checkpoints the same way
+(``providers/ray_training_actor.py``), through routes of its own.
 
 - **Content-addressed.** Each file is kept once, as ``blobs/<sha256>``, whichever directory named
   it; a directory is assembled as ``trees/<digest of its manifest>/`` (hard links to the blobs),
@@ -38,6 +40,7 @@ ARTIFACT_FETCH_ENV = "ENGINEHOUSE_ARTIFACT_FETCH"
 ARTIFACT_CACHE_ENV = "ENGINEHOUSE_ARTIFACT_CACHE"
 FetchMode = Literal["missing", "always"]
 ATTEMPTS = 3
+REPLICA_ROUTES = "/v1/replica-artifacts"
 _CHUNK = 1024 * 1024
 _COMPLETE = ".complete"
 
@@ -58,6 +61,8 @@ class ArtifactFetcher:
     cache_dir: Path
     mode: FetchMode = "missing"
     timeout_s: float = 60.0
+    # The server's routes for this caller: a replica's, or a training job's (``/v1/training-artifacts/<id>``).
+    routes: str = REPLICA_ROUTES
 
     @classmethod
     def from_environment(cls, secret: str | None) -> ArtifactFetcher | None:
@@ -66,8 +71,7 @@ class ArtifactFetcher:
         if not url or not secret:
             return None
         mode = os.environ.get(ARTIFACT_FETCH_ENV, "missing")
-        cache = os.environ.get(ARTIFACT_CACHE_ENV) or str(Path(tempfile.gettempdir()) / "enginehouse" / "artifacts")
-        return cls(url.rstrip("/"), secret, Path(cache), "always" if mode == "always" else "missing")
+        return cls(url.rstrip("/"), secret, node_cache_dir(), "always" if mode == "always" else "missing")
 
     def resolve(self, source: str) -> str:
         """Where to load ``source`` from on this node: itself, or the cached copy of the server's."""
@@ -86,9 +90,14 @@ class ArtifactFetcher:
                 self._blob(client, source, entry)
         return str(self._assemble(tree, files))
 
+    def resolve_file(self, source: str) -> str:
+        """``resolve`` for one file (a dataset): the server sends it as a tree of that one file."""
+        resolved = self.resolve(source)
+        return resolved if resolved == source else str(Path(resolved) / Path(source).name)
+
     def _manifest(self, client: httpx.Client, source: str) -> list[dict[str, Any]]:
         try:
-            answer = client.get("/v1/replica-artifacts/manifest", params={"path": source})
+            answer = client.get(f"{self.routes}/manifest", params={"path": source})
         except httpx.HTTPError as exc:
             raise ArtifactFetchError(f"cannot reach the server at {self.server_url} to fetch {source}: {exc}",
                                      permanent=False) from None
@@ -127,10 +136,9 @@ class ArtifactFetcher:
         raise ArtifactFetchError(f"{source}/{entry['name']} was refused after {ATTEMPTS} attempts: {problem}",
                                  permanent=True)
 
-    @staticmethod
-    def _download(client: httpx.Client, source: str, sha256: str, target: Path) -> tuple[int, str]:
+    def _download(self, client: httpx.Client, source: str, sha256: str, target: Path) -> tuple[int, str]:
         digest, size = hashlib.sha256(), 0
-        with client.stream("GET", f"/v1/replica-artifacts/files/{sha256}", params={"path": source}) as answer:
+        with client.stream("GET", f"{self.routes}/files/{sha256}", params={"path": source}) as answer:
             if answer.status_code != 200:
                 answer.read()
                 raise httpx.HTTPStatusError(error_message(answer), request=answer.request, response=answer)
@@ -162,6 +170,11 @@ class ArtifactFetcher:
         except OSError:  # another replica on the node made it first: theirs is the same
             shutil.rmtree(scratch, ignore_errors=True)
         return tree
+
+
+def node_cache_dir() -> Path:
+    """This node's artifact cache, shared by the replicas and training jobs on it."""
+    return Path(os.environ.get(ARTIFACT_CACHE_ENV) or Path(tempfile.gettempdir()) / "enginehouse" / "artifacts")
 
 
 def _manifest_digest(files: list[dict[str, Any]]) -> str:

@@ -32,7 +32,8 @@ from enginehouse.services.datasets import store_dataset
 from enginehouse.services.pages import Page, PageRequest, newest_first, of_task_and_base
 from enginehouse.services.training_jobs import queue_job
 from enginehouse.training.config import classes_problem, mode_labels, mode_task_type
-from enginehouse.training.parameters import TrainingParameters
+from enginehouse.training.data import entity_spans
+from enginehouse.training.parameters import TrainingParameters, check_parameters_for_task
 
 
 class Mode(str, Enum):
@@ -58,6 +59,8 @@ HELD_OUT_RATIO = 0.2
 # does; more epochs and a smaller step than a fine-tune on a big dataset.
 TRAINED_VERSION_PARAMETERS = {"num_train_epochs": 10, "learning_rate": 1e-3, "per_device_train_batch_size": 8,
                               "lora_r": 8, "lora_alpha": 16, "pooling": "mean"}
+# An ner version's head reads each token's hidden state: there is no sentence to pool.
+TRAINED_NER_VERSION_PARAMETERS = {k: v for k, v in TRAINED_VERSION_PARAMETERS.items() if k != "pooling"}
 
 Text = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(check_plain_text)]
 ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(check_plain_text)]
@@ -89,10 +92,20 @@ class ExperimentSpec(StrictModel):
         return self
 
 
+class ExampleEntity(StrictModel):
+    """An entity in an ner example: characters ``text[start:end]``, of type ``label``."""
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    label: ClassName
+
+
 class Example(StrictModel):
     text: Text
     label: ClassName | None = None
     value: float | None = Field(default=None, allow_inf_nan=False)
+    # An ner example's entities ([] for a text with none).
+    entities: list[ExampleEntity] | None = Field(default=None, max_length=1000)
 
 
 class ExamplesSpec(StrictModel):
@@ -114,9 +127,6 @@ def labels_of(experiment: ExperimentModel) -> list[str]:
 
 
 def create_experiment(session: Session, org_id: str, spec: ExperimentSpec) -> ExperimentModel:
-    if spec.mode is Mode.NER:
-        raise BadRequestError("ner experiments are not available yet; use decision, routing, judge, tool_calling "
-                              "or regression", code="mode_not_available", param="mode")
     experiment = ExperimentModel(
         id=new_id("ex"), organization_id=org_id, name=spec.name, mode=spec.mode.value,
         task_type=spec.mode.task_type.value, base_model=spec.base_model,
@@ -157,6 +167,12 @@ def add_examples(session: Session, org_id: str, experiment_id: str, spec: Exampl
     rows = []
     for index, example in enumerate(spec.examples):
         where = f"examples[{index}]"
+        if experiment.mode == Mode.NER.value:
+            rows.append(_ner_example(experiment, example, where, labels))
+            continue
+        if example.entities is not None:
+            raise BadRequestError(f"{where}: 'entities' belong to an ner experiment's examples",
+                                  code="invalid_example", param=where)
         if regression:
             if example.value is None or example.label is not None:
                 raise BadRequestError(f"{where}: a regression example has a number 'value' and no 'label'",
@@ -172,6 +188,25 @@ def add_examples(session: Session, org_id: str, experiment_id: str, spec: Exampl
     session.add_all(rows)
     session.flush()
     return _example_count(session, experiment.id)
+
+
+def _ner_example(experiment: ExperimentModel, example: Example, where: str,
+                 labels: list[str]) -> ExperimentExampleModel:
+    """An ner example, its entities checked as a dataset row's are."""
+    if example.entities is None or example.label is not None or example.value is not None:
+        raise BadRequestError(f"{where}: an example of an ner experiment has 'text' and 'entities' (a list of "
+                              "{start, end, label}; [] for none), no 'label' or 'value'",
+                              code="invalid_example", param=where)
+    entities = [e.model_dump() for e in example.entities]
+    try:
+        entity_spans(example.text, entities)
+    except ValueError as exc:
+        raise BadRequestError(f"{where}: {exc}", code="invalid_example", param=where) from None
+    unknown = sorted({e["label"] for e in entities} - set(labels))
+    if unknown:
+        raise BadRequestError(f"{where}: entity type(s) {', '.join(map(repr, unknown))} are not among this "
+                              f"experiment's: {', '.join(labels)}", code="invalid_example", param=where)
+    return ExperimentExampleModel(experiment_id=experiment.id, text=example.text, entities=entities)
 
 
 def _example_count(session: Session, experiment_id: str) -> int:
@@ -199,11 +234,16 @@ def train_next_version(session: Session, org_id: str, experiment_id: str, spec: 
                                     .where(ExperimentExampleModel.experiment_id == experiment.id)
                                     .order_by(ExperimentExampleModel.id)))
     _check_trainable(experiment, examples)
+    ner = experiment.mode == Mode.NER.value
+    defaults = TRAINED_NER_VERSION_PARAMETERS if ner else TRAINED_VERSION_PARAMETERS
     try:
-        parameters = TrainingParameters(**{**TRAINED_VERSION_PARAMETERS, **(spec.parameters or {})})
+        parameters = TrainingParameters(**{**defaults, **(spec.parameters or {})})
     except ValueError as exc:
         raise BadRequestError(f"parameters: {exc}", code="invalid_parameters", param="parameters") from None
-    if parameters.pooling != TRAINED_VERSION_PARAMETERS["pooling"]:
+    unusable = check_parameters_for_task(experiment.task_type, parameters)
+    if unusable is not None:
+        raise BadRequestError(unusable, code="invalid_parameters", param="parameters.pooling")
+    if not ner and parameters.pooling != TRAINED_VERSION_PARAMETERS["pooling"]:
         # The worker would refuse it: the head starts from version 1's, which reads the mean.
         raise BadRequestError(
             f"parameters.pooling {parameters.pooling!r}: a trained version starts from version 1's head, which "
@@ -223,7 +263,11 @@ def _check_trainable(experiment: ExperimentModel, examples: list[ExperimentExamp
         raise ConflictError(f"experiment {experiment.name} has {len(examples)} example(s); add at least "
                             f"{MIN_EXAMPLES_TO_TRAIN} to train a version (a fifth is held out to test it)",
                             code="not_enough_examples")
-    if experiment.mode != Mode.REGRESSION.value:
+    if experiment.mode == Mode.NER.value:
+        if not any(e.entities for e in examples):
+            raise ConflictError(f"no example of experiment {experiment.name} marks an entity; add examples with "
+                                "entities", code="not_enough_examples")
+    elif experiment.mode != Mode.REGRESSION.value:
         seen = {e.label for e in examples}
         if len(seen) < 2:
             raise ConflictError(f"the examples of experiment {experiment.name} all have the label "
@@ -231,10 +275,16 @@ def _check_trainable(experiment: ExperimentModel, examples: list[ExperimentExamp
 
 
 def _jsonl(experiment: ExperimentModel, examples: list[ExperimentExampleModel]) -> bytes:
-    regression = experiment.mode == Mode.REGRESSION.value
-    lines = [json.dumps({"text": e.text, "value": e.value} if regression else {"text": e.text, "label": e.label})
-             for e in examples]
+    lines = [json.dumps(_dataset_row(experiment.mode, e)) for e in examples]
     return ("\n".join(lines) + "\n").encode()
+
+
+def _dataset_row(mode: str, example: ExperimentExampleModel) -> dict[str, Any]:
+    if mode == Mode.NER.value:
+        return {"text": example.text, "entities": example.entities or []}
+    if mode == Mode.REGRESSION.value:
+        return {"text": example.text, "value": example.value}
+    return {"text": example.text, "label": example.label}
 
 
 def version_job(session: Session, experiment_id: str, version: int) -> TrainingJobModel | None:
@@ -258,15 +308,15 @@ def version_checkpoint(session: Session, org_id: str, experiment_id: str, versio
 
 
 def best_checkpoint(job: TrainingJobModel) -> CheckpointModel | None:
-    """The checkpoint with the best test results: highest accuracy, else lowest mae, else lowest
-    eval loss; the last one when none has results."""
+    """The checkpoint with the best test results: highest entity F1 (ner), else highest accuracy,
+    else lowest mae, else lowest eval loss; the last one when none has results."""
     if not job.checkpoints:
         return None
     return max(reversed(job.checkpoints), key=lambda checkpoint: _merit(checkpoint.test_results))
 
 
 def _merit(results: dict[str, Any] | None) -> float:
-    for key, sign in (("accuracy", 1.0), ("mae", -1.0), ("eval_loss", -1.0)):
+    for key, sign in (("f1", 1.0), ("accuracy", 1.0), ("mae", -1.0), ("eval_loss", -1.0)):
         value = (results or {}).get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             return sign * float(value)

@@ -42,7 +42,7 @@ class CheckpointSpec(StrictModel):
 
 
 # The task types a fine-tune trains; the others' checkpoints can be registered.
-TRAINABLE = (TaskType.TEXT_GENERATION, TaskType.CLASSIFICATION, TaskType.REGRESSION)
+TRAINABLE = (TaskType.TEXT_GENERATION, TaskType.CLASSIFICATION, TaskType.REGRESSION, TaskType.NER)
 # The share of the training rows held out for testing when the job names no test split.
 DEFAULT_SPLIT_RATIO = 0.1
 FINISHED_STATES = ("Success", "Failed", "Cancelled")

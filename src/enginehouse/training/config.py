@@ -16,14 +16,16 @@ from typing import Any, Literal, Protocol
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from enginehouse.core.specs import StrictModel
+from enginehouse.training.data import OUTSIDE_LABEL, reads_as_tag
 from enginehouse.training.parameters import TrainingParameters
 
-TaskTypeName = Literal["text-generation", "classification", "regression"]
-ZeroShotMode = Literal["decision", "routing", "judge", "tool_calling", "regression"]
-_HEAD_TASK_TYPES = ("classification", "regression")
+TaskTypeName = Literal["text-generation", "classification", "regression", "ner"]
+ZeroShotMode = Literal["decision", "routing", "judge", "tool_calling", "regression", "ner"]
+# The task types whose checkpoints a training can start from and be scored beside.
+_HEAD_TASK_TYPES = ("classification", "regression", "ner")
 
-# The shape of a Playground experiment, one copy for the API (``services/experiments.py``, which
-# also knows ``ner``, not built yet) and the worker that builds its checkpoints (``zero_shot``).
+# The shape of a Playground experiment, one copy for the API (``services/experiments.py``) and the
+# worker that builds its checkpoints (``zero_shot``).
 # A judge answers whether its one criterion holds; a regression answers one number, under the
 # label a replica gives a regression head's output.
 JUDGE_LABELS = ("pass", "fail")
@@ -38,7 +40,8 @@ def mode_task_type(mode: str) -> str:
 
 
 def mode_labels(mode: str, class_names: Sequence[str]) -> list[str]:
-    """The labels the checkpoints of an experiment of ``mode`` answer with, in their order."""
+    """The labels the checkpoints of an experiment of ``mode`` answer with, in their order (an
+    ``ner`` experiment's: the entity types it finds)."""
     if mode == "judge":
         return list(JUDGE_LABELS)
     if mode == "regression":
@@ -67,7 +70,11 @@ def classes_problem(mode: str, classes: Sequence[_DescribedClass]) -> str | None
     if mode in _ONE_CLASS_MODES and len(classes) != 1:
         what = "its criterion" if mode == "judge" else "the quantity it scores"
         return f"classes: a {mode} experiment has exactly one class ({what}), got {len(classes)}"
-    if mode not in _ONE_CLASS_MODES and len(classes) < 2:
+    if mode == "ner":
+        problem = _entity_types_problem(names)
+        if problem is not None:
+            return problem
+    elif mode not in _ONE_CLASS_MODES and len(classes) < 2:
         return f"classes: a {mode} experiment needs at least two classes to choose from"
     for index, item in enumerate(classes):
         given = [f for f in REGRESSION_FIELDS if getattr(item, f) is not None]
@@ -80,6 +87,17 @@ def classes_problem(mode: str, classes: Sequence[_DescribedClass]) -> str | None
                 return f"classes[{index}]: min_value must be less than max_value"
         elif given:
             return f"classes[{index}]: {', '.join(given)} belong to a regression experiment"
+    return None
+
+
+def _entity_types_problem(names: Sequence[str]) -> str | None:
+    """An ner experiment's classes are entity types, which a replica reads back from its labels."""
+    for index, name in enumerate(names):
+        if name == OUTSIDE_LABEL:
+            return f"classes[{index}]: {OUTSIDE_LABEL!r} is the label of words outside any entity; name the type"
+        if reads_as_tag(name):
+            return (f"classes[{index}]: {name!r} would be read as a tag ({name[:2]}) of entity type {name[2:]!r}; "
+                    "name the type without the prefix")
     return None
 
 
@@ -109,7 +127,9 @@ class ZeroShotSpec(StrictModel):
 
     @property
     def task_type(self) -> TaskTypeName:
-        return "regression" if mode_task_type(self.mode) == "regression" else "classification"
+        task_type = mode_task_type(self.mode)
+        assert task_type in ("classification", "regression", "ner")
+        return task_type  # type: ignore[return-value]
 
     @property
     def labels(self) -> list[str]:
@@ -158,7 +178,7 @@ class JobConfig(StrictModel):
         elif self.train_path is None:
             raise ValueError("train_path is required (only a zero-shot build goes without one)")
         if (self.init_checkpoint or self.baseline_checkpoint) and self.task_type not in _HEAD_TASK_TYPES:
-            raise ValueError("init_checkpoint and baseline_checkpoint are classification and regression "
+            raise ValueError("init_checkpoint and baseline_checkpoint are classification, regression and ner "
                              "checkpoints; a text-generation job takes neither")
         return self
 

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TRAINABLE_TASK_TYPES = ("text-generation", "classification", "regression")
+from enginehouse.runtime.ner.entities import parse_label
+
+TRAINABLE_TASK_TYPES = ("text-generation", "classification", "regression", "ner")
+# An entity label may not read as a tag of the IOB/BIOES schemes a replica parses labels with
+# (``runtime.ner.entities``), nor as the outside label.
+OUTSIDE_LABEL = "O"
 
 
 class DatasetError(ValueError):
@@ -52,10 +57,26 @@ class RegressionExample:
     value: float
 
 
-Example = ChatExample | CompletionExample | ClassificationExample | RegressionExample
+@dataclass(frozen=True)
+class EntitySpan:
+    """Characters ``text[start:end]`` of a row are an entity of type ``label``."""
+
+    start: int
+    end: int
+    label: str
 
 
-class _RowError(Exception):
+@dataclass(frozen=True)
+class NerExample:
+    line: int
+    text: str
+    entities: tuple[EntitySpan, ...]  # in order of their start, never overlapping
+
+
+Example = ChatExample | CompletionExample | ClassificationExample | RegressionExample | NerExample
+
+
+class _RowError(ValueError):
     """What is wrong with one row; ``read_examples`` adds the split and line number."""
 
 
@@ -77,17 +98,21 @@ def read_examples(task_type: str, path: Path, *, split_name: str = "train") -> l
         raise DatasetError(f"the {split_name} dataset has no rows")
     if task_type == "classification" and split_name == "train":
         _check_several_labels(examples)
+    if task_type == "ner" and split_name == "train" and not label_names(examples):
+        raise DatasetError(f"the {split_name} dataset marks no entities; an NER model needs rows with entities "
+                           "to learn from")
     return examples
 
 
 def check_test_labels(train: Sequence[Example], test: Sequence[Example], *, split_name: str = "test") -> None:
-    """A classifier cannot be scored on a label it never saw: refuse the first test row with one."""
-    known = {e.label for e in train if isinstance(e, ClassificationExample)}
+    """A model cannot be scored on a label it never saw: refuse the first test row with one."""
+    known = set(label_names(train))
     for example in test:
-        if isinstance(example, ClassificationExample) and example.label not in known:
-            raise DatasetError(
-                f"{split_name} line {example.line}: label {example.label!r} does not appear in the training data"
-            )
+        for label in _labels_of(example):
+            if label not in known:
+                raise DatasetError(
+                    f"{split_name} line {example.line}: label {label!r} does not appear in the training data"
+                )
 
 
 def split_examples(
@@ -127,8 +152,17 @@ def split_examples(
 
 
 def label_names(examples: Sequence[Example]) -> list[str]:
-    """A classifier's labels in a fixed order (sorted), whatever the order of the rows."""
-    return sorted({e.label for e in examples if isinstance(e, ClassificationExample)})
+    """A classifier's labels (an NER model's entity types) in a fixed order (sorted), whatever the
+    order of the rows."""
+    return sorted({label for example in examples for label in _labels_of(example)})
+
+
+def _labels_of(example: Example) -> list[str]:
+    if isinstance(example, ClassificationExample):
+        return [example.label]
+    if isinstance(example, NerExample):
+        return [entity.label for entity in example.entities]
+    return []
 
 
 def _label(example: Example) -> str | None:
@@ -263,8 +297,62 @@ def _parse_regression(line: int, row: dict[str, Any]) -> Example:
     return RegressionExample(line, text, number)
 
 
+def _parse_ner(line: int, row: dict[str, Any]) -> Example:
+    text = _text(row)
+    if "entities" not in row:
+        raise _RowError("missing field 'entities' (a list of {\"start\", \"end\", \"label\"}; [] for none)")
+    value = row["entities"]
+    if not isinstance(value, list):
+        raise _RowError(f"'entities' must be a list of {{\"start\", \"end\", \"label\"}} objects, got {_kind(value)}")
+    return NerExample(line, text, entity_spans(text, value))
+
+
+def entity_spans(text: str, entities: Sequence[object]) -> tuple[EntitySpan, ...]:
+    """The entities of ``text`` as given (objects with character offsets ``start`` ≤ ``end`` and a
+    ``label``), checked and sorted; ``ValueError`` names the first that does not fit. Also used by
+    the API for an experiment's examples."""
+    spans = []
+    for index, entity in enumerate(entities):
+        where = f"entities[{index}]"
+        if not isinstance(entity, dict):
+            raise _RowError(f"{where} must be an object with 'start', 'end' and 'label', got {_kind(entity)}")
+        start, end = (_offset(entity, key, where) for key in ("start", "end"))
+        label = _string(entity, "label", where=f" in {where}")
+        if not label.strip():
+            raise _RowError(f"'label' in {where} is empty")
+        if label != label.strip() or label == OUTSIDE_LABEL or reads_as_tag(label):
+            raise _RowError(f"label {label!r} in {where} cannot name an entity type ({OUTSIDE_LABEL!r} means outside "
+                            "any entity, and B-/I-/E-/S- prefixes are read as tags)")
+        if not start < end <= len(text):
+            raise _RowError(f"{where} spans characters {start} to {end}, but the text has {len(text)} characters "
+                            "(start must be less than end, and end at most the text's length)")
+        if not text[start:end].strip():
+            raise _RowError(f"{where} spans only whitespace")
+        spans.append(EntitySpan(start, end, label))
+    spans.sort(key=lambda span: span.start)
+    for before, after in zip(spans, spans[1:]):
+        if after.start < before.end:
+            raise _RowError(f"entities at characters {before.start}-{before.end} and {after.start}-{after.end} overlap")
+    return tuple(spans)
+
+
+def _offset(entity: dict[str, Any], key: str, where: str) -> int:
+    if key not in entity:
+        raise _RowError(f"missing field {key!r} in {where}")
+    value = entity[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _RowError(f"{key!r} in {where} must be a character offset (an integer, 0 or more), got {value!r}")
+    return value
+
+
+def reads_as_tag(label: str) -> bool:
+    """``B-PER`` and the like: a replica reads the prefix as a tag, not as part of the type."""
+    return parse_label(label)[0] is not None
+
+
 _PARSERS = {
     "text-generation": _parse_textgen,
     "classification": _parse_classification,
     "regression": _parse_regression,
+    "ner": _parse_ner,
 }

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from peft import PeftModel
 
 from enginehouse.training import report
 from enginehouse.training.cancel import EXIT_CANCELLED, Cancellation, Cancelled
@@ -33,11 +34,12 @@ from enginehouse.training.data import (
     split_examples,
 )
 from enginehouse.training.errors import TrainingError
-from enginehouse.training.loop import Task, train
+from enginehouse.training.loop import Task, score, train
 from enginehouse.training.models import pick_device
 from enginehouse.training.parameters import check_parameters_for_task
 from enginehouse.training.sequence_classification import load_sequence_task
 from enginehouse.training.textgen import load_textgen
+from enginehouse.training.token_classification import TokenTask, load_token_model, load_token_task, ner_labels
 from enginehouse.training.zero_shot import build_zero_shot
 
 log = logging.getLogger("enginehouse.training")
@@ -131,6 +133,8 @@ def _run_job(config: JobConfig, output_dir: Path, cancel: Cancellation) -> None:
     task: Task
     if config.task_type == "text-generation":
         model, task = load_textgen(config.base_model, parameters)
+    elif config.task_type == "ner":
+        model, task = _ner_task(config, train_examples)
     elif init is None:
         model, task = load_sequence_task(config.task_type, config.base_model, parameters,
                                          label_names(train_examples))
@@ -149,7 +153,7 @@ def _init_head(config: JobConfig, train_examples: list[Example]) -> CheckpointHe
     """The ``init_checkpoint``'s head, checked to fit the job: the training rows' labels are among
     its labels (it may have more, which then stay in the trained head) and it reads what the
     trained head will."""
-    if not config.init_checkpoint:
+    if not config.init_checkpoint or config.task_type == "ner":  # an ner checkpoint is a whole model
         return None
     head = read_checkpoint_head(config.init_checkpoint, config.task_type, "init_checkpoint")
     head.check_labels(label_names(train_examples), "training data")
@@ -162,16 +166,35 @@ def _score_baseline(config: JobConfig, init: CheckpointHead | None, test_example
     """``baseline.json``: the baseline checkpoint scored on the test split, before training. The
     init checkpoint's head, already read, when the baseline is the same checkpoint (an experiment's
     trained version starts from version 1 and is scored beside it)."""
-    if init is not None and config.baseline_checkpoint == config.init_checkpoint:
-        head = replace(init, what="baseline_checkpoint")
-    else:
-        head = read_checkpoint_head(str(config.baseline_checkpoint), config.task_type, "baseline_checkpoint")
     with cancel.protected():
         report.write_progress(output_dir, status="Testing", step=0, total_steps=steps, epoch=0.0, loss=None)
-    results = score_baseline(head, config.task_type, config.base_model, config.parameters, test_examples,
-                             split_name, cancel)
+    if config.task_type == "ner":  # a whole model, scored as it is
+        model, task = load_token_model(str(config.baseline_checkpoint), config.parameters, None)
+        device = pick_device()
+        results = score(model.to(device), task, task.encode(test_examples, split_name),
+                        config.parameters.per_device_eval_batch_size, device, cancel)
+    else:
+        if init is not None and config.baseline_checkpoint == config.init_checkpoint:
+            head = replace(init, what="baseline_checkpoint")
+        else:
+            head = read_checkpoint_head(str(config.baseline_checkpoint), config.task_type, "baseline_checkpoint")
+        results = score_baseline(head, config.task_type, config.base_model, config.parameters, test_examples,
+                                 split_name, cancel)
     with cancel.protected():
         report.write_baseline(output_dir, results)
+
+
+def _ner_task(config: JobConfig, train_examples: list[Example]) -> tuple[PeftModel, TokenTask]:
+    """A fresh head for the training rows' entity types, or the ``init_checkpoint``'s head (and its
+    labels) when there is one: an experiment's trained version starts from version 1's."""
+    if not config.init_checkpoint:
+        return load_token_task(config.base_model, config.parameters, ner_labels(label_names(train_examples)))
+    model, task = load_token_task(config.init_checkpoint, config.parameters, None)
+    unknown = sorted(set(label_names(train_examples)) - set(task.labels))
+    if unknown:
+        raise TrainingError(f"init_checkpoint {config.init_checkpoint} finds {', '.join(task.labels[1:])}, but the "
+                            f"training data marks {', '.join(unknown)}; use a checkpoint with those types")
+    return model, task
 
 
 def _datasets(config: JobConfig) -> tuple[list[Example], list[Example], str]:

@@ -6,6 +6,7 @@ real workers is tested in tests/integration/test_experiments.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from enginehouse.services import experiments as experiment_service
 from enginehouse.services import orgs
 from enginehouse.services import training_jobs as job_service
 from enginehouse.services.pages import PageRequest
+from enginehouse.training.parameters import TrainingParameters
 from tests.app_clients import app_client
 from tests.databases import BACKENDS
 
@@ -88,8 +90,74 @@ def test_a_body_that_does_not_fit_its_mode_is_422(client: TestClient, fields: di
     assert client.get("/v1/experiments", headers=AUTH).json()["data"] == []
 
 
-def test_ner_experiments_are_refused_for_now(client: TestClient) -> None:
-    assert _error(_create(client, mode="ner"), 400)["code"] == "mode_not_available"
+PLACES = [{"name": "city", "description": "a city, such as Paris or Tokyo"}]
+
+
+def test_an_ner_experiment_finds_the_entity_types_it_describes(client: TestClient) -> None:
+    answer = _create(client, name="places", mode="ner", classes=PLACES)
+    assert answer.status_code == 201, answer.text  # one entity type is enough
+    experiment = answer.json()
+    assert (experiment["task_type"], experiment["labels"]) == ("ner", ["city"])
+    for name, words in (("O", "outside"), ("B-city", "tag")):
+        classes = [*PLACES, {"name": name, "description": "x"}]
+        assert words in _error(_create(client, name="bad", mode="ner", classes=classes), 422)["message"]
+
+
+def test_ner_examples_carry_entities_that_fit_their_text(client: TestClient) -> None:
+    experiment = _create(client, name="places", mode="ner", classes=PLACES).json()
+    path = f"/v1/experiments/{experiment['id']}/examples"
+    rows = [{"text": "I flew to Paris.", "entities": [{"start": 10, "end": 15, "label": "city"}]},
+            {"text": "Nothing here.", "entities": []}]
+    added = client.post(path, headers=AUTH, json={"examples": rows})
+    assert added.status_code == 200 and added.json()["count"] == 2, added.text
+    for bad, words in (
+        ({"text": "Paris", "entities": [{"start": 0, "end": 9, "label": "city"}]}, "5 characters"),
+        ({"text": "Paris", "entities": [{"start": 3, "end": 3, "label": "city"}]}, "start must be less"),
+        ({"text": "Paris Rome", "entities": [{"start": 0, "end": 7, "label": "city"},
+                                             {"start": 6, "end": 10, "label": "city"}]}, "overlap"),
+        ({"text": "Paris", "entities": [{"start": 0, "end": 5, "label": "person"}]}, "'person'"),
+        ({"text": "Paris", "label": "city"}, "'entities'"),
+        ({"text": "Paris"}, "'entities'"),
+    ):
+        error = _error(client.post(path, headers=AUTH, json={"examples": [rows[0], bad]}), 400)
+        assert error["param"] == "examples[1]" and words in error["message"], (bad, error)
+    assert _error(client.post(path, headers=AUTH, json={"examples": [
+        {"text": "Paris", "entities": [{"start": -1, "end": 5, "label": "city"}]}]}), 422)
+    assert client.get(f"/v1/experiments/{experiment['id']}", headers=AUTH).json()["examples"] == 2
+    # Entities belong to ner examples only.
+    other = _create(client).json()
+    error = _error(client.post(f"/v1/experiments/{other['id']}/examples", headers=AUTH, json={"examples": [
+        {"text": "down", "label": "urgent", "entities": []}]}), 400)
+    assert "ner" in error["message"]
+
+
+def test_an_ner_version_trains_on_the_examples_as_a_dataset(client: TestClient) -> None:
+    experiment = _create(client, name="places", mode="ner", classes=PLACES).json()
+    _built(client, experiment["id"], {"zero-shot": {"f1": 0.4}})
+    path = f"/v1/experiments/{experiment['id']}/examples"
+    plain = [{"text": f"message {i}", "entities": []} for i in range(8)]
+    assert client.post(path, headers=AUTH, json={"examples": plain}).status_code == 200
+    # No example marks an entity: nothing to learn.
+    assert _error(client.post(f"{path.removesuffix('/examples')}/train", headers=AUTH), 409)["code"] == \
+        "not_enough_examples"
+    marked = [{"text": f"to Oslo {i}", "entities": [{"start": 3, "end": 7, "label": "city"}]} for i in range(4)]
+    assert client.post(path, headers=AUTH, json={"examples": marked}).status_code == 200
+    pooled = client.post(f"/v1/experiments/{experiment['id']}/train", headers=AUTH,
+                         json={"parameters": {"pooling": "mean"}})
+    assert _error(pooled, 400)["param"] == "parameters.pooling"
+    answer = client.post(f"/v1/experiments/{experiment['id']}/train", headers=AUTH)
+    assert answer.status_code == 202, answer.text
+    view = client.get(f"/v1/experiments/{experiment['id']}", headers=AUTH).json()
+    with client.app.state.database.session() as session:  # type: ignore[attr-defined]
+        job = session.get(TrainingJobModel, view["versions"][1]["training_id"])
+        assert job is not None
+        launch = _launch_of(session, job)
+        assert job.parameters == {**TrainingParameters().model_dump(),
+                                  **experiment_service.TRAINED_NER_VERSION_PARAMETERS}
+    assert launch.init_checkpoint == launch.baseline_checkpoint == "/checkpoints/zero-shot"
+    assert launch.train_path is not None
+    rows = [json.loads(line) for line in Path(launch.train_path).read_text().splitlines()]
+    assert rows[0] == plain[0] and rows[-1] == marked[-1]
 
 
 def test_examples_must_carry_the_experiments_labels(client: TestClient) -> None:

@@ -37,6 +37,7 @@ class Peer:
         self.truncate_first = False
         self.tamper = False
         self.names: list[str] | None = None
+        self.routes = "/v1/replica-artifacts"  # a training job's are its own
         self.fetches: Counter[str] = Counter()
         peer = self
 
@@ -45,7 +46,9 @@ class Peer:
                 url = urlsplit(self.path)
                 if self.headers.get(SECRET_HEADER) != SECRET or parse_qs(url.query).get("path") != [SOURCE]:
                     return self._send(401, b"{}")
-                if url.path == "/v1/replica-artifacts/manifest":
+                if not url.path.startswith(f"{peer.routes}/"):
+                    return self._send(404, b"{}")
+                if url.path == f"{peer.routes}/manifest":
                     return self._send(200, json.dumps({"files": peer.manifest()}).encode())
                 digest = url.path.rsplit("/", 1)[-1]
                 name = next(n for n, c in peer.files.items() if hashlib.sha256(c).hexdigest() == digest)
@@ -123,6 +126,20 @@ def test_a_manifest_naming_a_path_outside_the_tree_is_refused(peer: Peer, tmp_pa
     with pytest.raises(ArtifactFetchError, match="names"):
         fetcher(peer, tmp_path / "cache").resolve(SOURCE)
     assert not peer.fetches
+
+
+def test_a_jobs_dataset_file_comes_through_its_own_routes(peer: Peer, tmp_path: Path) -> None:
+    # A file is served as a tree of that one file, under its own name.
+    peer.files = {"tiny": b'{"prompt": "a", "completion": "b"}\n'}
+    peer.routes = "/v1/training-artifacts/tr-1"
+    job = ArtifactFetcher(peer.url, SECRET, tmp_path / "cache", "always", routes=peer.routes)
+    fetched = Path(job.resolve_file(SOURCE))
+    assert fetched.name == "tiny" and fetched.read_bytes() == peer.files["tiny"]
+    with pytest.raises(ArtifactFetchError, match="refused"):  # a replica's routes are not the job's
+        fetcher(peer, tmp_path / "other-cache").resolve(SOURCE)
+    visible = tmp_path / "ds.jsonl"
+    visible.write_text("{}\n")
+    assert ArtifactFetcher(peer.url, SECRET, tmp_path / "cache", "missing").resolve_file(str(visible)) == str(visible)
 
 
 def test_what_the_node_sees_is_used_as_it_is(peer: Peer, tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ from enginehouse.training.data import (
     ClassificationExample,
     CompletionExample,
     DatasetError,
+    EntitySpan,
+    NerExample,
     RegressionExample,
     check_test_labels,
     label_names,
@@ -24,6 +26,7 @@ GOOD = {
     "classification": '{"text": "fine", "label": "a"}',
     "regression": '{"text": "fine", "value": 0.5}',
     "text-generation": '{"prompt": "p", "completion": "c"}',
+    "ner": '{"text": "to Oslo", "entities": [{"start": 3, "end": 7, "label": "city"}]}',
 }
 # A second good row of another label, so a classification file has the two labels it needs.
 SECOND = {**GOOD, "classification": '{"text": "fine", "label": "b"}'}
@@ -65,6 +68,20 @@ def _file(tmp_path: Path, *lines: str | bytes) -> Path:
     ("text-generation", '{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}',
      "the last message must be the assistant's reply (role 'assistant'), not 'user'"),
     ("text-generation", '{"messages": [{"role": "assistant", "content": "a"}]}', "at least one message before it"),
+    ("ner", '{"text": "Oslo"}', "missing field 'entities'"),
+    ("ner", '{"text": "Oslo", "entities": {}}', "'entities' must be a list"),
+    ("ner", '{"text": "Oslo", "entities": ["city"]}', "entities[0] must be an object"),
+    ("ner", '{"text": "Oslo", "entities": [{"end": 4, "label": "city"}]}', "missing field 'start' in entities[0]"),
+    ("ner", '{"text": "Oslo", "entities": [{"start": -1, "end": 4, "label": "city"}]}', "'start' in entities[0]"),
+    ("ner", '{"text": "Oslo", "entities": [{"start": true, "end": 4, "label": "city"}]}', "'start' in entities[0]"),
+    ("ner", '{"text": "Oslo", "entities": [{"start": 0, "end": 5, "label": "city"}]}', "the text has 4 characters"),
+    ("ner", '{"text": "Oslo", "entities": [{"start": 2, "end": 2, "label": "city"}]}', "start must be less"),
+    ("ner", '{"text": "Oslo", "entities": [{"start": 0, "end": 4}]}', "missing field 'label' in entities[0]"),
+    ("ner", '{"text": "Oslo", "entities": [{"start": 0, "end": 4, "label": "O"}]}', "cannot name an entity type"),
+    ("ner", '{"text": "Oslo", "entities": [{"start": 0, "end": 4, "label": "B-city"}]}', "read as tags"),
+    ("ner", '{"text": "a  b", "entities": [{"start": 1, "end": 3, "label": "city"}]}', "only whitespace"),
+    ("ner", '{"text": "Oslo Rome", "entities": [{"start": 5, "end": 9, "label": "city"}, '
+            '{"start": 0, "end": 6, "label": "city"}]}', "characters 0-6 and 5-9 overlap"),
 ])
 def test_each_bad_row_is_refused_with_its_line(tmp_path: Path, task_type: str, bad: str, words: str) -> None:
     # Line 3 is the bad one; the blank line 2 still counts.
@@ -92,8 +109,8 @@ def test_a_file_without_rows_is_refused(tmp_path: Path, content: str) -> None:
 def test_missing_file_and_unknown_task_type(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="the test dataset cannot be read"):
         read_examples("regression", tmp_path / "absent.jsonl", split_name="test")
-    with pytest.raises(DatasetError, match="task type 'ner' cannot be fine-tuned here"):
-        read_examples("ner", _file(tmp_path, GOOD["regression"]))
+    with pytest.raises(DatasetError, match="task type 'embedding' cannot be fine-tuned here"):
+        read_examples("embedding", _file(tmp_path, GOOD["regression"]))
 
 
 def test_a_classifier_needs_two_labels_to_train(tmp_path: Path) -> None:
@@ -116,6 +133,26 @@ def test_rows_are_read_with_their_lines(tmp_path: Path) -> None:
     assert label_names(examples) == ["3", "b"]
     path = _file(tmp_path, '{"text": "x", "value": 2}')
     assert read_examples("regression", path) == [RegressionExample(1, "x", 2.0)]
+
+
+def test_ner_rows_are_read_with_their_entities_in_order(tmp_path: Path) -> None:
+    row = {"text": "Ada met Bob in Oslo", "entities": [{"start": 15, "end": 19, "label": "city"},
+                                                      {"start": 0, "end": 3, "label": "person"},
+                                                      {"start": 8, "end": 11, "label": "person"}]}
+    path = _file(tmp_path, json.dumps(row), '{"text": "nothing here", "entities": []}')
+    examples = read_examples("ner", path)
+    assert examples == [
+        NerExample(1, row["text"], (EntitySpan(0, 3, "person"), EntitySpan(8, 11, "person"), EntitySpan(15, 19, "city"))),
+        NerExample(2, "nothing here", ()),
+    ]
+    assert label_names(examples) == ["city", "person"]
+    with pytest.raises(DatasetError, match=r"^test line 1: label 'person' does not appear in the training data$"):
+        check_test_labels([NerExample(1, "Oslo", (EntitySpan(0, 4, "city"),))], examples, split_name="test")
+    # Training needs something to learn; a test file may mark nothing.
+    empty = _file(tmp_path, '{"text": "nothing here", "entities": []}')
+    with pytest.raises(DatasetError, match="marks no entities"):
+        read_examples("ner", empty)
+    assert len(read_examples("ner", empty, split_name="test")) == 1
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_row(tmp_path: Path) -> None:

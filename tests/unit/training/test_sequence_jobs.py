@@ -191,7 +191,7 @@ def test_failures_are_reported_in_words(tiny_bert_dir: Path, tmp_path: Path) -> 
 
 def test_an_invalid_config_is_reported_in_its_output_dir(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"job_id": "tr-1", "task_type": "ner", "base_model": "m", "train_path": "t",
+    config.write_text(json.dumps({"job_id": "tr-1", "task_type": "embedding", "base_model": "m", "train_path": "t",
                                   "output_dir": str(tmp_path)}))
     code, report = run_in_process(config)
     assert code == 1 and report.outcome is not None

@@ -57,12 +57,7 @@ def _digests(request: Request) -> DigestCache:
 @router.get("/manifest")
 def manifest(path: PathQuery, request: Request, session: SessionDep, secret: SecretHeader = None) -> JsonResponse:
     """Every file of the directory, with its size and sha256."""
-    directory = _engine_directory(session, secret, path)
-    try:
-        files = _digests(request).manifest(directory)
-    except ArtifactError as exc:
-        raise NotFoundError(str(exc), code="artifact_not_found", param="path") from None
-    return JsonResponse({"object": "artifact.manifest", "path": path, "files": [f.to_dict() for f in files]})
+    return manifest_answer(request, _engine_directory(session, secret, path), path)
 
 
 @router.get("/files/{sha256}", response_class=FileResponse,
@@ -70,7 +65,20 @@ def manifest(path: PathQuery, request: Request, session: SessionDep, secret: Sec
 def artifact_file(sha256: str, path: PathQuery, request: Request, session: SessionDep,
                   secret: SecretHeader = None) -> FileResponse:
     """One file of the directory, by the sha256 its manifest gives."""
-    directory = _engine_directory(session, secret, path)
+    return file_answer(request, _engine_directory(session, secret, path), path, sha256)
+
+
+def manifest_answer(request: Request, directory: Path, path: str) -> JsonResponse:
+    """The manifest of ``directory`` (a file's: that one file), which the caller may read."""
+    try:
+        files = _digests(request).manifest(directory)
+    except ArtifactError as exc:
+        raise NotFoundError(str(exc), code="artifact_not_found", param="path") from None
+    return JsonResponse({"object": "artifact.manifest", "path": path, "files": [f.to_dict() for f in files]})
+
+
+def file_answer(request: Request, directory: Path, path: str, sha256: str) -> FileResponse:
+    """The file of ``directory`` with digest ``sha256``, which the caller may read."""
     if not _SHA256.fullmatch(sha256):
         raise BadRequestError("sha256 must be 64 lowercase hexadecimal digits", code="invalid_digest", param="sha256")
     try:

@@ -101,13 +101,18 @@ def _words(
     return words
 
 
-def _finish(text: str, span: _Span) -> Entity | None:
-    start, end = span.start, span.end
-    # Some tokenizers count the space before a word into its first token (byte-level BPE).
+def trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """``text[start:end]`` without the whitespace around it (``start == end`` when nothing is left)."""
     while start < end and text[start].isspace():
         start += 1
     while end > start and text[end - 1].isspace():
         end -= 1
+    return start, end
+
+
+def _finish(text: str, span: _Span) -> Entity | None:
+    # Some tokenizers count the space before a word into its first token (byte-level BPE).
+    start, end = trim(text, span.start, span.end)
     if start == end:
         return None
     return Entity(text[start:end], span.label, start, end, sum(span.scores) / len(span.scores))

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from transformers import PreTrainedTokenizerBase
 
+from enginehouse.errors import ConflictError
 from enginehouse.protocol.ner import NerEntity, NerRequest, NerResponse, NerResult, NerUsage
 from enginehouse.runtime.http import parse_body
 from enginehouse.runtime.ner.entities import group_entities
@@ -25,6 +26,8 @@ class NerServing(SingleModelServing[NerModel]):
         body = await parse_body(request, NerRequest)
         served = self.resolve(body.model)
         model = served.model
+        if model.unavailable is not None:
+            raise ConflictError(model.unavailable, code="no_token_classification_head", param="model")
         texts = body.inputs()
 
         def encode(tokenizer: PreTrainedTokenizerBase) -> EncodedTexts:
