@@ -9,6 +9,7 @@ API's rules and its refusals are the API's words beside the field they name.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,7 +22,14 @@ from enginehouse.api.views import training_job_to_dict
 from enginehouse.dashboard import forms
 from enginehouse.dashboard.pages import deploy_from_form
 from enginehouse.dashboard.web import (
-    FormDep, PageNotFound, UserDep, plain, refusal_page, render, see_other, templates,
+    FormDep,
+    PageNotFound,
+    UserDep,
+    plain,
+    refusal_page,
+    render,
+    see_other,
+    templates,
 )
 from enginehouse.errors import EnginehouseError, NotFoundError
 from enginehouse.services import datasets as dataset_service
@@ -270,8 +278,9 @@ def experiment_live(experiment_id: str, session: SessionDep, user: UserDep) -> J
 def add_examples(experiment_id: str, request: Request, session: SessionDep, user: UserDep,
                  form: FormDep) -> Response:
     try:
-        spec = forms.validated(ExamplesSpec, {"examples": _examples(form.get("examples", ""))},
-                               {"examples": "examples"})
+        experiment = experiment_service.get_experiment(session, user.organization_id, experiment_id)
+        read = _entity_examples if experiment.mode == Mode.NER.value else _examples
+        spec = forms.validated(ExamplesSpec, {"examples": read(form.get("examples", ""))}, {"examples": "examples"})
         experiment_service.add_examples(session, user.organization_id, experiment_id, spec)
     except forms.FormError as error:
         session.rollback()
@@ -296,6 +305,28 @@ def _examples(text: str) -> list[dict[str, Any]]:
             examples.append({"text": example.strip(), "value": float(label)})
         except ValueError:
             examples.append({"text": example.strip(), "label": label.strip()})
+    if not examples:
+        raise forms.FormError({"examples": "write at least one example"})
+    return examples
+
+
+# An entity in an ner example line: ``[the words](type)``.
+_MARKED_ENTITY = re.compile(r"\[([^\[\]]+)\]\(([^()]+)\)")
+
+
+def _entity_examples(text: str) -> list[dict[str, Any]]:
+    """One ner example a line, its entities marked in place: ``Ada flew to [Oslo](city)``."""
+    examples: list[dict[str, Any]] = []
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line:
+            continue
+        plain, entities, end = "", [], 0
+        for marked in _MARKED_ENTITY.finditer(line):
+            plain += line[end:marked.start()]
+            entities.append({"start": len(plain), "end": len(plain) + len(marked[1]), "label": marked[2].strip()})
+            plain += marked[1]
+            end = marked.end()
+        examples.append({"text": plain + line[end:], "entities": entities})
     if not examples:
         raise forms.FormError({"examples": "write at least one example"})
     return examples

@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from enginehouse.db.models import ExperimentExampleModel
 from tests.unit.control.conftest import fake_lora_checkpoint
 from tests.unit.dashboard.conftest import KEY, errors_in, sign_in
 
@@ -90,6 +92,31 @@ def test_an_experiment_from_descriptions_takes_examples_in_the_apis_words(client
     assert wrong.status_code == 400 and "later" in field_error(wrong, "examples")
     early = client.post(f"{path}/train", data={"csrf_token": csrf})
     assert early.status_code == 409 and "version 1" in field_error(early, "train")
+    assert [e["examples"] for e in client.get("/v1/experiments", headers=API).json()["data"]] == [2]
+
+
+def test_an_ner_experiments_examples_mark_their_entities_in_place(client: TestClient) -> None:
+    csrf = sign_in(client)
+    made = client.post("/experiments/new", data={
+        "csrf_token": csrf, "name": "places", "mode": "ner", "base_model": "/models/minilm",
+        "classes": "city: a city such as Paris\nperson: a person's name"}, follow_redirects=False)
+    assert made.status_code == 303, errors_in(made)
+    path = made.headers["location"]
+    assert "[Oslo](city)" in client.get(path).text  # the form says how
+    added = client.post(f"{path}/examples", data={"csrf_token": csrf, "examples": (
+        "  [Ada Lovelace](person) flew to [Oslo](city).\nNothing to see here.\n")}, follow_redirects=False)
+    assert added.status_code == 303, errors_in(added)
+    experiment_id = path.rsplit("/", 1)[-1]
+    with client.app.state.database.session() as session:  # type: ignore[attr-defined]
+        rows = session.scalars(select(ExperimentExampleModel).where(
+            ExperimentExampleModel.experiment_id == experiment_id).order_by(ExperimentExampleModel.id)).all()
+        assert [(r.text, r.entities) for r in rows] == [
+            ("Ada Lovelace flew to Oslo.", [{"start": 0, "end": 12, "label": "person"},
+                                            {"start": 21, "end": 25, "label": "city"}]),
+            ("Nothing to see here.", []),
+        ]
+    wrong = client.post(f"{path}/examples", data={"csrf_token": csrf, "examples": "to [Rome](town)"})
+    assert wrong.status_code == 400 and "'town'" in field_error(wrong, "examples")
     assert [e["examples"] for e in client.get("/v1/experiments", headers=API).json()["data"]] == [2]
 
 
