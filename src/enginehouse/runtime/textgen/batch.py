@@ -4,6 +4,11 @@ in the last column and a decode step feeds one token per row.
 Rows join (``merge``: the shorter side is padded on the left) and leave (``select``) between
 steps; columns that are padding in every remaining row are trimmed away. The 2-D mask marks real
 tokens; a row's next position id is its count of real tokens.
+
+Each layer keeps its keys and values in buffers with room for more columns (``GrowingCache``): a
+decode step writes its one column in place, where transformers' ``DynamicCache`` copies the whole
+cache into a new tensor (``torch.cat``) at every step of every layer, a cost that grows with the
+batch's length and, for a small model, rivals the model's own step.
 """
 
 from __future__ import annotations
@@ -13,11 +18,70 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
+
+# Columns a layer's buffers have beyond what they hold, at least: a full buffer is copied into a
+# new one this much (or a quarter of its length) longer, so growing costs one copy per that many
+# steps, and a long batch holds at most a quarter more than it uses.
+ROOM_COLUMNS = 64
+
+
+class _GrowingLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose ``keys`` and ``values`` are views of the filled part of larger
+    buffers; an update writes the new columns after them."""
+
+    _buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def holding(cls, keys: torch.Tensor, values: torch.Tensor, length: int) -> _GrowingLayer:
+        """A layer over buffers whose first ``length`` columns are filled."""
+        layer = cls()
+        layer.lazy_initialization(keys, values)
+        layer._buffers = (keys, values)
+        layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]
+        return layer
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object,
+               **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length = self.get_seq_length()
+        end = length + key_states.shape[-2]
+        if self._buffers is None or end > self._buffers[0].shape[-2]:
+            grown = []
+            for filled, new in ((self.keys, key_states), (self.values, value_states)):
+                buffer = _buffer(new, new.shape[0], end)
+                if length:
+                    buffer[:, :, :length] = filled
+                grown.append(buffer)
+            self._buffers = (grown[0], grown[1])
+        keys, values = self._buffers
+        keys[:, :, length:end] = key_states
+        values[:, :, length:end] = value_states
+        self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+        return self.keys, self.values
+
+
+def _buffer(like: torch.Tensor, rows: int, length: int) -> torch.Tensor:
+    """An empty buffer for ``rows`` rows shaped like ``like``, with room past ``length`` columns."""
+    room = length + max(ROOM_COLUMNS, length // 4)
+    return like.new_empty((rows, like.shape[1], room, like.shape[-1]))
+
+
+class GrowingCache(DynamicCache):
+    """A ``DynamicCache`` of ``_GrowingLayer``s: empty (its layers made as the model first writes
+    them), or holding ``layers``."""
+
+    def __init__(self, layers: list[_GrowingLayer] | None = None) -> None:
+        if layers is None:
+            Cache.__init__(self, layer_class_to_replicate=_GrowingLayer)
+        else:
+            Cache.__init__(self, layers=layers)
 
 
 @dataclass
 class KVBatch:
-    cache: DynamicCache
+    cache: GrowingCache
     mask: torch.Tensor  # [rows, length], 1 where a real token sits
 
     @property
@@ -38,25 +102,45 @@ class KVBatch:
         return torch.cat([self.mask, ones], dim=-1)
 
     def select(self, rows: list[int]) -> KVBatch:
-        """Keep ``rows`` (in that order, repeats allowed) and trim all-padding columns."""
+        """Keep ``rows`` (in that order, repeats allowed) and trim all-padding columns; each layer
+        is copied once, straight into new buffers."""
         index = torch.tensor(rows, dtype=torch.long, device=self.mask.device)
         mask = self.mask.index_select(0, index)
         start = _first_used_column(mask)
-        layers = [
-            (k.index_select(0, index)[:, :, start:], v.index_select(0, index)[:, :, start:])
-            for k, v in _layers(self.cache)
-        ]
-        return KVBatch(_cache_of(layers), mask[:, start:])
+        length = self.length - start
+        layers = []
+        for keys, values in _layers(self.cache):
+            kept = []
+            for tensor in (keys, values):
+                buffer = _buffer(tensor, len(rows), length)
+                torch.index_select(tensor[:, :, start:], 0, index, out=buffer[:, :, :length])
+                kept.append(buffer)
+            layers.append(_GrowingLayer.holding(kept[0], kept[1], length))
+        return KVBatch(GrowingCache(layers), mask[:, start:])
 
     def merge(self, other: KVBatch) -> KVBatch:
-        """This batch's rows followed by ``other``'s."""
+        """This batch's rows followed by ``other``'s, the shorter side padded on the left."""
         length = max(self.length, other.length)
-        mine, theirs = _pad_left(self, length), _pad_left(other, length)
-        layers = [
-            (torch.cat([k1, k2], dim=0), torch.cat([v1, v2], dim=0))
-            for (k1, v1), (k2, v2) in zip(_layers(mine.cache), _layers(theirs.cache))
-        ]
-        return KVBatch(_cache_of(layers), torch.cat([mine.mask, theirs.mask], dim=0))
+        rows = self.rows + other.rows
+        layers = []
+        for (k1, v1), (k2, v2) in zip(_layers(self.cache), _layers(other.cache), strict=True):
+            joined = []
+            for mine, theirs in ((k1, k2), (v1, v2)):
+                buffer = _buffer(mine, rows, length)
+                _place(buffer[: self.rows], mine, length)
+                _place(buffer[self.rows :], theirs, length)
+                joined.append(buffer)
+            layers.append(_GrowingLayer.holding(joined[0], joined[1], length))
+        masks = [F.pad(batch.mask, (length - batch.length, 0), value=0) for batch in (self, other)]
+        return KVBatch(GrowingCache(layers), torch.cat(masks, dim=0))
+
+
+def _place(rows: torch.Tensor, tensor: torch.Tensor, length: int) -> None:
+    """``tensor``'s columns right-aligned at ``length`` in ``rows``, zeros before them (padding is
+    masked, but must hold numbers: masked scores are still computed)."""
+    pad = length - tensor.shape[-2]
+    rows[:, :, :pad].zero_()
+    rows[:, :, pad:length] = tensor
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -75,18 +159,6 @@ def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _cache_of(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    return DynamicCache(ddp_cache_data=layers)
-
-
 def _first_used_column(mask: torch.Tensor) -> int:
     used = mask.any(dim=0).nonzero()
     return int(used[0, 0]) if used.numel() else mask.shape[1]
-
-
-def _pad_left(batch: KVBatch, length: int) -> KVBatch:
-    extra = length - batch.length
-    if extra == 0:
-        return batch
-    layers = [(F.pad(k, (0, 0, extra, 0)), F.pad(v, (0, 0, extra, 0))) for k, v in _layers(batch.cache)]
-    return KVBatch(_cache_of(layers), F.pad(batch.mask, (extra, 0), value=0))

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import DynamicCache
 
 from enginehouse.runtime.lora.layers import MultiLoRAModel
 from enginehouse.runtime.lora.slots import SlotTable
-from enginehouse.runtime.textgen.batch import KVBatch, left_pad
+from enginehouse.runtime.textgen.batch import GrowingCache, KVBatch, left_pad
 from enginehouse.runtime.textgen.chooser import TokenChooser
 from enginehouse.runtime.textgen.grammar import GrammarEngine
 from enginehouse.runtime.textgen.logits import LogitAdjuster, TokenLogprob, prompt_logprobs
@@ -259,7 +258,7 @@ class TextGenerationEngine:
     ) -> tuple[KVBatch, tuple[list[int], list[TokenLogprob | None]]]:
         prompts = [request.prompt_ids for request, _ in admitted]
         ids, mask, positions = left_pad(prompts, self.tokenizer.pad_token_id, self.device)
-        cache = DynamicCache()
+        cache = GrowingCache()
         # A request that wants its prompt's log-probabilities is prefilled alone (see _admit);
         # its prompt sits in the last columns (left padding), so those are the logits kept.
         wants_prompt = admitted[0][0].params.prompt_logprobs is not None
@@ -303,7 +302,7 @@ class TextGenerationEngine:
         ids: torch.Tensor,
         mask: torch.Tensor,
         positions: torch.Tensor,
-        cache: DynamicCache,
+        cache: GrowingCache,
         slots: list[int],
         keep: int = 1,
     ) -> torch.Tensor:
