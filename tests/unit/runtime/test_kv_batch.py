@@ -57,7 +57,8 @@ def test_rows_leave_with_the_columns_no_row_uses_any_more() -> None:
         assert torch.equal(keys, want_k[index][:, :, 2:]) and torch.equal(values, want_v[index][:, :, 2:])
     # And it goes on growing like any cache.
     step = _kv(3, 1, seed=9)
-    grown = kept.cache.update(*step, 0)
+    with torch.inference_mode():  # as the engine steps
+        grown = kept.cache.update(*step, 0)
     assert torch.equal(grown[0], torch.cat([reference[0][0][index][:, :, 2:], step[0]], dim=-2))
 
 
@@ -72,3 +73,28 @@ def test_rows_join_the_shorter_side_padded_on_the_left_with_zeros() -> None:
         assert torch.equal(values, torch.cat([v1, F.pad(v2, (0, 0, 4, 0))], dim=0))
     longer, _ = _batch(1, 9, seed=7)
     assert running.merge(longer).length == 9  # the running rows are padded when the newcomer is longer
+
+
+def test_a_row_leaving_is_replaced_by_the_last_row_in_place() -> None:
+    batch, reference = _batch(5, 6, seed=3)
+    buffer = batch.cache.layers[0].keys.data_ptr()
+    kept, order = batch.keep([0, 2, 3, 4])  # row 1 ends
+    assert kept is batch and order == [0, 4, 2, 3]
+    assert batch.cache.layers[0].keys.data_ptr() == buffer  # nothing reallocated
+    index = torch.tensor(order)
+    assert torch.equal(batch.mask, _batch(5, 6, seed=3)[0].mask[index])
+    for (keys, values), (want_k, want_v) in zip(_held(batch), reference, strict=True):
+        assert torch.equal(keys, want_k[index]) and torch.equal(values, want_v[index])
+
+
+def test_a_row_joins_into_spare_rows_in_place_and_a_longer_one_makes_room() -> None:
+    running, mine = _batch(2, 7, seed=2)
+    running = running.select([0, 1])  # a running batch's buffers have rows to spare
+    buffer = running.cache.layers[0].keys.data_ptr()
+    joining, theirs = _batch(1, 3, seed=5)
+    merged = running.merge(joining)
+    assert merged is running and merged.cache.layers[0].keys.data_ptr() == buffer
+    for (keys, _), (k1, _), (k2, _) in zip(_held(merged), mine, theirs, strict=True):
+        assert torch.equal(keys, torch.cat([k1, F.pad(k2, (0, 0, 4, 0))], dim=0))
+    longer, _ = _batch(1, 9, seed=8)
+    assert merged.merge(longer).length == 9

@@ -24,53 +24,71 @@ from transformers.cache_utils import Cache, DynamicLayer
 # new one this much (or a quarter of its length) longer, so growing costs one copy per that many
 # steps, and a long batch holds at most a quarter more than it uses.
 ROOM_COLUMNS = 64
+# Rows a running batch's buffers have beyond its own, at least (or a quarter more): a request
+# joining is written into free rows in place instead of the whole batch being copied.
+ROOM_ROWS = 8
 
 
 class _GrowingLayer(DynamicLayer):
-    """A ``DynamicLayer`` whose ``keys`` and ``values`` are views of the filled part of larger
-    buffers; an update writes the new columns after them."""
+    """A ``DynamicLayer`` whose ``keys`` and ``values`` are views of the filled rows and columns
+    of larger buffers; an update writes the new columns after them."""
 
     _buffers: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
-    def holding(cls, keys: torch.Tensor, values: torch.Tensor, length: int) -> _GrowingLayer:
-        """A layer over buffers whose first ``length`` columns are filled."""
+    def holding(cls, keys: torch.Tensor, values: torch.Tensor, rows: int, length: int) -> _GrowingLayer:
+        """A layer over buffers whose first ``rows`` rows and ``length`` columns are filled."""
         layer = cls()
         layer.lazy_initialization(keys, values)
         layer._buffers = (keys, values)
-        layer.keys, layer.values = keys[:, :, :length], values[:, :, :length]
+        layer.view(rows, length)
         return layer
+
+    @property
+    def buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._buffers is not None, "the layer holds nothing yet"
+        return self._buffers
+
+    def view(self, rows: int, length: int) -> None:
+        keys, values = self.buffers
+        self.keys, self.values = keys[:rows, :, :length], values[:rows, :, :length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object,
                **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        length = self.get_seq_length()
+        rows, length = key_states.shape[0], self.get_seq_length()
         end = length + key_states.shape[-2]
         if self._buffers is None or end > self._buffers[0].shape[-2]:
+            spare = self._buffers[0].shape[0] - rows if self._buffers is not None else 0
             grown = []
             for filled, new in ((self.keys, key_states), (self.values, value_states)):
-                buffer = _buffer(new, new.shape[0], end)
+                buffer = new.new_empty((rows + spare, new.shape[1], _with_room(end), new.shape[-1]))
                 if length:
-                    buffer[:, :, :length] = filled
+                    buffer[:rows, :, :length] = filled
                 grown.append(buffer)
             self._buffers = (grown[0], grown[1])
         keys, values = self._buffers
-        keys[:, :, length:end] = key_states
-        values[:, :, length:end] = value_states
-        self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+        keys[:rows, :, length:end] = key_states
+        values[:rows, :, length:end] = value_states
+        self.view(rows, end)
         return self.keys, self.values
 
 
+def _with_room(length: int) -> int:
+    return length + max(ROOM_COLUMNS, length // 4)
+
+
 def _buffer(like: torch.Tensor, rows: int, length: int) -> torch.Tensor:
-    """An empty buffer for ``rows`` rows shaped like ``like``, with room past ``length`` columns."""
-    room = length + max(ROOM_COLUMNS, length // 4)
-    return like.new_empty((rows, like.shape[1], room, like.shape[-1]))
+    """An empty buffer shaped like ``like`` with room past ``rows`` rows and ``length`` columns."""
+    return like.new_empty((rows + max(ROOM_ROWS, rows // 4), like.shape[1], _with_room(length), like.shape[-1]))
 
 
 class GrowingCache(DynamicCache):
     """A ``DynamicCache`` of ``_GrowingLayer``s: empty (its layers made as the model first writes
     them), or holding ``layers``."""
+
+    layers: list[_GrowingLayer]
 
     def __init__(self, layers: list[_GrowingLayer] | None = None) -> None:
         if layers is None:
@@ -101,6 +119,7 @@ class KVBatch:
         ones = torch.ones((self.rows, 1), dtype=self.mask.dtype, device=self.mask.device)
         return torch.cat([self.mask, ones], dim=-1)
 
+    @torch.inference_mode()  # the cache's tensors are inference tensors, changed in place
     def select(self, rows: list[int]) -> KVBatch:
         """Keep ``rows`` (in that order, repeats allowed) and trim all-padding columns; each layer
         is copied once, straight into new buffers."""
@@ -109,28 +128,65 @@ class KVBatch:
         start = _first_used_column(mask)
         length = self.length - start
         layers = []
-        for keys, values in _layers(self.cache):
+        for layer in self.cache.layers:
             kept = []
-            for tensor in (keys, values):
+            for tensor in (layer.keys, layer.values):
                 buffer = _buffer(tensor, len(rows), length)
-                torch.index_select(tensor[:, :, start:], 0, index, out=buffer[:, :, :length])
+                torch.index_select(tensor[:, :, start:], 0, index, out=buffer[: len(rows), :, :length])
                 kept.append(buffer)
-            layers.append(_GrowingLayer.holding(kept[0], kept[1], length))
+            layers.append(_GrowingLayer.holding(kept[0], kept[1], len(rows), length))
         return KVBatch(GrowingCache(layers), mask[:, start:])
 
+    @torch.inference_mode()  # the cache's tensors are inference tensors, changed in place
+    def keep(self, rows: list[int]) -> tuple[KVBatch, list[int]]:
+        """Keep ``rows`` (increasing indexes) and let the others leave; the batch, and which of
+        the old rows each of its rows now is. In place where that is cheap: the rows past the
+        new end move into the places of those that left, the others stay where they are, so a
+        step where one request ends copies one row, not the batch. Columns no row uses any more
+        are cut (a copy of the batch) once they are a good share of it."""
+        kept_mask = self.mask[rows]
+        unused = _first_used_column(kept_mask)
+        if unused >= max(ROOM_COLUMNS // 2, self.length // 4):
+            return self.select(rows), rows
+        count = len(rows)
+        holes = sorted(set(range(count)) - set(rows))
+        movers = [row for row in rows if row >= count]
+        order = list(range(count))
+        for hole, mover in zip(holes, movers, strict=True):
+            order[hole] = mover
+        if holes:
+            to = torch.tensor(holes, device=self.mask.device)
+            source = torch.tensor(movers, device=self.mask.device)
+            for layer in self.cache.layers:
+                for buffer in layer.buffers:
+                    buffer[to, :, : self.length] = buffer[source, :, : self.length]
+        for layer in self.cache.layers:
+            layer.view(count, self.length)
+        self.mask = self.mask[order]
+        return self, order
+
+    @torch.inference_mode()  # the cache's tensors are inference tensors, changed in place
     def merge(self, other: KVBatch) -> KVBatch:
-        """This batch's rows followed by ``other``'s, the shorter side padded on the left."""
-        length = max(self.length, other.length)
+        """This batch's rows followed by ``other``'s, the shorter side padded on the left. In
+        place when ``other`` is no longer and this batch's buffers have the rows to spare."""
         rows = self.rows + other.rows
+        if other.length <= self.length and all(layer.buffers[0].shape[0] >= rows for layer in self.cache.layers):
+            for layer, joining in zip(self.cache.layers, other.cache.layers, strict=True):
+                for buffer, tensor in zip(layer.buffers, (joining.keys, joining.values), strict=True):
+                    _place(buffer[self.rows : rows], tensor, self.length)
+                layer.view(rows, self.length)
+            self.mask = torch.cat([self.mask, F.pad(other.mask, (self.length - other.length, 0), value=0)], dim=0)
+            return self
+        length = max(self.length, other.length)
         layers = []
-        for (k1, v1), (k2, v2) in zip(_layers(self.cache), _layers(other.cache), strict=True):
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
             joined = []
-            for mine, theirs in ((k1, k2), (v1, v2)):
-                buffer = _buffer(mine, rows, length)
-                _place(buffer[: self.rows], mine, length)
-                _place(buffer[self.rows :], theirs, length)
+            for mine_tensor, their_tensor in ((mine.keys, theirs.keys), (mine.values, theirs.values)):
+                buffer = _buffer(mine_tensor, rows, length)
+                _place(buffer[: self.rows], mine_tensor, length)
+                _place(buffer[self.rows : rows], their_tensor, length)
                 joined.append(buffer)
-            layers.append(_GrowingLayer.holding(joined[0], joined[1], length))
+            layers.append(_GrowingLayer.holding(joined[0], joined[1], rows, length))
         masks = [F.pad(batch.mask, (length - batch.length, 0), value=0) for batch in (self, other)]
         return KVBatch(GrowingCache(layers), torch.cat(masks, dim=0))
 
@@ -153,10 +209,6 @@ def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tup
         mask[row, longest - len(prompt) :] = 1
     positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
     return ids.to(device), mask.to(device), positions.to(device)
-
-
-def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def _first_used_column(mask: torch.Tensor) -> int:

@@ -356,13 +356,14 @@ class TextGenerationEngine:
         return keep
 
     def _keep_rows(self, keep: list[int]) -> None:
+        """Only the sequences at ``keep`` (increasing indexes) go on; the batch may reorder them."""
         if len(keep) == len(self._running):
             return
-        self._running = [self._running[i] for i in keep]
-        if not self._running or self._batch is None:
-            self._batch = None
-        else:
-            self._batch = self._batch.select(keep)
+        if not keep or self._batch is None:
+            self._running, self._batch = [], None
+            return
+        self._batch, order = self._batch.keep(keep)
+        self._running = [self._running[i] for i in order]
 
     def _fail_running(self, message: str) -> None:
         for seq in self._running:
