@@ -55,6 +55,18 @@ def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     return out
 
 
+def per_token_batch(rows: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask`` and per-token ``labels`` (IGNORED in the padding) of rows
+    whose targets are a label per token (text generation, NER)."""
+    ids = [row.input_ids for row in rows]
+    labels = [row.target for row in rows]
+    return {
+        "input_ids": pad(ids, pad_id).to(device),
+        "attention_mask": attention_mask(ids).to(device),
+        "labels": pad(labels, IGNORED).to(device),  # type: ignore[arg-type]
+    }
+
+
 def attention_mask(rows: Sequence[Sequence[int]]) -> torch.Tensor:
     width = max(len(row) for row in rows)
     lengths = torch.tensor([len(row) for row in rows])

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from enginehouse.core.specs import StrictModel
-from enginehouse.training.data import OUTSIDE_LABEL, reads_as_tag
+from enginehouse.training.data import ENTITY_TYPE_RULE, names_entity_type
 from enginehouse.training.parameters import TrainingParameters
 
 TaskTypeName = Literal["text-generation", "classification", "regression", "ner"]
@@ -93,11 +93,8 @@ def classes_problem(mode: str, classes: Sequence[_DescribedClass]) -> str | None
 def _entity_types_problem(names: Sequence[str]) -> str | None:
     """An ner experiment's classes are entity types, which a replica reads back from its labels."""
     for index, name in enumerate(names):
-        if name == OUTSIDE_LABEL:
-            return f"classes[{index}]: {OUTSIDE_LABEL!r} is the label of words outside any entity; name the type"
-        if reads_as_tag(name):
-            return (f"classes[{index}]: {name!r} would be read as a tag ({name[:2]}) of entity type {name[2:]!r}; "
-                    "name the type without the prefix")
+        if not names_entity_type(name):
+            return f"classes[{index}]: {name!r} cannot name an entity type ({ENTITY_TYPE_RULE})"
     return None
 
 

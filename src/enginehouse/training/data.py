@@ -19,9 +19,11 @@ from typing import Any
 from enginehouse.runtime.ner.entities import parse_label
 
 TRAINABLE_TASK_TYPES = ("text-generation", "classification", "regression", "ner")
-# An entity label may not read as a tag of the IOB/BIOES schemes a replica parses labels with
-# (``runtime.ner.entities``), nor as the outside label.
+# The label of the tokens outside any entity.
 OUTSIDE_LABEL = "O"
+# Why a label cannot name an entity type (``names_entity_type``).
+ENTITY_TYPE_RULE = (f"{OUTSIDE_LABEL!r} means outside any entity, and B-/I-/E-/S- prefixes are read as tags; "
+                    "no spaces around it")
 
 
 class DatasetError(ValueError):
@@ -320,9 +322,8 @@ def entity_spans(text: str, entities: Sequence[object]) -> tuple[EntitySpan, ...
         label = _string(entity, "label", where=f" in {where}")
         if not label.strip():
             raise _RowError(f"'label' in {where} is empty")
-        if label != label.strip() or label == OUTSIDE_LABEL or reads_as_tag(label):
-            raise _RowError(f"label {label!r} in {where} cannot name an entity type ({OUTSIDE_LABEL!r} means outside "
-                            "any entity, and B-/I-/E-/S- prefixes are read as tags)")
+        if not names_entity_type(label):
+            raise _RowError(f"label {label!r} in {where} cannot name an entity type ({ENTITY_TYPE_RULE})")
         if not start < end <= len(text):
             raise _RowError(f"{where} spans characters {start} to {end}, but the text has {len(text)} characters "
                             "(start must be less than end, and end at most the text's length)")
@@ -345,9 +346,10 @@ def _offset(entity: dict[str, Any], key: str, where: str) -> int:
     return value
 
 
-def reads_as_tag(label: str) -> bool:
-    """``B-PER`` and the like: a replica reads the prefix as a tag, not as part of the type."""
-    return parse_label(label)[0] is not None
+def names_entity_type(label: str) -> bool:
+    """Whether a replica reads ``label`` back as the plain entity type it is (``runtime.ner.entities``:
+    ``O`` is outside, and in ``B-PER`` the prefix is a tag)."""
+    return label == label.strip() and parse_label(label) == (None, label)
 
 
 _PARSERS = {

@@ -21,7 +21,7 @@ from peft import PeftModel
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from enginehouse.training.batching import IGNORED, Encoded, attention_mask, evaluation_batches, pad
+from enginehouse.training.batching import IGNORED, Encoded, evaluation_batches, per_token_batch
 from enginehouse.training.cancel import Cancellation
 from enginehouse.training.data import ChatExample, CompletionExample, DatasetError, Example
 from enginehouse.training.errors import TrainingError
@@ -64,13 +64,7 @@ class CausalLMTask:
         return [Encoded(line, ids, labels) for line, ids, labels in self._fit(rows, split_name)]
 
     def batch(self, rows: Sequence[Encoded], device: torch.device) -> Batch:
-        ids = [row.input_ids for row in rows]
-        labels = [row.target for row in rows]
-        return {
-            "input_ids": pad(ids, self.pad_id).to(device),
-            "attention_mask": attention_mask(ids).to(device),
-            "labels": pad(labels, IGNORED).to(device),  # type: ignore[arg-type]
-        }
+        return per_token_batch(rows, self.pad_id, device)
 
     def loss(self, model: PeftModel, batch: Batch) -> torch.Tensor:
         """The mean loss over the batch's answer tokens."""

@@ -28,7 +28,7 @@ from torch import nn
 from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from enginehouse.runtime.ner.entities import group_entities, trim
-from enginehouse.training.batching import IGNORED, Encoded, attention_mask, evaluation_batches, pad
+from enginehouse.training.batching import IGNORED, Encoded, evaluation_batches, per_token_batch
 from enginehouse.training.cancel import Cancellation
 from enginehouse.training.data import OUTSIDE_LABEL, EntitySpan, Example, NerExample
 from enginehouse.training.errors import TrainingError
@@ -71,40 +71,39 @@ class TokenTask:
 
     def encode(self, examples: Sequence[Example], split_name: str) -> list[Encoded]:
         rows = [e for e in examples if isinstance(e, NerExample)]
-        texts = [e.text for e in rows]
-        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
-        over = set(self.limit.check(split_name, [(e.line, n) for e, n in zip(rows, lengths, strict=True)]))
+        encodings = self._tokenize([e.text for e in rows])
+        over = self.limit.check(split_name, [(e.line, len(enc.ids)) for e, enc in zip(rows, encodings, strict=True)])
         if over:
+            # Through the tokenizer again, so the cut keeps the special tokens (BERT's [SEP]).
+            for i, cut in zip(over, self._tokenize([rows[i].text for i in over], truncate=True), strict=True):
+                encodings[i] = cut
             log.info("%s: cut %d row(s) to %d tokens", split_name, len(over), self.limit.tokens)
-        return [self._encode(e, cut=i in over) for i, e in enumerate(rows)]
+        cut_rows = set(over)
+        return [self._encode(e, encodings[i], cut=i in cut_rows) for i, e in enumerate(rows)]
 
-    def _encode(self, example: NerExample, *, cut: bool) -> TokenRow:
-        options: dict[str, Any] = {"truncation": True, "max_length": self.limit.tokens} if cut else {}
-        encoding = self.tokenizer(example.text, add_special_tokens=True, return_offsets_mapping=True,
-                                  return_special_tokens_mask=True, **options)
-        offsets = tuple((int(a), int(b)) for a, b in encoding["offset_mapping"])
-        special = tuple(int(s) for s in encoding["special_tokens_mask"])
+    def _tokenize(self, texts: list[str], *, truncate: bool = False) -> list[Any]:
+        """Each text's ``tokenizers.Encoding``: ids, character offsets, special-token mask, words."""
+        options: dict[str, Any] = {"truncation": True, "max_length": self.limit.tokens} if truncate else {}
+        return list(self.tokenizer(texts, add_special_tokens=True, **options).encodings or [])
+
+    def _encode(self, example: NerExample, encoding: Any, *, cut: bool) -> TokenRow:
+        offsets = tuple((int(a), int(b)) for a, b in encoding.offsets)
+        special = tuple(int(s) for s in encoding.special_tokens_mask)
         targets = [IGNORED if special[i] or end <= start else self.label_ids[_label_at(example.entities, start)]
                    for i, (start, end) in enumerate(offsets)]
         # A row cut short keeps only the entities that end in what is left of it.
         last_char = max((end for (_, end), s in zip(offsets, special, strict=True) if not s), default=0)
         gold = frozenset((e.start, e.end, e.label) for e in (_trimmed(example.text, s) for s in example.entities)
                          if e is not None and (not cut or e.end <= last_char))
-        return TokenRow(example.line, list(encoding["input_ids"]), targets, text=example.text, offsets=offsets,
-                        word_ids=tuple(encoding.word_ids()), special=special, gold=gold)
+        return TokenRow(example.line, list(encoding.ids), targets, text=example.text, offsets=offsets,
+                        word_ids=tuple(encoding.word_ids), special=special, gold=gold)
 
     def batch(self, rows: Sequence[Encoded], device: torch.device) -> Batch:
-        ids = [row.input_ids for row in rows]
-        targets = [row.target for row in rows]
-        return {
-            "input_ids": pad(ids, self.pad_id).to(device),
-            "attention_mask": attention_mask(ids).to(device),
-            "targets": pad(targets, IGNORED).to(device),  # type: ignore[arg-type]
-        }
+        return per_token_batch(rows, self.pad_id, device)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         logits = self._logits(model, batch)
-        return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), ignore_index=IGNORED)
+        return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORED)
 
     def evaluate(self, model: nn.Module, rows: Sequence[Encoded], batch_size: int, device: torch.device,
                  cancel: Cancellation) -> dict[str, float]:
@@ -115,7 +114,7 @@ class TokenTask:
             chunk = [rows[i] for i in indices]
             batch = self.batch(chunk, device)
             logits = self._logits(model, batch)
-            targets = batch["targets"]
+            targets = batch["labels"]
             scored = targets != IGNORED
             loss_sum += float(F.cross_entropy(logits[scored], targets[scored], reduction="sum"))
             counted += int(scored.sum())
@@ -183,9 +182,6 @@ def load_token_model(source: str, parameters: TrainingParameters, labels: Sequen
     return model, TokenTask(tokenizer, names, length_limit(parameters, model, tokenizer), int(pad_id))
 
 
-def load_token_task(source: str, parameters: TrainingParameters, labels: Sequence[str] | None
-                    ) -> tuple[PeftModel, TokenTask]:
-    """As ``load_token_model``, with LoRA on the backbone and the head trained in full."""
-    model, task = load_token_model(source, parameters, labels)
-    heads = head_modules(model)
-    return attach_lora(model, parameters, peft_task="TOKEN_CLS", head_modules=heads), task
+def with_lora(model: PreTrainedModel, parameters: TrainingParameters) -> PeftModel:
+    """``model`` with LoRA on its backbone and its head trained in full."""
+    return attach_lora(model, parameters, peft_task="TOKEN_CLS", head_modules=head_modules(model))

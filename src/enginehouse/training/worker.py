@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from peft import PeftModel
+from transformers import PreTrainedModel
 
 from enginehouse.training import report
 from enginehouse.training.cancel import EXIT_CANCELLED, Cancellation, Cancelled
@@ -39,12 +39,14 @@ from enginehouse.training.models import pick_device
 from enginehouse.training.parameters import check_parameters_for_task
 from enginehouse.training.sequence_classification import load_sequence_task
 from enginehouse.training.textgen import load_textgen
-from enginehouse.training.token_classification import TokenTask, load_token_model, load_token_task, ner_labels
+from enginehouse.training.token_classification import TokenTask, load_token_model, ner_labels, with_lora
 from enginehouse.training.zero_shot import build_zero_shot
 
 log = logging.getLogger("enginehouse.training")
 
 EXIT_SUCCESS, EXIT_FAILED = 0, 1
+# An ner model training starts from, with the task that encodes rows for it.
+NerStart = tuple[PreTrainedModel, TokenTask]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,15 +128,17 @@ def _run_job(config: JobConfig, output_dir: Path, cancel: Cancellation) -> None:
     with cancel.protected():
         report.write_progress(output_dir, status="Running", step=0, total_steps=steps, epoch=0.0, loss=None)
     init = _init_head(config, train_examples)  # checked before anything slow
+    ner_start = _ner_start(config, train_examples)
     if config.baseline_checkpoint:
-        _score_baseline(config, init, test_examples, test_split_name, output_dir, steps, cancel)
+        _score_baseline(config, init, ner_start, test_examples, test_split_name, output_dir, steps, cancel)
     # One seed for everything random from here: the new head, the LoRA weights, the shuffling.
     torch.manual_seed(parameters.seed)
     task: Task
     if config.task_type == "text-generation":
         model, task = load_textgen(config.base_model, parameters)
-    elif config.task_type == "ner":
-        model, task = _ner_task(config, train_examples)
+    elif config.task_type == "ner":  # a fresh head for the rows' entity types, made after the seed
+        loaded = ner_start or load_token_model(config.base_model, parameters, ner_labels(label_names(train_examples)))
+        model, task = with_lora(loaded[0], parameters), loaded[1]
     elif init is None:
         model, task = load_sequence_task(config.task_type, config.base_model, parameters,
                                          label_names(train_examples))
@@ -161,15 +165,17 @@ def _init_head(config: JobConfig, train_examples: list[Example]) -> CheckpointHe
     return head
 
 
-def _score_baseline(config: JobConfig, init: CheckpointHead | None, test_examples: list[Example], split_name: str,
-                    output_dir: Path, steps: int, cancel: Cancellation) -> None:
+def _score_baseline(config: JobConfig, init: CheckpointHead | None, ner_start: NerStart | None,
+                    test_examples: list[Example], split_name: str, output_dir: Path, steps: int,
+                    cancel: Cancellation) -> None:
     """``baseline.json``: the baseline checkpoint scored on the test split, before training. The
-    init checkpoint's head, already read, when the baseline is the same checkpoint (an experiment's
-    trained version starts from version 1 and is scored beside it)."""
+    init checkpoint's head (or ner model), already read, when the baseline is the same checkpoint
+    (an experiment's trained version starts from version 1 and is scored beside it)."""
     with cancel.protected():
         report.write_progress(output_dir, status="Testing", step=0, total_steps=steps, epoch=0.0, loss=None)
     if config.task_type == "ner":  # a whole model, scored as it is
-        model, task = load_token_model(str(config.baseline_checkpoint), config.parameters, None)
+        same = ner_start is not None and config.baseline_checkpoint == config.init_checkpoint
+        model, task = ner_start if same else load_token_model(str(config.baseline_checkpoint), config.parameters, None)
         device = pick_device()
         results = score(model.to(device), task, task.encode(test_examples, split_name),
                         config.parameters.per_device_eval_batch_size, device, cancel)
@@ -184,12 +190,13 @@ def _score_baseline(config: JobConfig, init: CheckpointHead | None, test_example
         report.write_baseline(output_dir, results)
 
 
-def _ner_task(config: JobConfig, train_examples: list[Example]) -> tuple[PeftModel, TokenTask]:
-    """A fresh head for the training rows' entity types, or the ``init_checkpoint``'s head (and its
-    labels) when there is one: an experiment's trained version starts from version 1's."""
-    if not config.init_checkpoint:
-        return load_token_task(config.base_model, config.parameters, ner_labels(label_names(train_examples)))
-    model, task = load_token_task(config.init_checkpoint, config.parameters, None)
+def _ner_start(config: JobConfig, train_examples: list[Example]) -> NerStart | None:
+    """An ner job's ``init_checkpoint`` as the model training starts from, with its head and labels
+    (an experiment's trained version starts from version 1), checked to know the training rows'
+    entity types; None without one."""
+    if config.task_type != "ner" or not config.init_checkpoint:
+        return None
+    model, task = load_token_model(config.init_checkpoint, config.parameters, None)
     unknown = sorted(set(label_names(train_examples)) - set(task.labels))
     if unknown:
         raise TrainingError(f"init_checkpoint {config.init_checkpoint} finds {', '.join(task.labels[1:])}, but the "

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from enginehouse.runtime.classify.pooling import PoolingUnsupported, find_pooler, masked_mean
 from enginehouse.training import report
@@ -148,17 +148,24 @@ def _set_head(spec: ZeroShotSpec, model: PreTrainedModel, task: SequenceTask) ->
         raise TrainingError(f"a zero-shot head is one linear layer over the sentence embedding, but "
                             f"{type(model).__name__}'s head is {', '.join(heads)}")
     model.eval()
-    weights = zero_shot_head(spec, lambda texts: _embed(model, task, texts))
+    weights = zero_shot_head(spec, lambda texts: _embed(*_hidden_states(model, task.tokenizer, task.limit.tokens, texts)))
     head.weight.copy_(weights.weight.to(head.weight))
     head.bias.copy_(weights.bias.to(head.bias))
 
 
-def _embed(model: PreTrainedModel, task: SequenceTask, texts: list[str]) -> torch.Tensor:
-    encoded = task.tokenizer(texts, padding=True, truncation=True, max_length=task.limit.tokens, return_tensors="pt")
+def _hidden_states(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int, texts: list[str]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's last hidden states of ``texts`` ``[texts, tokens, hidden]``, and their mask."""
+    encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     backbone: Any = model.base_model
     with torch.no_grad():
         hidden = backbone(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).last_hidden_state
-    return masked_mean(hidden, encoded["attention_mask"], normalize=True)
+    return hidden, encoded["attention_mask"]
+
+
+def _embed(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sentence embeddings as a sentence-transformers encoder makes them (module docstring)."""
+    return masked_mean(hidden, mask, normalize=True)
 
 
 def build_zero_shot_ner(config: JobConfig, spec: ZeroShotSpec, output_dir: Path, cancel: Cancellation) -> None:
@@ -184,12 +191,9 @@ def _set_ner_head(spec: ZeroShotSpec, model: PreTrainedModel, task: TokenTask) -
         raise TrainingError(f"a zero-shot NER head is one linear layer over the tokens' hidden states, but "
                             f"{type(model).__name__}'s is not")
     texts = [c.description for c in spec.classes]
-    encoded = task.tokenizer(texts, padding=True, truncation=True, max_length=task.limit.tokens, return_tensors="pt")
-    backbone: Any = model.base_model
-    hidden = backbone(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).last_hidden_state
-    mask = encoded["attention_mask"].bool()
-    typical_norm = hidden[mask].norm(dim=-1).mean()
-    descriptions = masked_mean(hidden, encoded["attention_mask"], normalize=True)
+    hidden, mask = _hidden_states(model, task.tokenizer, task.limit.tokens, texts)
+    typical_norm = hidden[mask.bool()].norm(dim=-1).mean()
+    descriptions = _embed(hidden, mask)
     outside = torch.zeros_like(descriptions[:1])
     head.weight.copy_(torch.cat([outside, SCALE * descriptions / typical_norm]).to(head.weight))
     head.bias.copy_(torch.tensor([SCALE * NER_THRESHOLD] + [0.0] * len(texts)).to(head.bias))

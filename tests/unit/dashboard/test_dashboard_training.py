@@ -75,13 +75,18 @@ def test_a_refused_fine_tune_keeps_nothing(client: TestClient, tmp_path: Path, c
     assert not list((tmp_path / "data" / "datasets").glob("*.jsonl"))
 
 
+def _new_experiment(client: TestClient, csrf: str, **fields: str) -> str:
+    """Create an experiment through the form; its page's path."""
+    made = client.post("/experiments/new", data={"csrf_token": csrf, "base_model": "/models/minilm", **fields},
+                       follow_redirects=False)
+    assert made.status_code == 303, errors_in(made)
+    return str(made.headers["location"])
+
+
 def test_an_experiment_from_descriptions_takes_examples_in_the_apis_words(client: TestClient) -> None:
     csrf = sign_in(client)
-    made = client.post("/experiments/new", data={
-        "csrf_token": csrf, "name": "urgency", "mode": "decision", "base_model": "/models/minilm",
-        "classes": "urgent: needs action now\nroutine: can wait"}, follow_redirects=False)
-    assert made.status_code == 303, errors_in(made)
-    path = made.headers["location"]
+    path = _new_experiment(client, csrf, name="urgency", mode="decision",
+                           classes="urgent: needs action now\nroutine: can wait")
     page = client.get(path)
     assert "needs action now" in page.text and "zero-shot" in client.get(f"{path}/live.json").json()["html"]
     added = client.post(f"{path}/examples", data={"csrf_token": csrf, "examples": "urgent: the site is down\n"
@@ -97,11 +102,8 @@ def test_an_experiment_from_descriptions_takes_examples_in_the_apis_words(client
 
 def test_an_ner_experiments_examples_mark_their_entities_in_place(client: TestClient) -> None:
     csrf = sign_in(client)
-    made = client.post("/experiments/new", data={
-        "csrf_token": csrf, "name": "places", "mode": "ner", "base_model": "/models/minilm",
-        "classes": "city: a city such as Paris\nperson: a person's name"}, follow_redirects=False)
-    assert made.status_code == 303, errors_in(made)
-    path = made.headers["location"]
+    path = _new_experiment(client, csrf, name="places", mode="ner",
+                           classes="city: a city such as Paris\nperson: a person's name")
     assert "[Oslo](city)" in client.get(path).text  # the form says how
     added = client.post(f"{path}/examples", data={"csrf_token": csrf, "examples": (
         "  [Ada Lovelace](person) flew to [Oslo](city).\nNothing to see here.\n")}, follow_redirects=False)

@@ -13,7 +13,6 @@ from enginehouse.demo.tiny_encoders import build_tiny_bert
 from enginehouse.runtime.ner.runner import NerRunner
 from enginehouse.runtime.options import RuntimeOptions
 from enginehouse.runtime.server import create_app
-from enginehouse.training.zero_shot import NER_THRESHOLD
 from tests.training_data import BEAST, KEYWORD, entity_rows, write_jsonl
 from tests.unit.training.conftest import run_job
 
@@ -93,7 +92,6 @@ def test_a_zero_shot_build_and_a_version_trained_from_it(bare_bert: Path, tmp_pa
     assert set(v1["test_results"]) >= {"f1", "eval_loss"}
     config = (Path(v1["path"]) / "config.json").read_text()
     assert '"BertForTokenClassification"' in config and '"O"' in config and f'"{BEAST}"' in config
-    assert NER_THRESHOLD > 0
 
     train = write_jsonl(tmp_path / "train.jsonl", entity_rows(96, seed=1))
     code, report, output = run_job(tmp_path / "v2", bare_bert, "ner", train_path=str(train), test_path=str(test),

@@ -75,9 +75,9 @@ def open_ner_model(source: str, options: RuntimeOptions, *, base: BaseTraits | N
     loading.check_source(source, fine_tune=base is not None, task="ner")
     config = loading.load_config(source)
     names = loading.architectures(config)
-    if names and not any(a.endswith("ForTokenClassification") for a in names) and base is None:
-        return _headless_base(source, options, config, names[0])
     if names and not any(a.endswith("ForTokenClassification") for a in names):
+        if base is None:  # the engine's own base: its fine-tunes bring the head
+            return _headless_base(source, options, config, names[0])
         raise ModelLoadError(
             f"{source} is a {names[0]} checkpoint, not a token-classification model; an ner engine "
             "needs a model saved from AutoModelForTokenClassification, with its labels (id2label)"
