@@ -9,12 +9,14 @@ restarted one included. Releasing the job removes the grant: its secret opens no
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
 import re
 from pathlib import Path
+
+from enginehouse.core.json_files import JsonFileError, read_json_object
+from enginehouse.services.orgs import hash_key
 
 GRANT_FILE = "artifact-grant.json"
 # Job ids become directory names: only what ``new_id`` makes, never a walk out of the tree.
@@ -29,7 +31,7 @@ def job_directory(training_root: Path, job_id: str) -> Path | None:
 def write_grant(job_dir: Path, secret: str, paths: list[str]) -> None:
     """Let the holder of ``secret`` fetch ``paths``; replaces an earlier grant of the job."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    record = {"secret_sha256": _digest(secret), "paths": sorted(set(paths))}
+    record = {"secret_sha256": hash_key(secret), "paths": sorted(set(paths))}
     scratch = job_dir / f".{GRANT_FILE}.tmp"
     descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
@@ -41,11 +43,11 @@ def granted_paths(job_dir: Path, secret: str) -> frozenset[str] | None:
     """The paths the job lets ``secret`` fetch; None when it is not the job's secret (or the job
     has no grant: unknown, or released)."""
     try:
-        record = json.loads((job_dir / GRANT_FILE).read_text(encoding="utf-8"))
+        record = read_json_object(job_dir / GRANT_FILE)
         expected, paths = str(record["secret_sha256"]), record["paths"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (JsonFileError, KeyError):
         return None
-    if not secret or not hmac.compare_digest(_digest(secret), expected) or not isinstance(paths, list):
+    if not secret or not hmac.compare_digest(hash_key(secret), expected) or not isinstance(paths, list):
         return None
     return frozenset(str(path) for path in paths)
 
@@ -54,5 +56,4 @@ def revoke_grant(job_dir: Path) -> None:
     (job_dir / GRANT_FILE).unlink(missing_ok=True)
 
 
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+

@@ -44,13 +44,15 @@ def test_greedy_completion_equals_peft_at_sweep_size(server: ServerProcess, shap
     name = f"size-{_shape_id(shape)}"
     job = register_job(http, base, [adapter], name=name)
     engine = create_engine(http, name, base)
-    deploy(http, engine["id"], f"{name}-ft", job["id"], 1)
-    wait_deployments(http, engine["id"])
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
-    for model, adapter_dir in ((name, None), (f"{name}-ft", adapter)):
-        reply = client.completions.create(model=model, prompt=PROMPT, max_tokens=TOKENS, temperature=0)
-        assert reply.choices[0].text == greedy_completion(base, adapter_dir, PROMPT, TOKENS), model
-    # Gone before the next size starts, so two replicas never share the cores.
-    assert http.delete(f"/v1/engines/{engine['id']}").status_code == 202
-    wait_for(lambda: http.get(f"/v1/engines/{engine['id']}").status_code == 404, timeout=60,
-             what="the engine to be gone")
+    try:
+        deploy(http, engine["id"], f"{name}-ft", job["id"], 1)
+        wait_deployments(http, engine["id"])
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
+        for model, adapter_dir in ((name, None), (f"{name}-ft", adapter)):
+            reply = client.completions.create(model=model, prompt=PROMPT, max_tokens=TOKENS, temperature=0)
+            assert reply.choices[0].text == greedy_completion(base, adapter_dir, PROMPT, TOKENS), model
+    finally:
+        # Gone before the next size starts (even after a failure), so two replicas never share the cores.
+        assert http.delete(f"/v1/engines/{engine['id']}").status_code == 202
+        wait_for(lambda: http.get(f"/v1/engines/{engine['id']}").status_code == 404, timeout=60,
+                 what="the engine to be gone")

@@ -133,12 +133,6 @@ class LocalTrainer:
             return None
         return tail_lines(path, max_lines)
 
-    def stop_all(self) -> None:
-        with self._lock:
-            job_ids = list(self._table())
-        for job_id in job_ids:
-            self.stop(job_id)
-
 
 def _exit(worker: _Worker) -> ReplicaExit | None:
     if worker.exit is not None:

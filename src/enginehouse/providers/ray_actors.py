@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # The answer of an actor that died (killed, or its node lost) instead of answering.
 GONE = object()
+GONE_REASON = "its Ray actor is gone (killed, or its node was lost)"
+# How long the answers of the actors asked in one listing are waited for; one that has not
+# answered by then (busy starting) counts as running: its health check (or next poll) judges it.
+POLL_TIMEOUT_S = 5.0
 
 
 def adopt_actors(ray: Any, prefix: str, timeout_s: float) -> list[tuple[Any, dict[str, Any]]]:

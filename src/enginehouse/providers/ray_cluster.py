@@ -42,7 +42,7 @@ from enginehouse.core.deadline import first_line
 from enginehouse.core.options import DeploymentOption
 from enginehouse.providers.base import LaunchedReplica, LaunchError, ProviderReplica, ReplicaExit, ReplicaLaunch
 from enginehouse.providers.local import runtime_arguments
-from enginehouse.providers.ray_actors import GONE, adopt_actors, answers
+from enginehouse.providers.ray_actors import GONE, GONE_REASON, POLL_TIMEOUT_S, adopt_actors, answers
 from enginehouse.providers.ray_training import GpuAsk, RayTrainer
 from enginehouse.providers.trainer import DelegatesTraining
 from enginehouse.requestlimits import RequestLimits
@@ -56,12 +56,8 @@ ACTOR_PREFIX = "replica-"
 NODE_LOG_DIR = str(Path(tempfile.gettempdir()) / "enginehouse" / "replica-logs")
 # How long a replica's actor may wait for a node with room before its launch fails.
 LAUNCH_TIMEOUT_S = 60.0
-# How long the answers of the actors asked in one listing are waited for; one that has not
-# answered by then (busy starting) counts as running: its health check judges it.
-POLL_TIMEOUT_S = 5.0
 # Cluster resources are read again at most this often (the reconciler asks on every step).
 OPTIONS_TTL_S = 10.0
-GONE_REASON = "its Ray actor is gone (killed, or its node was lost)"
 
 
 def ray_installed() -> bool:

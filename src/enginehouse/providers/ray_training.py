@@ -33,7 +33,7 @@ from enginehouse.core.deadline import first_line
 from enginehouse.providers.base import LaunchError, ProviderTraining, ReplicaExit, TrainingLaunch
 from enginehouse.providers.checkpoint_copy import CheckpointCopyError, copy_checkpoint
 from enginehouse.providers.local_process import tail_lines
-from enginehouse.providers.ray_actors import GONE, adopt_actors, answers
+from enginehouse.providers.ray_actors import GONE, GONE_REASON, POLL_TIMEOUT_S, adopt_actors, answers
 from enginehouse.providers.ray_training_actor import LOG_FILE, fetched_paths
 from enginehouse.providers.trainer import worker_config
 from enginehouse.replicaauth import new_secret
@@ -46,13 +46,11 @@ log = logging.getLogger(__name__)
 ACTOR_PREFIX = "training-"
 # Where jobs keep their directories on their node (each node's own disk).
 NODE_JOB_ROOT = str(Path(tempfile.gettempdir()) / "enginehouse" / "training-jobs")
-POLL_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 60.0
 # Passes in a row a checkpoint may fail to come back before the job is failed for it.
 COPY_PASSES = 3
 # Lines of a job's log kept on the server once the job is released.
 KEPT_LOG_LINES = 20000
-GONE_REASON = "its Ray actor is gone (killed, or its node was lost)"
 GpuAsk = Literal["auto"] | int
 
 
@@ -296,9 +294,3 @@ class RayTrainer:
         except ray.exceptions.RayError:
             return None
         return None if lines is None else list(lines)
-
-    def stop_all(self) -> None:
-        with self._lock:
-            job_ids = list(self._table())
-        for job_id in job_ids:
-            self.stop(job_id)

@@ -20,8 +20,6 @@ class Trainer(Protocol):
 
     def log_tail(self, job_id: str, max_lines: int) -> list[str] | None: ...
 
-    def stop_all(self) -> None: ...
-
 
 def worker_config(launch: TrainingLaunch, output_dir: str, threads: int) -> dict[str, Any]:
     """The config file a ``python -m enginehouse.training`` worker is started with, its paths

@@ -120,7 +120,11 @@ class ArtifactFetcher:
         blobs.mkdir(parents=True, exist_ok=True)
         problem = ""
         for attempt in range(1, ATTEMPTS + 1):
-            partial = blobs / f".{entry['sha256']}.{os.getpid()}.partial"
+            # A name of its own: replicas on this node, and a replica's concurrent adapter loads, may
+            # fetch the same file at once.
+            handle, name = tempfile.mkstemp(dir=blobs, prefix=f".{entry['sha256']}.", suffix=".partial")
+            os.close(handle)
+            partial = Path(name)
             try:
                 size, digest = self._download(client, source, entry["sha256"], partial)
             except httpx.HTTPError as exc:

@@ -86,15 +86,14 @@ def test_nothing_for_anyone_else(client: TestClient, files: tuple[Path, Path, Pa
         ("tr-aaaa", {SECRET_HEADER: "secret-b"}, dataset, 401),  # another job's secret
         ("tr-bbbb", {SECRET_HEADER: "secret-a"}, other, 401),
         ("tr-cccc", {SECRET_HEADER: "secret-a"}, dataset, 401),  # no such job
-        ("..", {SECRET_HEADER: "secret-a"}, dataset, 401),
+        ("%2E%2E", {SECRET_HEADER: "secret-a"}, dataset, 401),  # "..", escaped so the client keeps it
         ("tr-aaaa", {SECRET_HEADER: "secret-a"}, other, 404),  # another job's file
         ("tr-aaaa", {SECRET_HEADER: "secret-a"}, tmp_path, 404),  # any other path
         ("tr-aaaa", {SECRET_HEADER: "secret-a"}, Path("/etc/passwd"), 404),
     ]:
         for route in (f"/v1/training-artifacts/{job_id}/manifest", f"/v1/training-artifacts/{job_id}/files/{digest}"):
             answer = client.get(route, params={"path": str(path)}, headers=headers)
-            assert answer.status_code in (status, 404 if job_id == ".." else status), (route, headers, answer.text)
-            assert answer.status_code < 500
+            assert answer.status_code == status, (route, headers, answer.text)
     # A replica's routes know nothing of a job's secret.
     assert client.get("/v1/replica-artifacts/manifest", params={"path": str(model)},
                       headers={SECRET_HEADER: "secret-a"}).status_code == 401

@@ -13,6 +13,7 @@ from enginehouse.runtime.textgen.logits import TokenLogprob
 from enginehouse.runtime.textgen.responses import TokenRenderer
 from enginehouse.runtime.textgen.runs import ChoiceResult, RunResult
 from enginehouse.runtime.textgen.sequence import GenerationEvent
+from enginehouse.runtime.textgen.timers import StepTimers
 from enginehouse.runtime.textgen.tool_calls import FORMATS
 
 RENDERER = TokenRenderer(text=lambda token: f"<{token}>", raw_bytes=lambda token: bytes([token % 256]))
@@ -24,6 +25,7 @@ class _Events:
     def __init__(self, pieces: list[str], reason: str = "stop") -> None:
         self.choice_count = 1
         self.prompt_tokens = 3
+        self.timers = StepTimers()
         self._events = [
             GenerationEvent("r", 0, text, i + 1, reason if i == len(pieces) - 1 else None, token_id=i,
                             logprob=TokenLogprob(i, -float(i), ((i, -float(i)),)))
@@ -36,12 +38,15 @@ class _Events:
 
 
 def _stream(pieces: list[str], tools: ToolCalling, reason: str = "stop") -> list[dict[str, Any]]:
+    run = _Events(pieces, reason)
+
     async def collect() -> list[str]:
         shape = ChatShape("chatcmpl-1", "m", tools, RENDERER)
-        return [chunk async for chunk in chat_stream(_Events(pieces, reason), shape, include_usage=True)]  # type: ignore[arg-type]
+        return [chunk async for chunk in chat_stream(run, shape, include_usage=True)]  # type: ignore[arg-type]
 
     chunks = asyncio.run(collect())
     assert chunks[-1] == "data: [DONE]\n\n"
+    assert run.timers.encode > 0  # the replica's step split counts chat streams' encoding too
     return [json.loads(chunk.removeprefix("data: ")) for chunk in chunks[:-1]]
 
 

@@ -4,6 +4,7 @@ forced) and its log-probabilities."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -95,8 +96,10 @@ async def chat_stream(run: GenerationRun, shape: ChatShape, include_usage: bool)
     for index in range(run.choice_count):
         yield _chunk(shape, ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content="")))
     choices: dict[int, _ChoiceStream] = {}
+    timers = run.timers
     async with aclosing(run.events()) as events:
         async for event in events:
+            started = time.perf_counter()
             if event.error is not None:
                 yield sse_event(GenerationFailed(event.error).to_body())
                 break
@@ -107,10 +110,11 @@ async def chat_stream(run: GenerationRun, shape: ChatShape, include_usage: bool)
                 state.logprobs.append(event.logprob)
             if event.finish_reason is None:
                 shown = shape.tools.holds_back(state.text)
-                if shown > state.sent:
-                    yield _content(shape, event.index, state, shown)
-                continue
-            for chunk in _final_chunks(shape, event.index, state, event.finish_reason):
+                chunks = [_content(shape, event.index, state, shown)] if shown > state.sent else []
+            else:
+                chunks = _final_chunks(shape, event.index, state, event.finish_reason)
+            timers.encode += time.perf_counter() - started
+            for chunk in chunks:
                 yield chunk
     if include_usage:
         usage = Usage.of(run.prompt_tokens, sum(c.completion_tokens for c in choices.values()))

@@ -78,7 +78,8 @@ class TextGenerationEngine:
         self._waiting: deque[GenerationRequest] = deque()
         self._running: list[Sequence] = []
         self._batch: KVBatch | None = None
-        # Where the steps' time goes (GET /metrics); written by the engine thread only.
+        # Where the steps' time goes (GET /metrics); the engine thread writes its phases, the event
+        # loop ``encode`` (turning a stream's events into chunks).
         self.timers = StepTimers()
 
     # -- called from any thread ----------------------------------------------------------------
