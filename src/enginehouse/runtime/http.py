@@ -52,6 +52,27 @@ def sse_event(payload: BaseModel | dict[str, Any]) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
+class StreamEnvelope:
+    """What every chunk of one stream shares (id, object, created, model), written once by the
+    response model: a token's chunk is then its one choice's JSON spliced in, which costs the event
+    loop (and the engine thread, which shares its GIL) a few microseconds instead of a model dump."""
+
+    def __init__(self, empty_chunk: BaseModel) -> None:
+        head, found, tail = empty_chunk.model_dump_json().partition('"choices":[]')
+        if not found:
+            raise ValueError("a stream's envelope is a chunk with an empty 'choices' list")
+        self._head = f'data: {head}"choices":['
+        self._tail = f"]{tail}\n\n"
+
+    def event(self, choice_json: str) -> str:
+        return self._head + choice_json + self._tail
+
+
+def json_text(value: str | None) -> str:
+    """``value`` as a JSON string (``null`` for None), as the response models write it."""
+    return "null" if value is None else json.dumps(value, ensure_ascii=False)
+
+
 def sse_response(chunks: AsyncIterator[str], on_close: Callable[[], None] = lambda: None) -> StreamingResponse:
     """An event stream; ``on_close`` runs when the response ends however it ends, including a
     client that left before the first event (when ``chunks`` is never iterated at all)."""

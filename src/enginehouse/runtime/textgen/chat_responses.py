@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from enginehouse.protocol.responses import (
@@ -24,7 +24,7 @@ from enginehouse.protocol.responses import (
     ToolCall,
     Usage,
 )
-from enginehouse.runtime.http import SSE_DONE, sse_event
+from enginehouse.runtime.http import SSE_DONE, StreamEnvelope, json_text, sse_event
 from enginehouse.runtime.textgen.logits import TokenLogprob
 from enginehouse.runtime.textgen.responses import TokenRenderer, finish_reason
 from enginehouse.runtime.textgen.runs import GenerationFailed, GenerationRun, RunResult
@@ -68,6 +68,8 @@ class ChatShape:
     model: str
     tools: ToolCalling
     renderer: TokenRenderer | None
+    # One timestamp for the answer, every chunk of a stream included (as OpenAI's are).
+    created: int = field(default_factory=lambda: int(time.time()))
 
 
 def chat_body(result: RunResult, shape: ChatShape, prompt_tokens: int) -> dict[str, Any]:
@@ -78,7 +80,8 @@ def chat_body(result: RunResult, shape: ChatShape, prompt_tokens: int) -> dict[s
         logprobs = shape.renderer.chat(choice.logprobs) if shape.renderer is not None else None
         choices.append(ChatChoice(index=index, message=message, logprobs=logprobs, finish_reason=reason))
     usage = Usage.of(prompt_tokens, result.completion_tokens)
-    return ChatCompletionResponse(id=shape.response_id, model=shape.model, choices=choices, usage=usage).model_dump()
+    return ChatCompletionResponse(id=shape.response_id, model=shape.model, created=shape.created, choices=choices,
+                                  usage=usage).model_dump()
 
 
 class _ChoiceStream:
@@ -97,6 +100,7 @@ async def chat_stream(run: GenerationRun, shape: ChatShape, include_usage: bool)
         yield _chunk(shape, ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content="")))
     choices: dict[int, _ChoiceStream] = {}
     timers = run.timers
+    envelope = StreamEnvelope(_envelope(shape, []))
     async with aclosing(run.events()) as events:
         async for event in events:
             started = time.perf_counter()
@@ -110,30 +114,41 @@ async def chat_stream(run: GenerationRun, shape: ChatShape, include_usage: bool)
                 state.logprobs.append(event.logprob)
             if event.finish_reason is None:
                 shown = shape.tools.holds_back(state.text)
-                chunks = [_content(shape, event.index, state, shown)] if shown > state.sent else []
+                chunks = [_content(shape, envelope, event.index, state, shown)] if shown > state.sent else []
             else:
-                chunks = _final_chunks(shape, event.index, state, event.finish_reason)
+                chunks = _final_chunks(shape, envelope, event.index, state, event.finish_reason)
             timers.encode += time.perf_counter() - started
             for chunk in chunks:
                 yield chunk
     if include_usage:
         usage = Usage.of(run.prompt_tokens, sum(c.completion_tokens for c in choices.values()))
-        yield sse_event(ChatCompletionChunk(id=shape.response_id, model=shape.model, choices=[], usage=usage))
+        yield sse_event(_envelope(shape, [], usage))
     yield SSE_DONE
 
 
-def _content(shape: ChatShape, index: int, state: _ChoiceStream, until: int) -> str:
-    delta = DeltaMessage(content=state.text[state.sent:until])
+def _content(shape: ChatShape, envelope: StreamEnvelope, index: int, state: _ChoiceStream, until: int) -> str:
+    text = state.text[state.sent:until]
     state.sent = until
+    if shape.renderer is None:  # a token's chunk, the common case: spliced, not dumped
+        return envelope.event(content_choice_json(index, text))
+    delta = DeltaMessage(content=text)
     return _chunk(shape, ChatChunkChoice(index=index, delta=delta, logprobs=_take_logprobs(shape, state)))
 
 
-def _final_chunks(shape: ChatShape, index: int, state: _ChoiceStream, reason: str) -> list[str]:
+def content_choice_json(index: int, content: str) -> str:
+    """``ChatChunkChoice(index, delta=DeltaMessage(content=content))`` as its model writes it
+    (tests/unit/runtime/test_stream_chunks.py holds the two to the same JSON)."""
+    delta = f'{{"role":null,"content":{json_text(content)}}}'
+    return f'{{"index":{index},"delta":{delta},"logprobs":null,"finish_reason":null}}'
+
+
+def _final_chunks(shape: ChatShape, envelope: StreamEnvelope, index: int, state: _ChoiceStream,
+                  reason: str) -> list[str]:
     content, calls, final_reason = shape.tools.finish(state.text, reason)
     chunks = []
     # The content is the text, or the part of it before the calls: what is left of it goes now.
     if content is not None and len(content) > state.sent:
-        chunks.append(_content(shape, index, state, len(content)))
+        chunks.append(_content(shape, envelope, index, state, len(content)))
     if calls:
         deltas = [
             DeltaToolCall(index=k, id=call.id, type="function",
@@ -157,4 +172,9 @@ def _take_logprobs(shape: ChatShape, state: _ChoiceStream) -> ChatLogprobs | Non
 
 
 def _chunk(shape: ChatShape, choice: ChatChunkChoice) -> str:
-    return sse_event(ChatCompletionChunk(id=shape.response_id, model=shape.model, choices=[choice]))
+    return sse_event(_envelope(shape, [choice]))
+
+
+def _envelope(shape: ChatShape, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+    return ChatCompletionChunk(id=shape.response_id, model=shape.model, created=shape.created, choices=choices,
+                               usage=usage)

@@ -19,7 +19,7 @@ from enginehouse.protocol.responses import (
     TopLogprob,
     Usage,
 )
-from enginehouse.runtime.http import SSE_DONE, sse_event
+from enginehouse.runtime.http import SSE_DONE, StreamEnvelope, json_text, sse_event
 from enginehouse.runtime.textgen.logits import TokenLogprob
 from enginehouse.runtime.textgen.runs import GenerationFailed, GenerationRun, RunResult
 
@@ -91,6 +91,8 @@ class CompletionShape:
     echo: list[str] | None
     # How tokens are shown when log-probabilities were asked for, else None.
     renderer: TokenRenderer | None
+    # One timestamp for the answer, every chunk of a stream included (as OpenAI's are).
+    created: int = field(default_factory=lambda: int(time.time()))
 
     def prefix(self, index: int) -> str:
         return self.echo[index // self.n] if self.echo is not None else ""
@@ -108,7 +110,8 @@ def completion_body(result: RunResult, shape: CompletionShape, prompt_tokens: in
         choices.append(CompletionChoice(index=index, text=text, logprobs=logprobs,
                                         finish_reason=finish_reason(choice.finish_reason)))
     usage = Usage.of(prompt_tokens, result.completion_tokens)
-    return CompletionResponse(id=shape.response_id, model=shape.model, choices=choices, usage=usage).model_dump()
+    return CompletionResponse(id=shape.response_id, model=shape.model, created=shape.created, choices=choices,
+                              usage=usage).model_dump()
 
 
 async def completion_stream(run: GenerationRun, shape: CompletionShape, include_usage: bool) -> AsyncIterator[str]:
@@ -116,6 +119,7 @@ async def completion_stream(run: GenerationRun, shape: CompletionShape, include_
     columns: dict[int, LegacyLogprobs] = {}
     pending: dict[int, list[TokenLogprob]] = {}
     timers = run.timers
+    envelope = StreamEnvelope(_chunk(shape, []))
     async with aclosing(run.events()) as events:
         async for event in events:
             started = time.perf_counter()
@@ -132,19 +136,31 @@ async def completion_stream(run: GenerationRun, shape: CompletionShape, include_
             text = (shape.prefix(index) if first else "") + event.text
             if not text and event.finish_reason is None:
                 continue  # its log-probabilities go out with the next text
-            logprobs = None
-            if shape.renderer is not None:
+            if shape.renderer is None:
+                chunk = envelope.event(plain_choice_json(index, text, event.finish_reason))
+            else:
                 logprobs = columns.setdefault(index, LegacyLogprobs(shape.renderer)).add(waiting)
+                choice = CompletionChoice(index=index, text=text, logprobs=logprobs,
+                                          finish_reason=finish_reason(event.finish_reason))
+                chunk = sse_event(_chunk(shape, [choice]))
             waiting.clear()
-            choice = CompletionChoice(index=index, text=text, logprobs=logprobs,
-                                      finish_reason=finish_reason(event.finish_reason))
-            chunk = sse_event(CompletionResponse(id=shape.response_id, model=shape.model, choices=[choice]))
             timers.encode += time.perf_counter() - started
             yield chunk
     if include_usage:
         usage = Usage.of(run.prompt_tokens, sum(completion_tokens.values()))
-        yield sse_event(CompletionResponse(id=shape.response_id, model=shape.model, choices=[], usage=usage))
+        yield sse_event(_chunk(shape, [], usage))
     yield SSE_DONE
+
+
+def plain_choice_json(index: int, text: str, reason: str | None) -> str:
+    """``CompletionChoice(index, text, finish_reason=reason)`` without log-probabilities, as its
+    model writes it (tests/unit/runtime/test_stream_chunks.py holds the two to the same JSON)."""
+    return f'{{"index":{index},"text":{json_text(text)},"logprobs":null,"finish_reason":{json_text(reason)}}}'
+
+
+def _chunk(shape: CompletionShape, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
+    return CompletionResponse(id=shape.response_id, model=shape.model, created=shape.created, choices=choices,
+                              usage=usage)
 
 
 def finish_reason(reason: str | None) -> FinishReason | None:
