@@ -1,10 +1,15 @@
 """Turn a growing list of generated tokens into text deltas, honouring stop strings.
 
 Tokens do not map to text one by one: a byte-level BPE token can carry half of a UTF-8 character,
-and a SentencePiece token's leading space depends on its neighbours. So we decode the whole
-completion each time and emit the new suffix, holding back
+and a SentencePiece token's leading space (or a WordPiece token's ``##``) depends on the token
+before it. So each new token is decoded in a window: the tokens since the last complete text,
+after the few that came just before them as context, and the new text is what the window adds to
+its context's. That keeps a token's cost flat however long the answer grows, where decoding the
+whole completion each time made a step of long answers slower with every token (the same text:
+the decoder is run with ``clean_up_tokenization_spaces`` off, so a window never rewrites what came
+before it; a decoder that did is caught and read whole). Held back from the stream are
 
-  * a trailing U+FFFD (an incomplete character whose other bytes are still to come), and
+  * an incomplete character (the window ends in U+FFFD: its other bytes are still to come), and
   * any tail that could be the beginning of a stop string,
 
 so a stream never shows text that a later token would change or that a stop string cuts off.
@@ -22,7 +27,14 @@ class TextAccumulator:
         self._decode = decode
         self._stops = stops
         self._ids: list[int] = []
+        # The completion's text read so far; it ends at a complete character until ``finish``.
         self._text = ""
+        # The decoding window: ids[_context:_read] were read last time (the next token's context);
+        # ids[_read:] are not read yet.
+        self._context = 0
+        self._read = 0
+        # Set for a decoder that does not decode a window as it decodes the whole: then it is whole.
+        self._whole = False
         self._emitted = 0
         self.stopped = False
 
@@ -39,7 +51,7 @@ class TextAccumulator:
         ordinary text.
         """
         self._ids.append(token_id)
-        self._text = self._decode(self._ids)
+        self._read_new_tokens()
         if not check_stops:
             return self._emit_until(len(self._text) - self._incomplete_tail())
         cut = self._find_stop()
@@ -53,7 +65,23 @@ class TextAccumulator:
         """The generation ended for another reason: release whatever was held back."""
         if self.stopped:
             return ""
+        self._read_new_tokens(final=True)
         return self._emit_until(len(self._text))
+
+    def _read_new_tokens(self, final: bool = False) -> None:
+        """Add the unread tokens' text to ``_text`` once it is complete (or ``final``)."""
+        if self._whole:
+            self._text = self._decode(self._ids)
+            return
+        context = self._decode(self._ids[self._context:self._read]) if self._read > self._context else ""
+        window = self._decode(self._ids[self._context:])
+        if not window.startswith(context):  # a decoder whose window rewrote its context: read whole
+            self._whole = True
+            self._text = self._decode(self._ids)
+            return
+        if len(window) > len(context) and (final or not window.endswith(REPLACEMENT_CHAR)):
+            self._text += window[len(context):]
+            self._context, self._read = self._read, len(self._ids)
 
     def _emit_until(self, end: int) -> str:
         if end <= self._emitted:
