@@ -132,8 +132,9 @@ def facts_from_directory(directory: Path) -> ModelFacts:
     return ModelFacts(shape, parameters, file_bytes, tuple(notes))
 
 
-def _looks_like_path(base_model: str) -> bool:
-    return base_model.startswith(("/", "./", "../", "~")) or Path(base_model).is_absolute()
+def looks_like_local_path(name: str) -> bool:
+    """True for a model name that can only be a path (not a Hub id ``owner/name``)."""
+    return name.startswith(("/", "./", "../", "~")) or Path(name).is_absolute()
 
 
 def read_model_facts(base_model: str, hub_timeout_s: float = HUB_TIMEOUT_S) -> ModelFacts:
@@ -144,7 +145,7 @@ def read_model_facts(base_model: str, hub_timeout_s: float = HUB_TIMEOUT_S) -> M
             return facts_from_directory(directory)
     except (OSError, ValueError) as exc:  # a NUL byte, a path too long, a directory we may not list
         return ModelFacts(None, notes=(f"base model {base_model!r} cannot be read ({exc})",))
-    if _looks_like_path(base_model):
+    if looks_like_local_path(base_model):
         return ModelFacts(None, notes=(f"base model directory {base_model} does not exist",))
     return _facts_from_hub(base_model, hub_timeout_s)
 

@@ -9,10 +9,12 @@ adapters. ``server.create_app`` is the only consumer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from fastapi import APIRouter
 
+from enginehouse.core.model_files import looks_like_local_path
 from enginehouse.errors import BadRequestError
 from enginehouse.runtime.metrics import ReplicaLoad, ReplicaMetrics
 from enginehouse.runtime.options import RuntimeOptions
@@ -30,6 +32,13 @@ def loaded(part: T | None) -> T:
 
 class ReplicaLoadError(Exception):
     """The replica cannot come up; the message is shown to the user as the engine's reason."""
+
+
+def check_local_base_model(base_model: str) -> None:
+    """Something that can only be a path but is not there: say so, rather than let the Hub
+    client report a confusing "repo id" error."""
+    if looks_like_local_path(base_model) and not Path(base_model).expanduser().exists():
+        raise ReplicaLoadError(f"base model directory {base_model} does not exist")
 
 
 class ModelRunner(ABC):

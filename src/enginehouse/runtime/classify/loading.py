@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-from enginehouse.runtime.base import ReplicaLoadError
+from enginehouse.runtime.base import ReplicaLoadError, check_local_base_model
 from enginehouse.runtime.options import DtypeOption
 from enginehouse.runtime.textgen.loading import pick_device, resolve_dtype
 
@@ -47,7 +46,7 @@ class LoadedClassifier:
 
 def load_sequence_classifier(base_model: str, dtype_option: DtypeOption = "auto") -> LoadedClassifier:
     """Raises ``ReplicaLoadError`` with a message the user can act on."""
-    _check_local_path(base_model)
+    check_local_base_model(base_model)
     device = pick_device()
     try:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -117,14 +116,6 @@ def _pad_token_id(model: nn.Module, tokenizer: PreTrainedTokenizerBase, base_mod
         )
     config.pad_token_id = int(candidate)
     return int(candidate)
-
-
-def _check_local_path(base_model: str) -> None:
-    # Something that can only be a path but is not there: say so, rather than let the Hub
-    # client report a confusing "repo id" error.
-    looks_like_path = base_model.startswith(("/", "./", "../", "~")) or Path(base_model).is_absolute()
-    if looks_like_path and not Path(base_model).expanduser().exists():
-        raise ReplicaLoadError(f"base model directory {base_model} does not exist")
 
 
 def _short(exc: Exception) -> str:

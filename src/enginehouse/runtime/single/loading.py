@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
+from enginehouse.core.model_files import looks_like_local_path
 from enginehouse.runtime.options import DtypeOption
 from enginehouse.runtime.textgen.loading import pick_device, resolve_dtype
 
@@ -41,8 +42,7 @@ def check_source(source: str, *, fine_tune: bool, task: str) -> None:
     be a Hub id (resolved through the Hugging Face cache by ``from_pretrained``).
     """
     path = Path(source).expanduser()
-    looks_like_path = fine_tune or source.startswith(("/", "./", "../", "~")) or path.is_absolute()
-    if not looks_like_path:
+    if not (fine_tune or looks_like_local_path(source)):
         return
     if not path.exists():
         raise ModelLoadError(f"model directory {source} does not exist")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from enginehouse.runtime.base import ReplicaLoadError
+from enginehouse.runtime.base import ReplicaLoadError, check_local_base_model
 from enginehouse.runtime.options import DtypeOption
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def resolve_dtype(option: DtypeOption, device: torch.device) -> torch.dtype | st
 
 def load_causal_lm(base_model: str, dtype_option: DtypeOption = "auto") -> LoadedCausalLM:
     """Raises ``ReplicaLoadError`` with a message the user can act on."""
-    _check_local_path(base_model)
+    check_local_base_model(base_model)
     device = pick_device()
     dtype = resolve_dtype(dtype_option, device)
     try:
@@ -78,14 +77,6 @@ def load_causal_lm(base_model: str, dtype_option: DtypeOption = "auto") -> Loade
     )
     log.info("loaded %s on %s (%s)", base_model, device, loaded.dtype)
     return loaded
-
-
-def _check_local_path(base_model: str) -> None:
-    # Something that can only be a path but is not there: say so, rather than let the Hub
-    # client report a confusing "repo id" error.
-    looks_like_path = base_model.startswith(("/", "./", "../", "~")) or Path(base_model).is_absolute()
-    if looks_like_path and not Path(base_model).expanduser().exists():
-        raise ReplicaLoadError(f"base model directory {base_model} does not exist")
 
 
 def _eos_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
