@@ -100,7 +100,7 @@ async def chat_stream(run: GenerationRun, shape: ChatShape, include_usage: bool)
         yield _chunk(shape, ChatChunkChoice(index=index, delta=DeltaMessage(role="assistant", content="")))
     choices: dict[int, _ChoiceStream] = {}
     timers = run.timers
-    envelope = StreamEnvelope(_envelope(shape, []))
+    envelope = StreamEnvelope(_chunk_model(shape, []))
     async with aclosing(run.events()) as events:
         async for event in events:
             started = time.perf_counter()
@@ -122,7 +122,7 @@ async def chat_stream(run: GenerationRun, shape: ChatShape, include_usage: bool)
                 yield chunk
     if include_usage:
         usage = Usage.of(run.prompt_tokens, sum(c.completion_tokens for c in choices.values()))
-        yield sse_event(_envelope(shape, [], usage))
+        yield sse_event(_chunk_model(shape, [], usage))
     yield SSE_DONE
 
 
@@ -172,9 +172,9 @@ def _take_logprobs(shape: ChatShape, state: _ChoiceStream) -> ChatLogprobs | Non
 
 
 def _chunk(shape: ChatShape, choice: ChatChunkChoice) -> str:
-    return sse_event(_envelope(shape, [choice]))
+    return sse_event(_chunk_model(shape, [choice]))
 
 
-def _envelope(shape: ChatShape, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+def _chunk_model(shape: ChatShape, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
     return ChatCompletionChunk(id=shape.response_id, model=shape.model, created=shape.created, choices=choices,
                                usage=usage)

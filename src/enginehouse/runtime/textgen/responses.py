@@ -119,7 +119,7 @@ async def completion_stream(run: GenerationRun, shape: CompletionShape, include_
     columns: dict[int, LegacyLogprobs] = {}
     pending: dict[int, list[TokenLogprob]] = {}
     timers = run.timers
-    envelope = StreamEnvelope(_chunk(shape, []))
+    envelope = StreamEnvelope(_chunk_model(shape, []))
     async with aclosing(run.events()) as events:
         async for event in events:
             started = time.perf_counter()
@@ -142,13 +142,13 @@ async def completion_stream(run: GenerationRun, shape: CompletionShape, include_
                 logprobs = columns.setdefault(index, LegacyLogprobs(shape.renderer)).add(waiting)
                 choice = CompletionChoice(index=index, text=text, logprobs=logprobs,
                                           finish_reason=finish_reason(event.finish_reason))
-                chunk = sse_event(_chunk(shape, [choice]))
+                chunk = sse_event(_chunk_model(shape, [choice]))
             waiting.clear()
             timers.encode += time.perf_counter() - started
             yield chunk
     if include_usage:
         usage = Usage.of(run.prompt_tokens, sum(completion_tokens.values()))
-        yield sse_event(_chunk(shape, [], usage))
+        yield sse_event(_chunk_model(shape, [], usage))
     yield SSE_DONE
 
 
@@ -158,7 +158,8 @@ def plain_choice_json(index: int, text: str, reason: str | None) -> str:
     return f'{{"index":{index},"text":{json_text(text)},"logprobs":null,"finish_reason":{json_text(reason)}}}'
 
 
-def _chunk(shape: CompletionShape, choices: list[CompletionChoice], usage: Usage | None = None) -> CompletionResponse:
+def _chunk_model(shape: CompletionShape, choices: list[CompletionChoice],
+                 usage: Usage | None = None) -> CompletionResponse:
     return CompletionResponse(id=shape.response_id, model=shape.model, created=shape.created, choices=choices,
                               usage=usage)
 

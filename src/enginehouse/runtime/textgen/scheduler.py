@@ -249,7 +249,9 @@ class TextGenerationEngine:
             return True
         keep = self._advance(sequences, tokens, logprobs)
         if keep:
-            joined = batch.select(keep)
+            # Merging copies the joining rows into the running batch; a copy of their own first only
+            # drops rows that already finished, or gives a new running batch room to grow.
+            joined = batch if self._batch is not None and len(keep) == len(sequences) else batch.select(keep)
             self._batch = joined if self._batch is None else self._batch.merge(joined)
             self._running.extend(sequences[i] for i in keep)
         return True
