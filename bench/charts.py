@@ -16,8 +16,9 @@ from bench.vllm_runs import MIXED_KEY as VLLM_MIXED
 
 THROUGHPUT_SERIES = (("a", "enginehouse, base", "C0", "-"), ("b", "enginehouse, adapters", "C0", "--"),
                      (VLLM_BASE, "vLLM, base", "C1", "-"), (VLLM_MIXED, "vLLM, adapters", "C1", "--"),
-                     ("f", "static batch (ceiling)", "C2", ":"), ("d", "PEFT, one at a time", "C3", ":"))
-NEAR_ONE = (("a", "f"), ("b", "a"), ("a", VLLM_BASE), ("b", VLLM_MIXED))
+                     ("f", "static batch (ceiling)", "C2", ":"), ("engine", "engine alone (no HTTP)", "C4", ":"),
+                     ("d", "PEFT, one at a time", "C3", ":"))
+NEAR_ONE = (("a", "f"), ("engine", "f"), ("b", "a"), ("a", VLLM_BASE), ("b", VLLM_MIXED))
 OVER_PEFT = (("b", "d"), ("f", "d"))
 BESIDE = (("encode", "encode (replica's event loop)"), ("relay", "relay (gateway's CPU)"))
 

@@ -1,10 +1,14 @@
-"""The two baselines that need no server, run in this process with a pinned thread count.
+"""The baselines that need no server, run in this process with a pinned thread count.
 
 (d) naive: one PEFT model holding every adapter; per request ``set_adapter`` then ``generate``,
     one request at a time — what serving adapters looks like without a batching engine.
 (f) ceiling: the base model's own batched ``generate`` over as many prompts as the servers have
     streams, all at once: no server, no HTTP, no scheduling. A server of this model in eager
     PyTorch should not beat it by much.
+(engine) alone: enginehouse's own text-generation engine, loaded as a replica loads it and
+    stepped on this thread under the servers' closed loop of streams: the engine's scheduling,
+    sampling and detokenizing without HTTP, the gateway or a client. Between it and (a) lies
+    only the serving path and the CPU it takes from the model.
 
 Both force the output length with ``min_new_tokens`` (the in-process twin of ``ignore_eos``) and
 time tokens with a streamer, so their records read like the HTTP runs'.
@@ -12,14 +16,20 @@ time tokens with a streamer, so their records read like the HTTP runs'.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.generation.streamers import BaseStreamer
 
 from bench.load import LoadResult, RequestRecord, StopCheck, one_at_a_time
+
+if TYPE_CHECKING:
+    from enginehouse.runtime.textgen.scheduler import TextGenerationEngine
+    from enginehouse.runtime.textgen.sequence import GenerationEvent
 
 
 class _TokenClock(BaseStreamer):
@@ -98,3 +108,65 @@ def peft_sequential(base_dir: Path, adapters: dict[str, Path], requests: list[tu
         return _generate(peft_model, tokenizer, [prompt], max_tokens)
 
     return one_at_a_time(requests, serve)
+
+
+def engine_alone(base_dir: Path, options: dict[str, Any], warmup: list[str], prompts: list[str],
+                 concurrency: int, count: int, max_tokens: int,
+                 warmup_tokens: int) -> Callable[[StopCheck | None], LoadResult]:
+    """(engine): load the engine with the served engine's runtime options and warm it up, then return
+    the measured part: ``count`` greedy requests (``prompts`` in turn) of ``max_tokens`` tokens
+    each, ``concurrency`` at a time, each finished one replaced by the next at once."""
+    from enginehouse.runtime.options import parse_runtime_options
+    from enginehouse.runtime.textgen.runner import TextGenerationRunner
+
+    runner = TextGenerationRunner(base_model=str(base_dir), served_name="engine-alone",
+                                  options=parse_runtime_options(json.dumps(options)))
+    runner.load()
+    engine, encode = runner.engine, runner.serving.tokenizer.encode
+    _closed_loop(engine, [encode(p) for p in warmup], len(warmup), len(warmup), warmup_tokens, None)
+    token_prompts = [encode(prompt) for prompt in prompts]
+
+    def run(stop: StopCheck | None) -> LoadResult:
+        started = time.perf_counter()
+        records = _closed_loop(engine, token_prompts, concurrency, count, max_tokens, stop)
+        return LoadResult(records, time.perf_counter() - started, abandoned=len(records) < count)
+
+    return run
+
+
+def _closed_loop(engine: TextGenerationEngine, prompts: list[list[int]], concurrency: int, count: int,
+                 max_tokens: int, stop: StopCheck | None) -> list[RequestRecord]:
+    """Step ``engine`` on this thread until ``count`` requests have finished (or ``stop`` says
+    so before a new one would start), keeping ``concurrency`` of them in flight."""
+    from enginehouse.protocol.sampling import SamplingParams
+    from enginehouse.runtime.textgen.sequence import GenerationRequest
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    records: list[RequestRecord] = []
+    finished: list[RequestRecord] = []
+
+    def submit() -> None:
+        record = RequestRecord(sent=time.perf_counter())
+        index = len(records)
+        records.append(record)
+
+        def emit(event: GenerationEvent) -> None:  # on this thread: the engine is stepped here
+            now = time.perf_counter()
+            if event.token_id is not None:
+                record.chunk_times.append(now)
+                record.completion_tokens = event.completion_tokens
+            if event.finish_reason or event.error:
+                record.finish_reason, record.error, record.done = event.finish_reason, event.error, now
+                finished.append(record)
+
+        engine.submit(GenerationRequest(f"alone-{index}", prompts[index % len(prompts)], params, emit))
+
+    for _ in range(min(concurrency, count)):
+        submit()
+    while len(finished) < len(records):
+        done_before = len(finished)
+        engine.step()
+        for _ in range(len(finished) - done_before):
+            if len(records) < count and not (stop and stop()):
+                submit()
+    return records

@@ -5,8 +5,9 @@ Text generation (``--only textgen``):
     (d) PEFT, one request at a time, the mix of (b)
     (e) transformers serve --continuous-batching           (f) static batched generate
 Model-size sweep (``--only sweep``):
-    four Llama shapes, ~5M to ~113M parameters: (a), (b), (d), (f) and vLLM's OpenAI server (base
-    and 16 adapters) at each, with the replica's per-step time split
+    four Llama shapes, ~5M to ~113M parameters: (a), (b), (d), (f), the engine alone (stepped in
+    this process, no HTTP) and vLLM's OpenAI server (base and 16 adapters) at each, with the
+    replica's per-step time split
 Tasks (``--only tasks``):
     embeddings at batch 1 and 32 through the gateway vs sentence-transformers' encode
     classification with 16 LoRA deployments vs the base model alone

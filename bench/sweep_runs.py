@@ -5,7 +5,7 @@ Per shape, one after another, so nothing else holds the cores:
   (a) base model only through the gateway, (b) the 16 adapters of (b), (a) again after (b)
       (the drift correction of the main part), on one engine, deleted afterwards;
   (g) vLLM's OpenAI server on the same model and adapters, base only and mixed;
-  (d) the PEFT loop and (f) the static-batch ceiling, in this process.
+  (d) the PEFT loop, (f) the static-batch ceiling and the engine alone (``engine``), in this process.
 The replica's step timers are read around (a) and (b) for each size's per-step split.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from bench import inprocess
 from bench.config import BenchConfig, Workload
 from bench.enginehouse_runs import drive
 from bench.models import ModelShape
@@ -66,6 +67,7 @@ def _one_size(cfg: BenchConfig, size_dir: Path, server: BenchServer, http: httpx
     if cfg.sweep.vllm:
         runs.update(run_vllm(work, size_dir / "vllm.log"))
     runs.update(run_in_process(work))
+    runs["engine"] = _engine_alone(work)
     return SizeResult(cfg.model, info["parameters"], info["model"], runs, splits)
 
 
@@ -92,6 +94,19 @@ def _served(work: Workload, server: BenchServer, http: httpx.Client,
     delete_engine(http, engine)
     splits = {"a": step_split(base_timers.total, runs["a"]), "b": step_split(mixed_timers.total, runs["b"])}
     return runs, splits
+
+
+def _engine_alone(work: Workload) -> RunOutcome:
+    """(engine): the served engine's own loop without the serving path, under (a)'s load."""
+    cfg = work.cfg
+    progress("(engine) loading the engine alone in this process")
+    load = inprocess.engine_alone(work.base_dir, {"max_loras": cfg.adapters_b}, work.warmup_prompts, work.prompts,
+                                  cfg.concurrency, cfg.requests_per_run, cfg.max_tokens, cfg.warmup_max_tokens)
+    run = measure("engine", "the engine alone: stepped in this process, no HTTP, gateway or client", load,
+                  cfg.patience)
+    run.notes.append(f"(a)'s load ({cfg.concurrency} streams, {cfg.requests_per_run} requests), the same runtime "
+                     f"options, {cfg.threads} torch threads; (a)/(engine) is what the serving path keeps of it")
+    return run
 
 
 def as_json(sweep: SweepResults) -> dict[str, Any]:
