@@ -58,8 +58,9 @@ _ERROR_DESCRIPTIONS: dict[int, str] = {
          "inference) a base deployment whose engine serves a fine-tune in its place.",
     413: "The request body is larger than this server's limit (ENGINEHOUSE_MAX_REQUEST_BODY_BYTES).",
     422: "The body is JSON but fails validation; the message names the field.",
-    503: "Not serving now (deployment not Deployed, engine waking, replica unreachable); try again "
-         "after Retry-After seconds.",
+    503: "Not serving now (deployment not Deployed, engine waking, replica unreachable; on an "
+         "artifact manifest, a large directory still being read for its digests, code "
+         "artifact_preparing); try again after Retry-After seconds.",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
                                 "schema": {"type": "integer", "minimum": 0}}}
@@ -162,6 +163,8 @@ def _error_statuses(route: RouteContext, method: str, inference: bool) -> list[i
         statuses.add(401)
     if route.path_format.startswith(_SECRET_ONLY_PREFIXES):
         statuses |= {401, 404}  # a replica's or job's secret, not a key; only its own files
+        if route.path_format.endswith("/manifest"):
+            statuses.add(503)  # a large directory's first reading still under way
     if route.param_convertors or inference or (method, route.path_format) in _NAMES_OBJECTS:
         statuses.add(404)
     if method in _BODY_METHODS:

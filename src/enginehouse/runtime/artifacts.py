@@ -9,6 +9,9 @@ fine-tuning job on a Ray node fetches its base model, datasets and checkpoints t
 - **Checked, never trusted.** A file is written under a temporary name, its size and sha256
   checked against the manifest, and only then renamed into place: a truncated or corrupt transfer
   is retried (``ATTEMPTS`` times), and never loaded.
+- **Patient with a large first read.** The server reads a directory for its digests once; while
+  a large one is read it answers 503 ``artifact_preparing`` with its progress, and the fetcher
+  logs that and asks again, for up to ``prepare_wait_s``.
 - **Used directly when visible.** In ``missing`` mode a path the node can see (a shared
   filesystem) and a Hub id are left as they are; ``always`` fetches every server path.
 
@@ -24,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +45,9 @@ ARTIFACT_CACHE_ENV = "ENGINEHOUSE_ARTIFACT_CACHE"
 FetchMode = Literal["missing", "always"]
 ATTEMPTS = 3
 REPLICA_ROUTES = "/v1/replica-artifacts"
+# How long a fetcher waits for the server's first reading of a large directory (the control
+# plane's start timeout for a replica, ``replica_start_timeout_s``, may end it sooner).
+PREPARE_WAIT_S = 3600.0
 _CHUNK = 1024 * 1024
 _COMPLETE = ".complete"
 
@@ -61,6 +68,7 @@ class ArtifactFetcher:
     cache_dir: Path
     mode: FetchMode = "missing"
     timeout_s: float = 60.0
+    prepare_wait_s: float = PREPARE_WAIT_S
     # The server's routes for this caller: a replica's, or a training job's (``/v1/training-artifacts/<id>``).
     routes: str = REPLICA_ROUTES
 
@@ -96,11 +104,17 @@ class ArtifactFetcher:
         return resolved if resolved == source else str(Path(resolved) / Path(source).name)
 
     def _manifest(self, client: httpx.Client, source: str) -> list[dict[str, Any]]:
-        try:
-            answer = client.get(f"{self.routes}/manifest", params={"path": source})
-        except httpx.HTTPError as exc:
-            raise ArtifactFetchError(f"cannot reach the server at {self.server_url} to fetch {source}: {exc}",
-                                     permanent=False) from None
+        deadline = time.monotonic() + self.prepare_wait_s
+        while True:
+            try:
+                answer = client.get(f"{self.routes}/manifest", params={"path": source})
+            except httpx.HTTPError as exc:
+                raise ArtifactFetchError(f"cannot reach the server at {self.server_url} to fetch {source}: {exc}",
+                                         permanent=False) from None
+            if not (_still_preparing(answer) and time.monotonic() < deadline):
+                break
+            log.info("%s: %s", source, error_message(answer))
+            time.sleep(_retry_after(answer))
         if answer.status_code != 200:
             raise ArtifactFetchError(f"the server refused {source}: {error_message(answer)}",
                                      permanent=answer.status_code < 500)
@@ -179,6 +193,25 @@ class ArtifactFetcher:
 def node_cache_dir() -> Path:
     """This node's artifact cache, shared by the replicas and training jobs on it."""
     return Path(os.environ.get(ARTIFACT_CACHE_ENV) or Path(tempfile.gettempdir()) / "enginehouse" / "artifacts")
+
+
+def _still_preparing(answer: httpx.Response) -> bool:
+    """The server's answer while it first reads a large directory for its digests."""
+    if answer.status_code != 503:
+        return False
+    try:
+        return answer.json()["error"]["code"] == "artifact_preparing"
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _retry_after(answer: httpx.Response) -> float:
+    """Retry-After in seconds, kept between a tenth of a second and ten."""
+    try:
+        seconds = float(answer.headers.get("retry-after", "2"))
+    except ValueError:
+        seconds = 2.0
+    return min(max(seconds, 0.1), 10.0)
 
 
 def _manifest_digest(files: list[dict[str, Any]]) -> str:

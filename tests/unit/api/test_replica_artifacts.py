@@ -5,6 +5,7 @@ to anyone. The reconciler is stopped: the replica is a row, the files are real."
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from enginehouse.artifacts import DigestCache
 from enginehouse.replicaauth import SECRET_HEADER, ReplicaAddress
 from enginehouse.services import orgs
 from enginehouse.services import replicas as replica_service
@@ -59,6 +61,30 @@ def test_a_replica_gets_its_engines_files_by_digest(client: TestClient, tmp_path
         got = client.get(f"/v1/replica-artifacts/files/{entry['sha256']}", params={"path": str(base)}, headers=replica)
         assert got.status_code == 200 and got.content == content
         assert got.headers["content-type"] == "application/octet-stream"
+
+
+def test_a_large_model_is_read_in_the_background_while_the_replica_asks_again(client: TestClient,
+                                                                             tmp_path: Path) -> None:
+    base = _model(tmp_path / "large", {"config.json": b"{}"})
+    weights = base / "model.safetensors"
+    with open(weights, "wb") as handle:  # sparse: 256 MB to read, nothing on disk
+        handle.truncate(256 * 2**20)
+    _engine(client, "large", base, "replica-00000000000000c1", "secret-c")
+    client.app.state.artifact_digests = DigestCache(wait_s=0)  # type: ignore[attr-defined]
+    replica, params = {SECRET_HEADER: "secret-c"}, {"path": str(base)}
+    first = client.get("/v1/replica-artifacts/manifest", params=params, headers=replica)
+    assert first.status_code == 503, first.text
+    error = first.json()["error"]
+    assert error["code"] == "artifact_preparing" and "0.3 GB read" in error["message"]
+    assert int(first.headers["retry-after"]) > 0
+    deadline = time.monotonic() + 60
+    answer = first
+    while answer.status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the reading goes on between requests, not inside them
+        answer = client.get("/v1/replica-artifacts/manifest", params=params, headers=replica)
+    assert answer.status_code == 200, answer.text
+    digests = {entry["name"]: entry["sha256"] for entry in answer.json()["files"]}
+    assert digests["model.safetensors"] == hashlib.sha256(bytes(256 * 2**20)).hexdigest()
 
 
 def test_nothing_for_anyone_else(client: TestClient, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ class Peer:
         self.truncate_first = False
         self.tamper = False
         self.names: list[str] | None = None
+        self.preparing = 0  # manifest requests answered "still reading" before the manifest
+        self.manifests = 0
         self.routes = "/v1/replica-artifacts"  # a training job's are its own
         self.fetches: Counter[str] = Counter()
         peer = self
@@ -49,6 +52,10 @@ class Peer:
                 if not url.path.startswith(f"{peer.routes}/"):
                     return self._send(404, b"{}")
                 if url.path == f"{peer.routes}/manifest":
+                    peer.manifests += 1
+                    if peer.manifests <= peer.preparing:
+                        error = {"message": f"still reading ({peer.manifests})", "code": "artifact_preparing"}
+                        return self._send(503, json.dumps({"error": error}).encode(), {"Retry-After": "0"})
                     return self._send(200, json.dumps({"files": peer.manifest()}).encode())
                 digest = url.path.rsplit("/", 1)[-1]
                 name = next(n for n, c in peer.files.items() if hashlib.sha256(c).hexdigest() == digest)
@@ -60,8 +67,10 @@ class Peer:
                     content = content[: len(content) // 2]
                 return self._send(200, content)
 
-            def _send(self, status: int, body: bytes) -> None:
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -100,6 +109,25 @@ def test_a_directory_is_fetched_checked_and_then_reused_from_the_cache(peer: Pee
     # Another replica on the node, or this one restarted: nothing is fetched again.
     assert fetcher(peer, tmp_path / "cache").resolve(SOURCE) == str(tree)
     assert set(peer.fetches.values()) == {1}
+
+
+def test_a_manifest_still_being_read_is_asked_for_again(peer: Peer, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    peer.preparing = 2
+    with caplog.at_level(logging.INFO, logger="enginehouse.runtime.artifacts"):
+        tree = Path(fetcher(peer, tmp_path / "cache").resolve(SOURCE))
+    assert (tree / "config.json").read_bytes() == FILES["config.json"]
+    assert peer.manifests == 3
+    assert "still reading (2)" in caplog.text  # the server's progress reaches the replica's log
+
+
+def test_a_manifest_still_being_read_past_the_wait_may_be_tried_again(peer: Peer, tmp_path: Path) -> None:
+    peer.preparing = 1000
+    impatient = ArtifactFetcher(peer.url, SECRET, tmp_path / "cache", "always", prepare_wait_s=0.3)
+    with pytest.raises(ArtifactFetchError) as failed:
+        impatient.resolve(SOURCE)
+    assert not failed.value.permanent and "still reading" in str(failed.value)
+    assert 1 < peer.manifests < 1000 and not peer.fetches
 
 
 def test_a_transfer_cut_short_is_fetched_again(peer: Peer, tmp_path: Path) -> None:

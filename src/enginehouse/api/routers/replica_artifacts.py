@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from enginehouse.api.deps import SessionDep
 from enginehouse.api.views import JsonResponse
-from enginehouse.artifacts import ArtifactError, DigestCache
+from enginehouse.artifacts import ArtifactError, ArtifactPreparing, DigestCache
 from enginehouse.db.models import EngineModel, ReplicaModel
-from enginehouse.errors import AuthenticationError, BadRequestError, NotFoundError
+from enginehouse.errors import AuthenticationError, BadRequestError, NotFoundError, ServiceUnavailableError
 from enginehouse.replicaauth import SECRET_HEADER
 from enginehouse.services import engines as engine_service
 
@@ -31,6 +31,8 @@ SecretHeader = Annotated[str | None, Header(alias=SECRET_HEADER, description="Th
 PathQuery = Annotated[str, Query(description="A directory the replica's engine names: its base model's, or a "
                                              "deployment's checkpoint.")]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# Seconds a caller is asked to wait before asking again for a manifest still being read.
+PREPARING_RETRY_S = 2
 
 
 def _engine_directory(session: Session, secret: str | None, path: str) -> Path:
@@ -69,11 +71,15 @@ def artifact_file(sha256: str, path: PathQuery, request: Request, session: Sessi
 
 
 def manifest_answer(request: Request, directory: Path, path: str) -> JsonResponse:
-    """The manifest of ``directory`` (a file's: that one file), which the caller may read."""
+    """The manifest of ``directory`` (a file's: that one file), which the caller may read; 503
+    ``artifact_preparing``, with how far the reading has got, while a large one is first read."""
     try:
         files = _digests(request).manifest(directory)
     except ArtifactError as exc:
         raise NotFoundError(str(exc), code="artifact_not_found", param="path") from None
+    except ArtifactPreparing as exc:
+        raise ServiceUnavailableError(f"{exc}; ask again shortly", retry_after=PREPARING_RETRY_S,
+                                      code="artifact_preparing") from None
     return JsonResponse({"object": "artifact.manifest", "path": path, "files": [f.to_dict() for f in files]})
 
 
