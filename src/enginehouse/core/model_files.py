@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from enginehouse.core.deadline import first_line, within
+from enginehouse.core.model_names import looks_like_local_path
 from enginehouse.core.sizing import DTYPE_BYTES, ModelFacts, shape_from_config
 
 # Headers of real checkpoints are kilobytes to a few megabytes; beyond this a file is no
@@ -130,11 +131,6 @@ def facts_from_directory(directory: Path) -> ModelFacts:
     if config and shape is None:
         notes.append("config.json names no transformer dimensions: only weights and overhead counted")
     return ModelFacts(shape, parameters, file_bytes, tuple(notes))
-
-
-def looks_like_local_path(name: str) -> bool:
-    """True for a model name that can only be a path (not a Hub id ``owner/name``)."""
-    return name.startswith(("/", "./", "../", "~")) or Path(name).is_absolute()
 
 
 def read_model_facts(base_model: str, hub_timeout_s: float = HUB_TIMEOUT_S) -> ModelFacts:

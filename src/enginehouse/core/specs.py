@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Annotated, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from enginehouse.core.model_names import kept_model_name
 from enginehouse.core.task_types import TaskType
 from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator,
@@ -80,8 +81,9 @@ Name = Annotated[
     AfterValidator(check_name),
     WithJsonSchema({"type": "string", "pattern": NAME_PATTERN.pattern, "description": NAME_RULE}),
 ]
-# A local directory or a Hugging Face Hub id.
-ModelSource = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(check_plain_text)]
+# A local directory (kept as its absolute path) or a Hugging Face Hub id.
+ModelSource = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(check_plain_text),
+                        AfterValidator(kept_model_name)]
 # A directory on the server's machine (PATH_MAX on Linux is 4096 bytes).
 LocalPath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(check_plain_text)]
 # The id of an object (``tr-…``, ``ex-…``) given in a body.

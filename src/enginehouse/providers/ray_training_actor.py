@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from enginehouse.artifacts import DigestCache
+from enginehouse.core.model_names import looks_like_local_path
 from enginehouse.providers.local_process import tail_lines, terminate_group
 from enginehouse.providers.ray_replica import die_with_parent, node_facts
 from enginehouse.runtime.artifacts import ArtifactFetcher, ArtifactFetchError, node_cache_dir
@@ -67,7 +68,7 @@ def localize_config(config: dict[str, Any], resolver: Resolver | None, output_di
 def fetched_paths(config: dict[str, Any]) -> list[str]:
     """The server paths of ``config`` a job may fetch (what its artifact grant names)."""
     return [config[key] for key in (*DIRECTORY_KEYS, *FILE_KEYS) if isinstance(config.get(key), str)
-            and config[key].startswith("/")]
+            and looks_like_local_path(config[key])]
 
 
 class TrainingProcess:

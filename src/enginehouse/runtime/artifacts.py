@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import httpx
 
+from enginehouse.core.model_names import looks_like_local_path
 from enginehouse.reconciler.replica_client import error_message
 from enginehouse.replicaauth import SECRET_HEADER
 
@@ -83,7 +84,7 @@ class ArtifactFetcher:
 
     def resolve(self, source: str) -> str:
         """Where to load ``source`` from on this node: itself, or the cached copy of the server's."""
-        if not source.startswith("/"):
+        if not looks_like_local_path(source):
             return source  # a Hub id: the node downloads it itself
         if self.mode == "missing" and Path(source).exists():
             return source

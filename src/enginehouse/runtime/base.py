@@ -14,7 +14,7 @@ from typing import Any, ClassVar, TypeVar
 
 from fastapi import APIRouter
 
-from enginehouse.core.model_files import looks_like_local_path
+from enginehouse.core.model_names import looks_like_local_path
 from enginehouse.errors import BadRequestError
 from enginehouse.runtime.metrics import ReplicaLoad, ReplicaMetrics
 from enginehouse.runtime.options import RuntimeOptions

@@ -20,7 +20,14 @@ from enginehouse.core.status import DeploymentKind, DeploymentStatus, EngineStat
 from enginehouse.core.task_types import SERVABLE_TASK_TYPES, TaskType
 from enginehouse.db.models import DeploymentModel, EngineModel, EventModel, ReplicaModel
 from enginehouse.errors import ConflictError, NotFoundError, ValidationFailedError
-from enginehouse.services.pages import Page, PageRequest, newest_first, of_task_and_base, unknown_cursor
+from enginehouse.services.pages import (
+    Page,
+    PageRequest,
+    newest_first,
+    of_base_model,
+    of_task_and_base,
+    unknown_cursor,
+)
 from enginehouse.services.reads import dialect_of, grouped, read, read_columns
 from enginehouse.services.sizing import select_option
 from enginehouse.services.status import record_engine_created, switch_deployment_status, switch_engine_status
@@ -271,7 +278,7 @@ def engine_choices(session: Session, org_id: str, task_type: str, base_model: st
     checkpoint trained for them can be deployed."""
     query = (select(EngineModel.id, EngineModel.name)
              .where(EngineModel.organization_id == org_id, EngineModel.task_type == task_type,
-                    EngineModel.base_model == base_model)
+                    of_base_model(EngineModel.base_model, base_model))
              .order_by(EngineModel.created_at.desc(), EngineModel.id))
     return [{"id": engine_id, "name": name} for engine_id, name in read(session, query)]
 

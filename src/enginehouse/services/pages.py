@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Row, Select, select, tuple_
 from sqlalchemy.orm import Session
 
+from enginehouse.core.model_names import kept_model_name
 from enginehouse.errors import BadRequestError
 from enginehouse.services.reads import read
 
@@ -77,11 +78,17 @@ def newest_first(
     return Page(rows[: page.limit], len(rows) > page.limit)
 
 
+def of_base_model(column: Any, base_model: str) -> Any:
+    """Rows whose ``column`` names ``base_model``: as given, or as the server keeps a new one
+    (a path as its absolute path; rows from before that kept paths as given)."""
+    return column.in_({base_model, kept_model_name(base_model)})
+
+
 def of_task_and_base(query: Select[Any], model: Any, task_type: str | None, base_model: str | None) -> Select[Any]:
     """``query`` narrowed to rows of ``task_type`` and ``base_model`` where given (what fits an
     engine: its engines, training jobs and experiments are listed by both)."""
     if task_type:
         query = query.where(model.task_type == task_type)
     if base_model:
-        query = query.where(model.base_model == base_model)
+        query = query.where(of_base_model(model.base_model, base_model))
     return query

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
-from enginehouse.core.model_files import looks_like_local_path
+from enginehouse.core.model_names import looks_like_local_path
 from enginehouse.runtime.options import DtypeOption
 from enginehouse.runtime.textgen.loading import pick_device, resolve_dtype
 
