@@ -49,11 +49,17 @@ class _TokenClock(BaseStreamer):
 
 
 def _load(base_dir: Path):  # type: ignore[no-untyped-def]
+    """The model as (d) and (f) run it: float32, its linear layers packed as a replica packs
+    them (``runtime/packed_linear.py``), so that the ratios against them measure batching and
+    serving, not one matrix kernel against another."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from enginehouse.runtime.packed_linear import pack_linear_layers
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).eval()
+    pack_linear_layers(model)
     return model, tokenizer
 
 

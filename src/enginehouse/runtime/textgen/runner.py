@@ -10,6 +10,7 @@ from enginehouse.runtime.lora.layers import MultiLoRAModel
 from enginehouse.runtime.lora.peft_format import read_lora_adapter
 from enginehouse.runtime.lora.registry import AdapterRegistry
 from enginehouse.runtime.lora.runner import LoRARunner
+from enginehouse.runtime.packed_linear import pack_linear_layers
 from enginehouse.runtime.textgen.grammar import try_grammar_engine
 from enginehouse.runtime.textgen.loading import LoadedCausalLM, load_causal_lm
 from enginehouse.runtime.textgen.scheduler import EngineConfig, TextGenerationEngine
@@ -36,6 +37,10 @@ class TextGenerationRunner(LoRARunner[TextGenerationEngine, TextGenerationServin
         self.max_model_len = resolve_max_model_len(options.max_model_len, loaded.max_position_embeddings)
         tokenizer = SafeTokenizer(loaded.tokenizer)
         lora = MultiLoRAModel(loaded.model, num_slots=options.max_loras + 1, max_rank=options.max_lora_rank)
+        if loaded.device.type == "cpu":  # after the LoRA targets are read: they see plain layers
+            packed = pack_linear_layers(loaded.model)
+            if packed:
+                log.info("%d linear layers packed for oneDNN", packed)
         reader = functools.partial(
             read_lora_adapter, targets=lora.targets, max_rank=options.max_lora_rank, dtype=loaded.dtype
         )
