@@ -14,6 +14,7 @@ import pytest
 
 from enginehouse import artifacts
 from enginehouse.artifacts import ArtifactError, ArtifactPreparing, DigestCache
+from tests.unit.api.test_replica_artifacts import _model
 
 
 @pytest.fixture
@@ -30,15 +31,8 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return counted
 
 
-def _directory(root: Path, files: dict[str, bytes]) -> Path:
-    for name, content in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(content)
-    return root
-
-
 def test_each_file_is_read_once_until_it_changes(tmp_path: Path, reads: Counter[str]) -> None:
-    model = _directory(tmp_path / "model", {"config.json": b"{}", "weights/a.safetensors": b"w" * 4096})
+    model = _model(tmp_path / "model", {"config.json": b"{}", "weights/a.safetensors": b"w" * 4096})
     cache = DigestCache(wait_s=30)
     first = cache.manifest(model)
     assert [(f.name, f.size, f.sha256) for f in first] == [
@@ -52,7 +46,7 @@ def test_each_file_is_read_once_until_it_changes(tmp_path: Path, reads: Counter[
 
 
 def test_callers_asking_at_once_share_one_reading(tmp_path: Path, reads: Counter[str]) -> None:
-    model = _directory(tmp_path / "model", {"config.json": b"{}"})
+    model = _model(tmp_path / "model", {"config.json": b"{}"})
     with open(model / "model.safetensors", "wb") as handle:  # sparse: 64 MB to read, nothing on disk
         handle.truncate(64 * 2**20)
     cache = DigestCache(wait_s=0)
@@ -72,7 +66,7 @@ def test_callers_asking_at_once_share_one_reading(tmp_path: Path, reads: Counter
 
 def test_a_reading_that_fails_is_an_error_and_the_next_request_reads_afresh(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _directory(tmp_path / "model", {"config.json": b"{}"})
+    model = _model(tmp_path / "model", {"config.json": b"{}"})
     read = artifacts.file_digest
     failures = [OSError(5, "Input/output error")]  # a disk that fails once
 
