@@ -23,6 +23,7 @@ from enginehouse.replicaauth import ReplicaSecretMiddleware
 from enginehouse.requestlimits import RequestLimitMiddleware, RequestLimits
 from enginehouse.runtime.artifacts import ArtifactFetcher, ArtifactFetchError
 from enginehouse.runtime.base import ModelRunner
+from enginehouse.runtime.helper_threads import helper_executor
 from enginehouse.runtime.http import install_error_handlers, parse_body
 
 
@@ -41,6 +42,8 @@ def create_app(runner: ModelRunner, limits: RequestLimits | None = None, secret:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # asyncio.to_thread's threads (adapter reads, tokenizing) must not keep OpenMP pools.
+        asyncio.get_running_loop().set_default_executor(helper_executor())
         runner.start()
         try:
             yield
