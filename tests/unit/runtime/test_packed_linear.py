@@ -2,7 +2,8 @@
 those of ``nn.Linear`` up to float32 rounding, every plain float32 linear is swapped and nothing
 else, a weight another module shares (a tied output layer) is kept while the others are released,
 and a replica's engine serves with packed layers (greedy equality with PEFT, across adapters and
-batches, is held by test_engine.py and the sweep's equality test, which run on them)."""
+batches, is held by test_engine.py and the sweep's equality test, which run on them); embedding
+and NER replicas pack their encoders too, with the same outputs as the model unpacked."""
 
 from __future__ import annotations
 
@@ -67,3 +68,31 @@ def test_a_replica_on_a_cpu_serves_with_packed_layers(tiny_llama_dir: Path) -> N
     runner.load()
     assert _plain_linears(runner.engine.model) == 0
     assert any(isinstance(module, PackedLinear) for module in runner.engine.model.modules())
+
+
+@pytest.mark.parametrize("task", ["embedding", "ner"])
+def test_encoder_replicas_pack_their_layers_and_keep_their_outputs(task: str, tmp_path: Path) -> None:
+    from transformers import AutoModel, AutoModelForTokenClassification
+
+    from enginehouse.demo.tiny_encoders import build_tiny_bert
+    from enginehouse.runtime.embedding.model import open_embedding_model
+    from enginehouse.runtime.ner.model import open_ner_model
+    from enginehouse.runtime.options import RuntimeOptions
+
+    if not packing_available():
+        pytest.skip("this torch build cannot pack linear weights for oneDNN")
+    if task == "embedding":
+        source = build_tiny_bert(tmp_path / "bert")
+        served, reference = open_embedding_model(str(source), RuntimeOptions()).model, AutoModel
+    else:
+        source = build_tiny_bert(tmp_path / "bert", head="token-classification",
+                                 labels=["O", "B-PER", "I-PER"])
+        served, reference = open_ner_model(str(source), RuntimeOptions()).model, AutoModelForTokenClassification
+    assert served is not None and any(isinstance(module, PackedLinear) for module in served.modules())
+    plain = reference.from_pretrained(str(source)).eval()
+    ids = torch.randint(5, 100, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    with torch.inference_mode():
+        got, expected = served(input_ids=ids, attention_mask=mask)[0], plain(input_ids=ids, attention_mask=mask)[0]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

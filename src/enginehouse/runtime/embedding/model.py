@@ -89,7 +89,7 @@ def open_embedding_model(
     loading.check_model_type(config, base.model_type if base is not None else None, source)
     tokenizer = loading.load_tokenizer(model_dir, fallback=base.tokenizer if base is not None else None)
     model, device = loading.load_weights(AutoModel, model_dir, options.dtype, task="embedding",
-                                         optional=_UNUSED_WEIGHTS)
+                                         optional=_UNUSED_WEIGHTS, pack_linear=True)
     hidden_size = int(getattr(config.get_text_config(), "hidden_size", 0) or 0)
     loaded = EmbeddingModel(
         model=model,

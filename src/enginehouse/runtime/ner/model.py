@@ -85,7 +85,8 @@ def open_ner_model(source: str, options: RuntimeOptions, *, base: BaseTraits | N
     loading.check_model_type(config, base.model_type if base is not None else None, source)
     tokenizer = loading.load_tokenizer(source, fallback=base.tokenizer if base is not None else None,
                                        need_offsets=True)
-    model, device = loading.load_weights(AutoModelForTokenClassification, source, options.dtype, task="ner")
+    model, device = loading.load_weights(AutoModelForTokenClassification, source, options.dtype, task="ner",
+                                           pack_linear=True)
     id2label = getattr(model.config, "id2label", None) or {}
     labels = tuple(str(id2label.get(i, f"LABEL_{i}")) for i in range(int(model.config.num_labels)))
     loaded = NerModel(

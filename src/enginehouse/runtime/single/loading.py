@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 
 from enginehouse.core.model_names import looks_like_local_path
 from enginehouse.runtime.options import DtypeOption
+from enginehouse.runtime.packed_linear import pack_linear_layers
 from enginehouse.runtime.textgen.loading import pick_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -105,10 +106,13 @@ def load_tokenizer(
 
 
 def load_weights(
-    auto_class: Any, source: str, dtype_option: DtypeOption, *, task: str, optional: tuple[str, ...] = ()
+    auto_class: Any, source: str, dtype_option: DtypeOption, *, task: str, optional: tuple[str, ...] = (),
+    pack_linear: bool = False,
 ) -> tuple[nn.Module, torch.device]:
     """``auto_class.from_pretrained`` on this replica's device; refuses checkpoints that lack
-    weights the model needs (they would be random), except names starting with ``optional``."""
+    weights the model needs (they would be random), except names starting with ``optional``.
+    ``pack_linear``: on a CPU, lay out each float32 linear layer's weight once for oneDNN
+    (``runtime/packed_linear.py``), for models whose code only ever calls their linear layers."""
     device = pick_device()
     try:
         model, info = auto_class.from_pretrained(
@@ -123,6 +127,10 @@ def load_weights(
             f"{source} lacks weights a {task} model needs ({shown}); it was not saved for this task type"
         )
     model.to(device).eval().requires_grad_(False)
+    if pack_linear and device.type == "cpu":
+        packed = pack_linear_layers(model)
+        if packed:
+            log.info("%d linear layers of %s packed for oneDNN", packed, source)
     return model, device
 
 
