@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 _OPENMP_LIBRARY = re.compile(r"/lib(gomp|omp|iomp5)[^/]*\.so[^/]*$")
 
 
-def helper_executor(max_workers: int | None = None, name: str = "replica-helper") -> ThreadPoolExecutor:
+def helper_executor(max_workers: int | None = None) -> ThreadPoolExecutor:
     """A thread pool whose threads run torch's ops single-threaded (adapter reads, tokenizing,
     grammar compiles: work beside the engine, never the engine's own)."""
-    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name, initializer=single_threaded_ops)
+    return ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="replica-helper",
+                              initializer=single_threaded_ops)
 
 
 def single_threaded_ops() -> None:

@@ -54,18 +54,16 @@ class PackedLinear(nn.Linear):
 
 def pack_linear_layers(model: nn.Module) -> int:
     """Swap every plain float32 CPU ``nn.Linear`` of ``model`` for a ``PackedLinear``; the number
-    swapped (0 where packing is not available here)."""
-    if not packing_available():
+    swapped, which is logged (0 for a model on a GPU, or where packing is not available here)."""
+    layers = [(parent, name, child) for parent in list(model.modules())
+              for name, child in list(parent.named_children()) if type(child) is nn.Linear and _packable(child)]
+    if not layers or not packing_available():
         return 0
     owners = _weight_owners(model)
-    swapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and _packable(child):
-                shared = owners.get(id(child.weight), 0) > 1
-                setattr(parent, name, PackedLinear.from_linear(child, shared))
-                swapped += 1
-    return swapped
+    for parent, name, child in layers:
+        setattr(parent, name, PackedLinear.from_linear(child, shared=owners.get(id(child.weight), 0) > 1))
+    log.info("%d linear layers of %s packed for oneDNN", len(layers), type(model).__name__)
+    return len(layers)
 
 
 @functools.cache

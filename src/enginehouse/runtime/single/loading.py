@@ -127,10 +127,8 @@ def load_weights(
             f"{source} lacks weights a {task} model needs ({shown}); it was not saved for this task type"
         )
     model.to(device).eval().requires_grad_(False)
-    if pack_linear and device.type == "cpu":
-        packed = pack_linear_layers(model)
-        if packed:
-            log.info("%d linear layers of %s packed for oneDNN", packed, source)
+    if pack_linear:
+        pack_linear_layers(model)
     return model, device
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 
 from enginehouse.runtime.base import ReplicaLoadError
 from enginehouse.runtime.lora.layers import MultiLoRAModel
@@ -17,7 +16,6 @@ from enginehouse.runtime.textgen.scheduler import EngineConfig, TextGenerationEn
 from enginehouse.runtime.textgen.serving import TextGenerationServing
 from enginehouse.runtime.textgen.tokenizer import SafeTokenizer
 
-log = logging.getLogger(__name__)
 
 # Context used when neither the options nor the model's config say otherwise, and the cap on
 # the model's own figure (a 128k-context model would otherwise promise more than a replica holds).
@@ -37,10 +35,7 @@ class TextGenerationRunner(LoRARunner[TextGenerationEngine, TextGenerationServin
         self.max_model_len = resolve_max_model_len(options.max_model_len, loaded.max_position_embeddings)
         tokenizer = SafeTokenizer(loaded.tokenizer)
         lora = MultiLoRAModel(loaded.model, num_slots=options.max_loras + 1, max_rank=options.max_lora_rank)
-        if loaded.device.type == "cpu":  # after the LoRA targets are read: they see plain layers
-            packed = pack_linear_layers(loaded.model)
-            if packed:
-                log.info("%d linear layers packed for oneDNN", packed)
+        pack_linear_layers(loaded.model)  # on a CPU; after the LoRA targets are read: they see plain layers
         reader = functools.partial(
             read_lora_adapter, targets=lora.targets, max_rank=options.max_lora_rank, dtype=loaded.dtype
         )
