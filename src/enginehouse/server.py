@@ -106,6 +106,9 @@ def create_app(
     # Outermost but for Starlette's own error middleware: no body is parsed before it is checked.
     app.add_middleware(RequestLimitMiddleware, limits=limits)
     install_error_handlers(app)
+    # Inference first: Starlette tries routes in order, and every inference call would otherwise
+    # be matched against each management route before its own (about 45 µs of a call's CPU here).
+    app.include_router(gateway_router.router)
     app.include_router(engines.router)
     app.include_router(deployments.router)
     app.include_router(training_jobs.router)
@@ -114,7 +117,6 @@ def create_app(
     app.include_router(replica_artifacts.router)
     app.include_router(training_artifacts.router)
     app.state.artifact_digests = DigestCache()
-    app.include_router(gateway_router.router)
     app.include_router(metrics_router.router)
     install_dashboard(app)
 
