@@ -103,6 +103,18 @@ class DigestCache:
         """Every file under ``directory`` (or the one file it is: a training job's dataset),
         sorted by name; ``ArtifactError`` when it is neither a readable directory nor a file, and
         ``ArtifactPreparing`` while files not read before are still being read after ``wait_s``."""
+        return [ArtifactFile(name, size, digest) for name, _path, size, digest in self._digested(directory)]
+
+    def find(self, directory: Path, sha256: str) -> Path | None:
+        """The file under ``directory`` (or ``directory`` itself, a file) whose content has digest
+        ``sha256``. Read as ``manifest`` reads: a file asked for before its directory was read
+        gets ``ArtifactPreparing`` too, rather than a request held for as long as hashing a large
+        model takes."""
+        return next((path for _name, path, _size, digest in self._digested(directory) if digest == sha256), None)
+
+    def _digested(self, directory: Path) -> list[tuple[str, Path, int, str]]:
+        """(name, path, size, sha256) of every file, reading those not read before in the
+        background and waiting ``wait_s`` for them."""
         try:
             files = self._files(directory)
             unread: list[tuple[Path, os.stat_result]] = []
@@ -119,14 +131,7 @@ class DigestCache:
             if reading.error is not None:
                 raise ArtifactError(reading.error)
         try:
-            return [ArtifactFile(name, *self.digest(path)) for name, path in files]
-        except OSError as exc:
-            raise ArtifactError(f"{directory} cannot be read: {exc.strerror or exc}") from None
-
-    def find(self, directory: Path, sha256: str) -> Path | None:
-        """The file under ``directory`` (or ``directory`` itself, a file) whose content has digest ``sha256``."""
-        try:
-            return next((path for _name, path in self._files(directory) if self.digest(path)[1] == sha256), None)
+            return [(name, path, *self.digest(path)) for name, path in files]
         except OSError as exc:
             raise ArtifactError(f"{directory} cannot be read: {exc.strerror or exc}") from None
 

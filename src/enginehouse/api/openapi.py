@@ -162,9 +162,9 @@ def _error_statuses(route: RouteContext, method: str, inference: bool) -> list[i
     if keyed:
         statuses.add(401)
     if route.path_format.startswith(_SECRET_ONLY_PREFIXES):
-        statuses |= {401, 404}  # a replica's or job's secret, not a key; only its own files
-        if route.path_format.endswith("/manifest"):
-            statuses.add(503)  # a large directory's first reading still under way
+        # A replica's or job's secret, not a key; only its own files; 503 while a large
+        # directory's first reading is under way (its manifest or a file asked for first).
+        statuses |= {401, 404, 503}
     if route.param_convertors or inference or (method, route.path_format) in _NAMES_OBJECTS:
         statuses.add(404)
     if method in _BODY_METHODS:

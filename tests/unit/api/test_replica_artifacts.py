@@ -87,6 +87,27 @@ def test_a_large_model_is_read_in_the_background_while_the_replica_asks_again(cl
     assert digests["model.safetensors"] == hashlib.sha256(bytes(256 * 2**20)).hexdigest()
 
 
+def test_a_file_asked_for_before_its_manifest_waits_for_the_same_background_reading(
+        client: TestClient, tmp_path: Path) -> None:
+    config = b'{"asked": "first"}'
+    base = _model(tmp_path / "unread", {"config.json": config})
+    with open(base / "model.safetensors", "wb") as handle:  # sparse: 256 MB to read, nothing on disk
+        handle.truncate(256 * 2**20)
+    _engine(client, "unread", base, "replica-00000000000000d1", "secret-d")
+    client.app.state.artifact_digests = DigestCache(wait_s=0)  # type: ignore[attr-defined]
+    replica, params = {SECRET_HEADER: "secret-d"}, {"path": str(base)}
+    route = f"/v1/replica-artifacts/files/{hashlib.sha256(config).hexdigest()}"
+    first = client.get(route, params=params, headers=replica)
+    assert first.status_code == 503, first.text
+    assert first.json()["error"]["code"] == "artifact_preparing" and int(first.headers["retry-after"]) > 0
+    deadline = time.monotonic() + 60
+    answer = first
+    while answer.status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        answer = client.get(route, params=params, headers=replica)
+    assert answer.status_code == 200 and answer.content == config
+
+
 def test_nothing_for_anyone_else(client: TestClient, tmp_path: Path) -> None:
     mine = _model(tmp_path / "mine", {"config.json": b"{}"})
     theirs = _model(tmp_path / "theirs", {"config.json": b"{}"})

@@ -9,6 +9,8 @@ directory and its deployments' checkpoint directories. Users' API keys open noth
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -73,24 +75,30 @@ def artifact_file(sha256: str, path: PathQuery, request: Request, session: Sessi
 def manifest_answer(request: Request, directory: Path, path: str) -> JsonResponse:
     """The manifest of ``directory`` (a file's: that one file), which the caller may read; 503
     ``artifact_preparing``, with how far the reading has got, while a large one is first read."""
-    try:
+    with _reading_errors():
         files = _digests(request).manifest(directory)
+    return JsonResponse({"object": "artifact.manifest", "path": path, "files": [f.to_dict() for f in files]})
+
+
+def file_answer(request: Request, directory: Path, path: str, sha256: str) -> FileResponse:
+    """The file of ``directory`` with digest ``sha256``, which the caller may read; 503
+    ``artifact_preparing`` as for its manifest while the directory is first read."""
+    if not _SHA256.fullmatch(sha256):
+        raise BadRequestError("sha256 must be 64 lowercase hexadecimal digits", code="invalid_digest", param="sha256")
+    with _reading_errors():
+        found = _digests(request).find(directory, sha256)
+    if found is None:
+        raise NotFoundError(f"no file of {path!r} has sha256 {sha256}", code="artifact_not_found", param="sha256")
+    return FileResponse(found, media_type="application/octet-stream")
+
+
+@contextmanager
+def _reading_errors() -> Iterator[None]:
+    """A directory that cannot be read is a 404; one still being read for the first time, a 503."""
+    try:
+        yield
     except ArtifactError as exc:
         raise NotFoundError(str(exc), code="artifact_not_found", param="path") from None
     except ArtifactPreparing as exc:
         raise ServiceUnavailableError(f"{exc}; ask again shortly", retry_after=PREPARING_RETRY_S,
                                       code="artifact_preparing") from None
-    return JsonResponse({"object": "artifact.manifest", "path": path, "files": [f.to_dict() for f in files]})
-
-
-def file_answer(request: Request, directory: Path, path: str, sha256: str) -> FileResponse:
-    """The file of ``directory`` with digest ``sha256``, which the caller may read."""
-    if not _SHA256.fullmatch(sha256):
-        raise BadRequestError("sha256 must be 64 lowercase hexadecimal digits", code="invalid_digest", param="sha256")
-    try:
-        found = _digests(request).find(directory, sha256)
-    except ArtifactError as exc:
-        raise NotFoundError(str(exc), code="artifact_not_found", param="path") from None
-    if found is None:
-        raise NotFoundError(f"no file of {path!r} has sha256 {sha256}", code="artifact_not_found", param="sha256")
-    return FileResponse(found, media_type="application/octet-stream")
