@@ -14,7 +14,7 @@ from enginehouse.cli.errors import CliError
 from enginehouse.cli.listing import fetch_list, print_list
 from enginehouse.cli.output import message, print_json, show
 from enginehouse.cli.params import (
-    DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, LimitOption, TimeoutOption, UrlOption, WaitOption,
+    DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, LimitOption, TimeoutOption, UrlOption, WaitOption, base_model_name,
 )
 from enginehouse.cli.resolve import ENGINE, find
 from enginehouse.cli.wait import ENGINE_SETTLED, fetch_or_none, gone, settles_at, wait_until
@@ -78,7 +78,7 @@ def create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an engine; --wait until it is Active (or Failed)."""
-    body: Obj = {"name": name, "base_model": base_model, "task_type": task_type}
+    body: Obj = {"name": name, "base_model": base_model_name(base_model), "task_type": task_type}
     optional = {
         "deployment_option": deployment_option,
         "autoscaling": _json_flag(autoscaling, "--autoscaling"),
@@ -107,7 +107,8 @@ def list_engines(
     as_json: JsonOption = False,
 ) -> None:
     """List the organization's engines, newest first."""
-    params = {k: v for k, v in {"task_type": task_type, "base_model": base_model}.items() if v}
+    filters = {"task_type": task_type, "base_model": base_model_name(base_model) if base_model else None}
+    params = {k: v for k, v in filters.items() if v}
     with connect(url, api_key) as client:
         answer = fetch_list(client, ENGINE.path, params, limit)
     print_list(answer, as_json, "engine", render.engines_table)

@@ -15,7 +15,9 @@ from enginehouse.cli.errors import CliError
 from enginehouse.cli.jobs import ENDED, show_result
 from enginehouse.cli.listing import fetch_list, print_list
 from enginehouse.cli.output import print_json, show
-from enginehouse.cli.params import DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, LimitOption, TimeoutOption, UrlOption
+from enginehouse.cli.params import (
+    DEFAULT_TIMEOUT_S, ApiKeyOption, JsonOption, LimitOption, TimeoutOption, UrlOption, base_model_name,
+)
 from enginehouse.cli.resolve import EXPERIMENT, find, find_id
 from enginehouse.cli.wait import settles_at, wait_until
 
@@ -53,7 +55,7 @@ def create(
     extra = {"min_value": min_value, "max_value": max_value, "low_description": low, "high_description": high}
     for item in parsed:
         item.update({key: value for key, value in extra.items() if value is not None})
-    body = {"name": name, "mode": mode, "base_model": base_model, "classes": parsed}
+    body = {"name": name, "mode": mode, "base_model": base_model_name(base_model), "classes": parsed}
     with connect(url, api_key) as client:
         experiment = client.post(EXPERIMENT.path, body)
         if wait:

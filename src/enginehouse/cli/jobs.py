@@ -19,7 +19,7 @@ from enginehouse.cli.config import connect
 from enginehouse.cli.errors import CliError
 from enginehouse.cli.listing import fetch_list, print_list
 from enginehouse.cli.output import print_json, show
-from enginehouse.cli.params import ApiKeyOption, JsonOption, LimitOption, UrlOption
+from enginehouse.cli.params import ApiKeyOption, JsonOption, LimitOption, UrlOption, base_model_name
 from enginehouse.cli.resolve import DATASET, TRAINING_JOB, find, find_id
 
 app = typer.Typer(help="Training jobs: fine-tunes, and registered checkpoints.", no_args_is_help=True)
@@ -64,7 +64,7 @@ def create(
     url: UrlOption = None, api_key: ApiKeyOption = None, as_json: JsonOption = False,
 ) -> None:
     """Fine-tune a base model (LoRA) on a dataset; each epoch makes a deployable checkpoint."""
-    body: dict[str, Any] = {"name": name, "task_type": task_type, "base_model": base_model}
+    body: dict[str, Any] = {"name": name, "task_type": task_type, "base_model": base_model_name(base_model)}
     if parameters:
         body["parameters"] = dict(parse_parameter(value) for value in parameters)
     if split is not None:
@@ -185,7 +185,7 @@ def register(
     body = {
         "name": name,
         "task_type": task_type,
-        "base_model": base_model,
+        "base_model": base_model_name(base_model),
         "checkpoints": [parse_checkpoint(value) for value in checkpoints],
     }
     with connect(url, api_key) as client:

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from enginehouse.core.model_names import kept_model_name
+
 UrlOption = Annotated[
     str | None,
     typer.Option("--url", show_default=False,
@@ -42,3 +44,10 @@ DataDirOption = Annotated[
 ]
 
 DEFAULT_TIMEOUT_S = 600.0
+
+
+def base_model_name(value: str) -> str:
+    """A ``--base-model`` as the server should keep it. A path is resolved here, against the
+    caller's working directory: the server would resolve a relative one against its own. A Hub
+    id stays as given (``core/model_names.py`` tells the two apart as a model loader would)."""
+    return kept_model_name(value)

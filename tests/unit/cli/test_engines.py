@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
+from tests.unit.cli.conftest import RunningServer
 from tests.unit.cli.support import UNPROVIDED_OPTION, Invoke, run_json
 
 
@@ -113,3 +118,24 @@ def test_deployment_options(cli: Invoke) -> None:
     options = run_json(cli, "engines", "options")
     assert UNPROVIDED_OPTION in [o["name"] for o in options["data"]]
     assert UNPROVIDED_OPTION in cli("engines", "options").stdout
+
+
+def test_a_relative_base_model_is_the_callers_directory_not_the_servers(
+    server: RunningServer, tmp_path: Path, unique: Callable[[str], str]
+) -> None:
+    # The CLI runs as a user runs it, in a directory of its own; the server's working directory
+    # (this test process's) has no such model, so only the CLI can have resolved it.
+    caller = tmp_path / "caller"
+    (caller / "models" / "mine").mkdir(parents=True)
+    assert not (Path.cwd() / "models" / "mine").exists()
+    name = unique("eng")
+    env = {**os.environ, "ENGINEHOUSE_URL": server.url, "ENGINEHOUSE_API_KEY": server.admin_key}
+    command = [sys.executable, "-c", "from enginehouse.cli.main import app; app()", "engines", "create", name,
+               "--base-model", "models/mine", "--task-type", "text-generation", "--deployment-option",
+               UNPROVIDED_OPTION, "--json"]
+    created = subprocess.run(command, cwd=caller, env=env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["base_model"] == str(caller / "models" / "mine")
+    listed = subprocess.run([*command[:3], "engines", "list", "--base-model", "./models/mine", "--json"],
+                            cwd=caller, env=env, capture_output=True, text=True, timeout=120)
+    assert [engine["name"] for engine in json.loads(listed.stdout)["data"]] == [name]
