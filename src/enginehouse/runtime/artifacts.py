@@ -10,8 +10,9 @@ fine-tuning job on a Ray node fetches its base model, datasets and checkpoints t
   checked against the manifest, and only then renamed into place: a truncated or corrupt transfer
   is retried (``ATTEMPTS`` times), and never loaded.
 - **Patient with a large first read.** The server reads a directory for its digests once; while
-  a large one is read it answers 503 ``artifact_preparing`` with its progress, and the fetcher
-  logs that and asks again, for up to ``prepare_wait_s``.
+  a large one is read it answers 503 ``artifact_preparing`` with its progress (for the manifest,
+  or for a file asked of a server that has not read its directory yet), and the fetcher logs that
+  and asks again, for up to ``prepare_wait_s``.
 - **Used directly when visible.** In ``missing`` mode a path the node can see (a shared
   filesystem) and a Hub id are left as they are; ``always`` fetches every server path.
 
@@ -134,7 +135,12 @@ class ArtifactFetcher:
             return blob
         blobs.mkdir(parents=True, exist_ok=True)
         problem = ""
-        for attempt in range(1, ATTEMPTS + 1):
+        attempt = 0
+        # A server that has not read the directory yet (another server behind the same address,
+        # or this one restarted since the manifest) asks for patience, as for a manifest: waiting
+        # is not a failed attempt.
+        deadline = time.monotonic() + self.prepare_wait_s
+        while attempt < ATTEMPTS:
             # A name of its own: replicas on this node, and a replica's concurrent adapter loads, may
             # fetch the same file at once.
             handle, name = tempfile.mkstemp(dir=blobs, prefix=f".{entry['sha256']}.", suffix=".partial")
@@ -142,6 +148,14 @@ class ArtifactFetcher:
             partial = Path(name)
             try:
                 size, digest = self._download(client, source, entry["sha256"], partial)
+            except _StillPreparing as preparing:
+                partial.unlink(missing_ok=True)
+                if time.monotonic() >= deadline:
+                    raise ArtifactFetchError(f"the server refused {source}/{entry['name']}: {preparing}",
+                                             permanent=False) from None
+                log.info("%s/%s: %s", source, entry["name"], preparing)
+                time.sleep(preparing.retry_after_s)
+                continue
             except httpx.HTTPError as exc:
                 problem = f"the transfer failed ({exc})"
             else:
@@ -150,6 +164,7 @@ class ArtifactFetcher:
                     return blob
                 problem = (f"got {size} bytes with sha256 {digest}, not the {entry['size']} bytes with "
                            f"sha256 {entry['sha256']} its manifest gives (a truncated, corrupt or tampered transfer)")
+            attempt += 1
             partial.unlink(missing_ok=True)
             log.warning("%s/%s, attempt %d of %d: %s", source, entry["name"], attempt, ATTEMPTS, problem)
         raise ArtifactFetchError(f"{source}/{entry['name']} was refused after {ATTEMPTS} attempts: {problem}",
@@ -160,6 +175,8 @@ class ArtifactFetcher:
         with client.stream("GET", f"{self.routes}/files/{sha256}", params={"path": source}) as answer:
             if answer.status_code != 200:
                 answer.read()
+                if _still_preparing(answer):
+                    raise _StillPreparing(error_message(answer), _retry_after(answer))
                 raise httpx.HTTPStatusError(error_message(answer), request=answer.request, response=answer)
             with open(target, "wb") as out:
                 for chunk in answer.iter_bytes(_CHUNK):
@@ -194,6 +211,14 @@ class ArtifactFetcher:
 def node_cache_dir() -> Path:
     """This node's artifact cache, shared by the replicas and training jobs on it."""
     return Path(os.environ.get(ARTIFACT_CACHE_ENV) or Path(tempfile.gettempdir()) / "enginehouse" / "artifacts")
+
+
+class _StillPreparing(Exception):
+    """The server's 503 ``artifact_preparing`` for a file: ask again after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def _still_preparing(answer: httpx.Response) -> bool:

@@ -104,3 +104,12 @@ def test_the_document_is_served(tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as client:
         document = client.get("/openapi.json").json()
     assert "/v1/embeddings" in document["paths"] and "/metrics" in document["paths"]
+
+
+def test_the_artifact_routes_document_the_wait_for_a_first_reading(
+        app_and_document: tuple[Any, dict[str, Any]]) -> None:
+    _, document = app_and_document
+    artifact_paths = [p for p in document["paths"] if p.startswith(("/v1/replica-artifacts/", "/v1/training-artifacts/"))]
+    assert len(artifact_paths) == 4
+    for path in artifact_paths:  # the manifest, and a file asked for before its directory was read
+        assert {"401", "404", "503"} <= set(document["paths"][path]["get"]["responses"]), path

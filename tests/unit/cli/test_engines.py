@@ -9,6 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from enginehouse.cli.params import base_model_name
 from tests.unit.cli.conftest import RunningServer
 from tests.unit.cli.support import UNPROVIDED_OPTION, Invoke, run_json
 
@@ -135,7 +138,21 @@ def test_a_relative_base_model_is_the_callers_directory_not_the_servers(
                UNPROVIDED_OPTION, "--json"]
     created = subprocess.run(command, cwd=caller, env=env, capture_output=True, text=True, timeout=120)
     assert created.returncode == 0, created.stderr
-    assert json.loads(created.stdout)["base_model"] == str(caller / "models" / "mine")
+    assert json.loads(created.stdout)["base_model"] == str((caller / "models" / "mine").resolve())
     listed = subprocess.run([*command[:3], "engines", "list", "--base-model", "./models/mine", "--json"],
                             cwd=caller, env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
     assert [engine["name"] for engine in json.loads(listed.stdout)["data"]] == [name]
+
+
+def test_base_model_names_that_are_not_relative_paths_go_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "org" / "local").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert base_model_name("org/local") == str(tmp_path / "org" / "local")  # a directory here
+    assert base_model_name("./not-yet") == str(tmp_path / "not-yet")
+    assert base_model_name("../up") == str(tmp_path.parent / "up")
+    assert base_model_name("org/remote") == "org/remote"  # a Hub id
+    assert base_model_name("/srv/models/x") == "/srv/models/x"  # the server's machine's, as given
+    assert base_model_name("~/models/x") == "~/models/x"  # the server's user's home

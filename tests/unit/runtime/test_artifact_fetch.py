@@ -39,6 +39,7 @@ class Peer:
         self.tamper = False
         self.names: list[str] | None = None
         self.preparing = 0  # manifest requests answered "still reading" before the manifest
+        self.preparing_files = 0  # likewise each file's first requests (a server that has not read it)
         self.manifests = 0
         self.routes = "/v1/replica-artifacts"  # a training job's are its own
         self.fetches: Counter[str] = Counter()
@@ -60,6 +61,9 @@ class Peer:
                 digest = url.path.rsplit("/", 1)[-1]
                 name = next(n for n, c in peer.files.items() if hashlib.sha256(c).hexdigest() == digest)
                 peer.fetches[name] += 1
+                if peer.fetches[name] <= peer.preparing_files:
+                    error = {"message": f"still reading {name} ({peer.fetches[name]})", "code": "artifact_preparing"}
+                    return self._send(503, json.dumps({"error": error}).encode(), {"Retry-After": "0"})
                 content = peer.files[name]
                 if peer.tamper:
                     content = bytes([content[0] ^ 1]) + content[1:]
@@ -128,6 +132,26 @@ def test_a_manifest_still_being_read_past_the_wait_may_be_tried_again(peer: Peer
         impatient.resolve(SOURCE)
     assert not failed.value.permanent and "still reading" in str(failed.value)
     assert 1 < peer.manifests < 1000 and not peer.fetches
+
+
+def test_a_file_still_being_read_is_asked_for_again_without_using_up_its_attempts(
+        peer: Peer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The manifest came whole (from another server behind the same address, say), but the server
+    # answering the files has not read them yet.
+    peer.preparing_files = ATTEMPTS + 2
+    with caplog.at_level(logging.INFO, logger="enginehouse.runtime.artifacts"):
+        tree = Path(fetcher(peer, tmp_path / "cache").resolve(SOURCE))
+    assert (tree / "weights" / "model.safetensors").read_bytes() == FILES["weights/model.safetensors"]
+    assert set(peer.fetches.values()) == {ATTEMPTS + 3}
+    assert f"still reading config.json ({ATTEMPTS + 2})" in caplog.text
+
+
+def test_a_file_still_being_read_past_the_wait_may_be_tried_again(peer: Peer, tmp_path: Path) -> None:
+    peer.preparing_files = 1000
+    impatient = ArtifactFetcher(peer.url, SECRET, tmp_path / "cache", "always", prepare_wait_s=0.3)
+    with pytest.raises(ArtifactFetchError) as failed:
+        impatient.resolve(SOURCE)
+    assert not failed.value.permanent and "still reading" in str(failed.value)
 
 
 def test_a_transfer_cut_short_is_fetched_again(peer: Peer, tmp_path: Path) -> None:
