@@ -125,33 +125,30 @@ def test_a_manifest_still_being_read_is_asked_for_again(peer: Peer, tmp_path: Pa
     assert "still reading (2)" in caplog.text  # the server's progress reaches the replica's log
 
 
-def test_a_manifest_still_being_read_past_the_wait_may_be_tried_again(peer: Peer, tmp_path: Path) -> None:
-    peer.preparing = 1000
+@pytest.mark.parametrize("asked", ["manifest", "files"])
+def test_a_directory_still_being_read_past_the_wait_may_be_tried_again(peer: Peer, tmp_path: Path,
+                                                                        asked: str) -> None:
+    if asked == "manifest":
+        peer.preparing = 1000
+    else:  # the manifest came whole (another server behind the same address, say); its files not yet
+        peer.preparing_files = 1000
     impatient = ArtifactFetcher(peer.url, SECRET, tmp_path / "cache", "always", prepare_wait_s=0.3)
     with pytest.raises(ArtifactFetchError) as failed:
         impatient.resolve(SOURCE)
     assert not failed.value.permanent and "still reading" in str(failed.value)
-    assert 1 < peer.manifests < 1000 and not peer.fetches
+    asked_for = peer.manifests if asked == "manifest" else peer.fetches["config.json"]
+    assert 1 < asked_for < 1000
+    assert asked == "files" or not peer.fetches
 
 
 def test_a_file_still_being_read_is_asked_for_again_without_using_up_its_attempts(
         peer: Peer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # The manifest came whole (from another server behind the same address, say), but the server
-    # answering the files has not read them yet.
     peer.preparing_files = ATTEMPTS + 2
     with caplog.at_level(logging.INFO, logger="enginehouse.runtime.artifacts"):
         tree = Path(fetcher(peer, tmp_path / "cache").resolve(SOURCE))
     assert (tree / "weights" / "model.safetensors").read_bytes() == FILES["weights/model.safetensors"]
     assert set(peer.fetches.values()) == {ATTEMPTS + 3}
     assert f"still reading config.json ({ATTEMPTS + 2})" in caplog.text
-
-
-def test_a_file_still_being_read_past_the_wait_may_be_tried_again(peer: Peer, tmp_path: Path) -> None:
-    peer.preparing_files = 1000
-    impatient = ArtifactFetcher(peer.url, SECRET, tmp_path / "cache", "always", prepare_wait_s=0.3)
-    with pytest.raises(ArtifactFetchError) as failed:
-        impatient.resolve(SOURCE)
-    assert not failed.value.permanent and "still reading" in str(failed.value)
 
 
 def test_a_transfer_cut_short_is_fetched_again(peer: Peer, tmp_path: Path) -> None:
