@@ -36,6 +36,10 @@ from enginehouse.training.report import OutcomeStatus, read_report, write_outcom
 
 log = logging.getLogger(__name__)
 
+# How long ``manifest`` waits for a checkpoint's first reading: the server's call gives it a minute
+# (``ray_training.CALL_TIMEOUT_S``), and a call answered "still reading" counts as a failed pass.
+MANIFEST_WAIT_S = 45.0
+
 CONFIG_FILE = "config.json"
 LOG_FILE = "train.log"
 # Config keys that name a directory (or a Hub id), and those that name a file, of the server's.
@@ -82,6 +86,9 @@ class TrainingProcess:
         self.log_path = self.job_dir / LOG_FILE
         self.process: subprocess.Popen[bytes] | None = None
         self._failure: str | None = None  # why it ended before a worker ran
+        # One cache for the actor's life: a checkpoint is read for its digests once, and a reading
+        # that outlasts one call goes on for the next (a fresh cache per call started it over).
+        self._digests = DigestCache(wait_s=MANIFEST_WAIT_S)
         self._cancelled = False
         self._lock = threading.Lock()
         self._started = threading.Thread(target=self._start, args=(config, fetch), name="prepare", daemon=True)
@@ -148,7 +155,7 @@ class TrainingProcess:
 
     def manifest(self, name: str) -> list[dict[str, Any]]:
         """The files of the job directory's entry ``name`` (a checkpoint) with their sizes and sha256."""
-        return [entry.to_dict() for entry in DigestCache().manifest(self._inside(name))]
+        return [entry.to_dict() for entry in self._digests.manifest(self._inside(name))]
 
     def read(self, name: str, file_name: str, offset: int, length: int) -> bytes:
         """``length`` bytes from ``offset`` of the file ``file_name`` of the entry ``name``."""

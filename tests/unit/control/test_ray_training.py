@@ -5,6 +5,8 @@ The Ray side itself runs for real in tests/integration/test_ray_provider.py."""
 from __future__ import annotations
 
 import hashlib
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import pytest
 from enginehouse.providers.base import LaunchError
 from enginehouse.providers.checkpoint_copy import ATTEMPTS, CheckpointCopyError, copy_checkpoint
 from enginehouse.providers.ray_training import training_resources
-from enginehouse.providers.ray_training_actor import fetched_paths, localize_config
+from enginehouse import artifacts
+from enginehouse.providers.ray_training_actor import TrainingProcess, fetched_paths, localize_config
 
 
 def _node(cpus: float, gpus: float = 0, alive: bool = True) -> dict[str, Any]:
@@ -118,3 +121,30 @@ def test_a_manifest_naming_a_file_outside_the_checkpoint_is_refused(tmp_path: Pa
     with pytest.raises(CheckpointCopyError, match="manifest names"):
         copy_checkpoint([{"name": name, "size": 1, "sha256": "0" * 64}], lambda *_: b"x", tmp_path / "checkpoint-1")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_jobs_actor_reads_each_checkpoint_for_its_digests_once(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    read = artifacts.file_digest
+    reads: Counter[str] = Counter()
+
+    def counting(path: Path, progress=None) -> str:  # type: ignore[no-untyped-def]
+        reads[str(path)] += 1
+        return read(path, progress)
+
+    monkeypatch.setattr(artifacts, "file_digest", counting)
+    # A fetch it cannot use: the job ends before any worker starts, which leaves its actor to ask.
+    actor = TrainingProcess("job-digests", {}, {}, str(tmp_path))
+    deadline = time.monotonic() + 30
+    while actor.poll()["exit"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    checkpoint = actor.job_dir / "checkpoint-1"
+    checkpoint.mkdir()
+    for name, content in FILES.items():
+        (checkpoint / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkpoint / name).write_bytes(content)
+    first = actor.manifest("checkpoint-1")
+    assert {entry["name"]: entry["sha256"] for entry in first} == {
+        name: hashlib.sha256(content).hexdigest() for name, content in FILES.items()}
+    assert actor.manifest("checkpoint-1") == first  # the server asks again on its next pass
+    assert reads == {str(checkpoint / name): 1 for name in FILES}
