@@ -6,12 +6,12 @@ variables); the CLI never reads the environment itself.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from enginehouse.core.model_names import kept_model_name
 
 UrlOption = Annotated[
     str | None,
@@ -49,12 +49,7 @@ DEFAULT_TIMEOUT_S = 600.0
 def base_model_name(value: str) -> str:
     """A ``--base-model`` as the server should read it. A relative path (``./x``, ``../x``, or a
     directory that exists here, as a model loader would take it) is made absolute against the
-    caller's working directory: the server would resolve it against its own. An absolute path, a
-    ``~`` path and a Hub id go as given, for the server to read on its own machine."""
-    if value.startswith(("/", "~")):
-        return value
-    try:
-        relative = value.startswith(("./", "../")) or value in (".", "..") or Path(value).is_dir()
-    except (OSError, ValueError):  # a name too long, a NUL byte: the server says what is wrong
-        return value
-    return os.path.abspath(value) if relative else value
+    caller's working directory, by the server's own rule (``kept_model_name``): the server would
+    resolve it against its own. An absolute path, a ``~`` path and a Hub id go as given, for the
+    server to read on its own machine."""
+    return value if value.startswith(("/", "~")) else kept_model_name(value)

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from enginehouse import artifacts
 from enginehouse.providers.base import LaunchError
 from enginehouse.providers.checkpoint_copy import ATTEMPTS, CheckpointCopyError, copy_checkpoint
 from enginehouse.providers.ray_training import training_resources
-from enginehouse import artifacts
 from enginehouse.providers.ray_training_actor import TrainingProcess, fetched_paths, localize_config
 
 
