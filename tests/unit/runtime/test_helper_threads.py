@@ -18,20 +18,21 @@ from enginehouse.runtime.helper_threads import _loaded_openmp_libraries, helper_
 _PARALLEL_SIZE = 4_000_000
 
 
-def _native_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+def _native_threads() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
 
 
 def _threads_added_by(run_on_thread: Callable[[Callable[[], int]], int]) -> int:
-    """Native threads this process gained while the thread ``run_on_thread`` uses ran parallel
-    ops (measured on it, while it still lives)."""
+    """Native threads that started in this process while the thread ``run_on_thread`` uses ran
+    parallel ops (measured on it, while it still lives). Started, not the count's change: another
+    test's thread may end meanwhile."""
     values = torch.ones(_PARALLEL_SIZE)
 
     def work() -> int:
         before = _native_threads()
         for _ in range(3):
             (values * 2).sum()
-        return _native_threads() - before
+        return len(_native_threads() - before)
 
     return run_on_thread(work)
 
